@@ -1,0 +1,2 @@
+export { loadModel, modelFromBytes } from './load.js';
+export { saveModel, modelToBytes, type SaveOptions, type SaveResult } from './save.js';

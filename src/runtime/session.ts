@@ -1,0 +1,133 @@
+// The only module that imports onnxruntime-node. Everything else passes ArrayTensors.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { UserError } from '../errors.js';
+import type { ArrayTensor } from '../ir/array-tensor.js';
+import { DataType, dtypeFromName, dtypeName } from '../ir/dtype.js';
+import type { Model } from '../ir/model.js';
+import type { TypedArray } from '../ir/tensor.js';
+import { modelToBytes, saveModel } from '../onnx/save.js';
+
+export interface SessionOptions {
+  /** Threads inside one operator (default: SLIMFORMER_THREADS, or the machine's cores). */
+  threads?: number;
+  /** onnxruntime graph optimization level (default 'all'). Use 'disabled' to see every tensor. */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Intermediate tensors to return besides the model's outputs, by value name. They are added
+   * as graph outputs to a copy of the model; the caller's model is not touched.
+   */
+  expose?: string[];
+  /** Writes the graph onnxruntime actually runs (after its fusions) to this file. */
+  optimizedModelPath?: string;
+}
+
+const SESSION_BYTES_LIMIT = 2 ** 31 - 1 - 64 * 2 ** 20;
+
+export function defaultThreads(): number {
+  const env = Number(process.env.SLIMFORMER_THREADS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+}
+
+/** An onnxruntime session over an IR model. */
+export class Session {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+    private readonly constants: Map<string, ArrayTensor>,
+    private readonly tempDir: string | undefined,
+  ) {}
+
+  static async create(model: Model, options: SessionOptions = {}): Promise<Session> {
+    let m = model;
+    const constants = new Map<string, ArrayTensor>();
+    if (options.expose && options.expose.length > 0) {
+      m = model.clone();
+      const outputs = new Set(m.graph.outputs.map((v) => v.name));
+      for (const name of options.expose) {
+        const v = m.graph.value(name);
+        if (!v) throw new UserError(`the model has no tensor named '${name}' to expose`);
+        if (outputs.has(name) || v.isGraphInput()) continue;
+        if (v.initializer) {
+          constants.set(name, { dtype: v.initializer.dtype, dims: [...v.initializer.dims], data: v.initializer.toTypedArray() });
+          continue;
+        }
+        m.graph.outputs.push(v);
+        outputs.add(name);
+      }
+    }
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      intraOpNumThreads: options.threads ?? defaultThreads(),
+      interOpNumThreads: 1,
+      graphOptimizationLevel: options.optimization ?? 'all',
+      logSeverityLevel: 3,
+    };
+    if (options.optimizedModelPath) sessionOptions.optimizedModelFilePath = options.optimizedModelPath;
+    let tempDir: string | undefined;
+    let session: ort.InferenceSession;
+    try {
+      const dataBytes = m.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
+      if (dataBytes > SESSION_BYTES_LIMIT) {
+        // too big for one protobuf buffer: hand onnxruntime a file with external data
+        tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimformer-session-'));
+        const file = path.join(tempDir, 'model.onnx');
+        saveModel(m, file, { externalData: true });
+        session = await ort.InferenceSession.create(file, sessionOptions);
+      } else {
+        session = await ort.InferenceSession.create(modelToBytes(m), sessionOptions);
+      }
+    } catch (e) {
+      if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
+      const why = e instanceof Error ? e.message : String(e);
+      throw new UserError(`onnxruntime cannot load ${model.sourcePath ?? 'the model'}: ${why.split('\n')[0]}`);
+    }
+    return new Session(session, session.inputNames, session.outputNames, constants, tempDir);
+  }
+
+  /** Runs the model; returns the requested outputs (default: all, plus exposed tensors). */
+  async run(feeds: Record<string, ArrayTensor>, fetch?: string[]): Promise<Record<string, ArrayTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
+    const wanted = fetch ?? [...this.outputNames, ...this.constants.keys()];
+    const fromSession = wanted.filter((n) => !this.constants.has(n) && !(n in feeds));
+    let results: ort.InferenceSession.OnnxValueMapType;
+    try {
+      results = await this.session.run(ortFeeds, fromSession);
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      throw new UserError(`onnxruntime failed to run the model: ${why.split('\n')[0]}`);
+    }
+    const out: Record<string, ArrayTensor> = {};
+    for (const name of wanted) {
+      const c = this.constants.get(name) ?? feeds[name];
+      if (c) out[name] = c;
+      else out[name] = fromOrt(results[name] as ort.Tensor, name);
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+    if (this.tempDir) fs.rmSync(this.tempDir, { recursive: true, force: true });
+  }
+}
+
+function toOrt(t: ArrayTensor): ort.Tensor {
+  if (t.dtype === DataType.BOOL) return new ort.Tensor('bool', t.data as Uint8Array, t.dims);
+  if (t.dtype === DataType.FLOAT16) return new ort.Tensor('float16', t.data as Uint16Array, t.dims);
+  const name = dtypeName(t.dtype) as ort.Tensor.Type;
+  return new ort.Tensor(name, t.data as never, t.dims);
+}
+
+function fromOrt(t: ort.Tensor, name: string): ArrayTensor {
+  const dtype = dtypeFromName(t.type);
+  if (dtype === undefined) throw new Error(`output '${name}' has type ${t.type}, which slimformer does not handle`);
+  let data = t.data as TypedArray;
+  if (dtype === DataType.BOOL && !(data instanceof Uint8Array)) data = Uint8Array.from(data as unknown as ArrayLike<number>);
+  return { dtype, dims: [...t.dims], data };
+}
+

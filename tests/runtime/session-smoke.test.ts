@@ -1,0 +1,26 @@
+import { describe, expect, it } from 'vitest';
+import { Graph } from '../../src/ir/graph.js';
+import { Model } from '../../src/ir/model.js';
+import { Tensor } from '../../src/ir/tensor.js';
+import { DataType } from '../../src/ir/dtype.js';
+import { Session } from '../../src/runtime/session.js';
+
+describe('session smoke', () => {
+  it('runs a MatMul+Add and exposes an untyped intermediate', async () => {
+    const g = new Graph('g');
+    const x = g.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['batch', 2] });
+    const w = g.addInitializer(Tensor.from('w', DataType.FLOAT, [2, 3], [1, 2, 3, 4, 5, 6]));
+    const b = g.addInitializer(Tensor.from('b', DataType.FLOAT, [3], [0.5, 0.5, 0.5]));
+    const mm = g.addNode('MatMul', [x, w], ['mm']);
+    const add = g.addNode('Add', [mm.output(0), b], ['y']);
+    add.output(0).type = { kind: 'tensor', dtype: DataType.FLOAT, shape: ['batch', 3] };
+    g.outputs.push(add.output(0));
+    const m = new Model(g);
+    m.opsetImports = new Map([['', 17]]);
+    const s = await Session.create(m, { expose: ['mm'] });
+    const out = await s.run({ x: { dtype: DataType.FLOAT, dims: [1, 2], data: Float32Array.from([1, 1]) } });
+    expect([...out.y!.data]).toEqual([5.5, 7.5, 9.5]);
+    expect([...out.mm!.data]).toEqual([5, 7, 9]);
+    await s.release();
+  });
+});
