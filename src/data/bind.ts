@@ -1,0 +1,124 @@
+import { UserError } from '../errors.js';
+import { type ArrayTensor, concatBatch, describe } from '../ir/array-tensor.js';
+import { DataType, isFloatType } from '../ir/dtype.js';
+import type { Model } from '../ir/model.js';
+import type { Dim } from '../ir/value.js';
+import type { Dataset, NamedArray, Sample } from './dataset.js';
+
+/** A graph input the caller must feed (inputs with an initializer default are optional). */
+export interface ModelInput {
+  name: string;
+  dtype: DataType;
+  shape: Dim[] | undefined;
+}
+
+export function modelInputs(model: Model): ModelInput[] {
+  return model.graph.inputs
+    .filter((v) => !v.initializer)
+    .map((v) => ({ name: v.name, dtype: v.dtype ?? DataType.UNDEFINED, shape: v.shape }));
+}
+
+/** A dataset checked against a model: every sample's names, types and shapes fit its inputs. */
+export interface BoundDataset {
+  readonly dataset: Dataset;
+  readonly inputs: ModelInput[];
+  readonly hasLabels: boolean;
+  /** Largest batch the model's first input dimension allows (1 when it is fixed to 1). */
+  readonly maxBatch: number;
+  feeds(sample: Sample): Record<string, ArrayTensor>;
+}
+
+/**
+ * Checks every sample of the dataset against the model's inputs before anything runs, so a
+ * mismatch ends with one message naming the file and tensor instead of an onnxruntime error
+ * halfway through. Float inputs holding NaN are rejected too.
+ */
+export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
+  const inputs = modelInputs(model);
+  const byName = new Map(inputs.map((i) => [i.name, i]));
+  const nameOf = (a: NamedArray, k: number): string => a.name || inputs[k]?.name || '';
+  const feeds = (sample: Sample): Record<string, ArrayTensor> => {
+    const out: Record<string, ArrayTensor> = {};
+    sample.inputs.forEach((a, k) => {
+      out[nameOf(a, k)] = { dtype: a.dtype, dims: a.dims, data: a.data };
+    });
+    return out;
+  };
+  let labelled: boolean | undefined;
+  for (let i = 0; i < dataset.size; i++) {
+    const where = dataset.where(i);
+    const sample = dataset.read(i);
+    const seen = new Set<string>();
+    sample.inputs.forEach((a, k) => {
+      const name = nameOf(a, k);
+      const expected = byName.get(name);
+      if (!expected) {
+        throw new UserError(`${where}: tensor '${name}' is not an input of the model (its inputs are ${inputs.map((x) => `'${x.name}'`).join(', ')})`);
+      }
+      seen.add(name);
+      if (a.dtype !== expected.dtype) {
+        throw new UserError(`${where}: tensor '${name}' is ${describe(a)} but the model's input '${name}' is ${describe({ dtype: expected.dtype, dims: expected.shape ?? [] })}`);
+      }
+      if (expected.shape && !shapeFits(a.dims, expected.shape)) {
+        throw new UserError(`${where}: tensor '${name}' has shape [${a.dims.join(',')}] but the model's input '${name}' takes [${expected.shape.map((d) => d ?? '?').join(',')}]`);
+      }
+      if (isFloatType(a.dtype) && a.dtype !== DataType.FLOAT16 && hasNaN(a.data as Float32Array)) {
+        throw new UserError(`${where}: tensor '${name}' contains NaN`);
+      }
+    });
+    const missing = inputs.filter((x) => !seen.has(x.name));
+    if (missing.length > 0) throw new UserError(`${where}: no data for the model's input '${missing[0]!.name}'`);
+    const hasLabel = sample.label !== undefined;
+    if (labelled !== undefined && labelled !== hasLabel) throw new UserError(`${where}: some samples have a label.pb and others do not`);
+    labelled = hasLabel;
+  }
+  const first = inputs[0]?.shape?.[0];
+  return { dataset, inputs, hasLabels: labelled ?? false, maxBatch: typeof first === 'number' ? first : Infinity, feeds };
+}
+
+function shapeFits(dims: number[], shape: Dim[]): boolean {
+  return dims.length === shape.length && shape.every((d, i) => typeof d !== 'number' || d === dims[i]);
+}
+
+function hasNaN(data: ArrayLike<number>): boolean {
+  for (let i = 0; i < data.length; i++) if (data[i] !== data[i]) return true;
+  return false;
+}
+
+export interface Batch {
+  feeds: Record<string, ArrayTensor>;
+  label: ArrayTensor | undefined;
+  /** Index of the batch's first sample in the dataset. */
+  start: number;
+  count: number;
+}
+
+/**
+ * Groups consecutive samples into batches along the first axis. Samples whose shapes differ
+ * (a dynamic sequence length, say) go into separate batches.
+ */
+export function* batches(bound: BoundDataset, batchSize: number): Generator<Batch> {
+  const size = Math.max(1, Math.min(batchSize, bound.maxBatch));
+  let pending: { feeds: Record<string, ArrayTensor>; label: ArrayTensor | undefined }[] = [];
+  let start = 0;
+  let key = '';
+  const flush = (): Batch => {
+    const names = Object.keys(pending[0]!.feeds);
+    const feeds: Record<string, ArrayTensor> = {};
+    for (const n of names) feeds[n] = concatBatch(pending.map((p) => p.feeds[n]!));
+    const label = bound.hasLabels ? concatBatch(pending.map((p) => p.label!)) : undefined;
+    const b = { feeds, label, start, count: pending.length };
+    start += pending.length;
+    pending = [];
+    return b;
+  };
+  for (let i = 0; i < bound.dataset.size; i++) {
+    const sample = bound.dataset.read(i);
+    const feeds = bound.feeds(sample);
+    const k = Object.entries(feeds).map(([n, t]) => `${n}:${t.dims.slice(1).join('x')}`).join('|');
+    if (pending.length > 0 && (k !== key || pending.length >= size)) yield flush();
+    key = k;
+    pending.push({ feeds, label: sample.label });
+  }
+  if (pending.length > 0) yield flush();
+}

@@ -1,0 +1,43 @@
+import type { Dataset } from '../data/dataset.js';
+import type { Model } from '../ir/model.js';
+import type { Progress } from '../progress.js';
+import type { Report } from '../report/report.js';
+
+/** What a pass may use besides the model. Passes read nothing global (no argv, no env). */
+export interface PassContext {
+  /** Calibration samples, for passes that need activations. */
+  calibration: Dataset | undefined;
+  /** Threads for onnxruntime sessions the pass creates. */
+  threads: number | undefined;
+  progress: Progress;
+  report: Report;
+  /** Aborted on Ctrl-C; long loops check it so work stops cleanly. */
+  signal: AbortSignal;
+}
+
+export interface PassResult {
+  model: Model;
+  modified: boolean;
+  /** Figures for the report (counts removed, sizes before/after...). */
+  summary?: Record<string, unknown>;
+}
+
+/**
+ * A step of a pipeline. `name` is the kebab-case word used in the CLI, recipes and reports.
+ * A pass may change the model it is given in place and return it, or return a new one.
+ */
+export interface Pass {
+  readonly name: string;
+  run(model: Model, ctx: PassContext): Promise<PassResult> | PassResult;
+}
+
+/** A failure inside a pass, naming the pass. */
+export class PassError extends Error {
+  constructor(
+    readonly pass: string,
+    readonly inner: unknown,
+  ) {
+    super(`pass '${pass}' failed: ${inner instanceof Error ? inner.message : String(inner)}`, { cause: inner });
+    this.name = 'PassError';
+  }
+}

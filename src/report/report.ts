@@ -1,0 +1,41 @@
+/** What a pass did, one entry per fact worth telling the user. */
+export interface ReportEntry {
+  pass: string;
+  level: 'info' | 'warning' | 'skipped';
+  message: string;
+  /** The node or tensor the entry is about, when there is one. */
+  target?: string;
+  data?: Record<string, unknown>;
+}
+
+export interface PassRecord {
+  pass: string;
+  seconds: number;
+  modified: boolean;
+  summary: Record<string, unknown>;
+}
+
+/**
+ * The one report of a run. Passes add entries; renderers (JSON now, Markdown/HTML/JUnit later)
+ * read it. Skips always carry a reason, so nothing is changed or left alone silently.
+ */
+export class Report {
+  readonly entries: ReportEntry[] = [];
+  readonly passes: PassRecord[] = [];
+
+  info(pass: string, message: string, extra: Partial<Pick<ReportEntry, 'target' | 'data'>> = {}): void {
+    this.entries.push({ pass, level: 'info', message, ...extra });
+  }
+
+  warn(pass: string, message: string, extra: Partial<Pick<ReportEntry, 'target' | 'data'>> = {}): void {
+    this.entries.push({ pass, level: 'warning', message, ...extra });
+  }
+
+  skip(pass: string, target: string, reason: string): void {
+    this.entries.push({ pass, level: 'skipped', message: reason, target });
+  }
+
+  toJSON(): { passes: PassRecord[]; entries: ReportEntry[] } {
+    return { passes: this.passes, entries: this.entries };
+  }
+}
