@@ -42,6 +42,8 @@ export function parseNpy(bytes: Uint8Array): ArrayTensor {
   const elemBytes = Number(descr.slice(2));
   const need = count * elemBytes;
   if (bytes.byteLength - dataStart < need) throw new Error(`truncated .npy data: needs ${need} bytes, has ${bytes.byteLength - dataStart}`);
-  const copy = bytes.slice(dataStart, dataStart + need);
+  // a fresh, aligned copy (Buffer.slice would return a view into Node's shared pool)
+  const copy = new Uint8Array(need);
+  copy.set(bytes.subarray(dataStart, dataStart + need));
   return { dtype: kind.dtype, dims, data: new kind.Ctor(copy.buffer) };
 }
