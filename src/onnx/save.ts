@@ -19,6 +19,8 @@ export interface SaveOptions {
    * its data would not fit in one protobuf message (2 GB).
    */
   externalData?: boolean | 'auto' | { location?: string; threshold?: number };
+  /** Most bytes of weights kept inline before 'auto' moves them out (default: just under 2 GB). */
+  inlineLimitBytes?: number;
 }
 
 export interface SaveResult {
@@ -73,8 +75,9 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
   const initializers = model.graph.initializers.filter((v) => v.initializer).map((v) => v.initializer!);
   const totalData = initializers.reduce((a, t) => a + t.byteLength, 0);
   const ext = options.externalData ?? 'auto';
+  const inlineLimit = Math.min(options.inlineLimitBytes ?? INLINE_BUDGET, INLINE_BUDGET);
   const useExternal =
-    ext === true || typeof ext === 'object' || (ext === 'auto' && (model.loadedWithExternalData || totalData > INLINE_BUDGET));
+    ext === true || typeof ext === 'object' || (ext === 'auto' && (model.loadedWithExternalData || totalData > inlineLimit));
   const location = (typeof ext === 'object' && ext.location) || `${path.basename(file)}.data`;
   const threshold = typeof ext === 'object' && ext.threshold !== undefined ? ext.threshold : 1024;
   const dataPath = useExternal ? path.join(dir, location) : undefined;
@@ -108,7 +111,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     }
     // 2. the model: header fields, then the graph with initializers framed by hand
     const inlineBytes = initializers.filter((t) => !externalAt.has(t)).reduce((a, t) => a + t.byteLength, 0);
-    if (inlineBytes > INLINE_BUDGET) {
+    if (inlineBytes > inlineLimit) {
       throw new UserError(`cannot write ${file}: ${inlineBytes} bytes of weights exceed protobuf's 2 GB limit; save with external data`);
     }
     const graphPieces: Piece[] = [onnx.GraphProto.encode(graphToProto(model.graph, false)).finish()];
