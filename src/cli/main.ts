@@ -1,0 +1,23 @@
+import { Command } from 'commander';
+import { registerEval } from './eval.js';
+import { registerInspect } from './inspect.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('slimformer')
+    .description('compress transformer ONNX models after training, and prove they still work')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      // commander's own usage errors (unknown option, missing argument) are user errors: exit 2
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    });
+  registerInspect(program);
+  registerEval(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  await buildProgram().parseAsync(argv);
+}

@@ -1,0 +1,33 @@
+// The public API of slimformer: explicit named exports only.
+export { UserError, isUserError } from './errors.js';
+
+export { DataType, dtypeName, dtypeFromName } from './ir/dtype.js';
+export { Tensor, elementCount, type ExternalLocation, type TypedArray } from './ir/tensor.js';
+export { Value, type Dim, type Use, type ValueType } from './ir/value.js';
+export { Node } from './ir/node.js';
+export { Graph } from './ir/graph.js';
+export { Model, type OpaqueFunction } from './ir/model.js';
+export type { Attribute, AttributeValue } from './ir/attribute.js';
+export type { ArrayTensor } from './ir/array-tensor.js';
+
+export { loadModel, modelFromBytes, saveModel, modelToBytes, readTensorFile, writeTensorFile, type SaveOptions, type SaveResult } from './onnx/index.js';
+
+export { discoverStructure, summarizeStructure } from './discover/index.js';
+export type { Structure, StructureSummary, LinearLayer, NormLayer, Attention, Mlp, Block, Residual } from './discover/index.js';
+
+export { Session, type SessionOptions } from './runtime/session.js';
+
+export { openDataset, type Dataset, type Sample, type NamedArray } from './data/dataset.js';
+export { bindDataset, batches, modelInputs, type BoundDataset, type Batch, type ModelInput } from './data/bind.js';
+
+export { evaluate, type EvaluateOptions, type EvalResult } from './validate/evaluate.js';
+export { MetricAccumulator, METRICS, type MetricName } from './validate/metrics.js';
+
+export { type Pass, type PassContext, type PassResult, PassError } from './passes/pass.js';
+export { cleanup, type CleanupOptions } from './passes/cleanup.js';
+export { pipeline, type Pipeline } from './pipeline/pipeline.js';
+export { Report, type ReportEntry, type PassRecord } from './report/report.js';
+export { consoleProgress, silentProgress, type Progress } from './progress.js';
+
+/** Loads a model (alias of loadModel, the name the pipeline examples use). */
+export { loadModel as load } from './onnx/index.js';
