@@ -201,6 +201,12 @@ export class Graph {
    * order is kept where it is already valid). Throws on a cycle, naming a node in it.
    */
   toposort(): void {
+    this.nodeList = this.topologicalOrder();
+    for (const n of this.nodeList) for (const g of n.subgraphs()) g.toposort();
+  }
+
+  /** The nodes in topological order, without changing the graph. */
+  topologicalOrder(): Node[] {
     const nodes = this.nodeList;
     const deps = new Map<Node, Set<Node>>();
     const readers = new Map<Node, Node[]>();
@@ -237,8 +243,7 @@ export class Graph {
       const stuck = nodes.find((n) => pending.get(n)! > 0)!;
       throw new Error(`graph '${this.name}' has a cycle through node '${stuck.name}' (${stuck.opType})`);
     }
-    this.nodeList = order;
-    for (const n of order) for (const g of n.subgraphs()) g.toposort();
+    return order;
   }
 
   /** Removes nodes whose outputs reach no graph output. Returns how many were removed. */
