@@ -7,7 +7,7 @@ import { Model } from '../../src/ir/model.js';
 import { Tensor } from '../../src/ir/tensor.js';
 import { stringAttr } from '../../src/ir/attribute.js';
 import { loadModel, modelFromBytes, saveModel } from '../../src/onnx/index.js';
-import { onnx } from '../../src/onnx/proto.js';
+import { onnx, type ITensorProto } from '../../src/onnx/proto.js';
 import { decodeTensor } from '../../src/onnx/tensor-proto.js';
 import { readExternalBytes } from '../../src/onnx/external-data.js';
 import { runBoth, sameOutputs } from '../helpers/compare.js';
@@ -121,7 +121,7 @@ describe('ONNX save/load', () => {
   it('reads tensors stored in typed fields (float_data, int32_data, int64_data, ...)', () => {
     const ctx = { file: 't', baseDir: dir, readExternal: readExternalBytes };
     const T = onnx.TensorProto.DataType;
-    const cases: [onnx.ITensorProto, number[]][] = [
+    const cases: [ITensorProto, number[]][] = [
       [{ dataType: T.FLOAT, dims: [3], floatData: [1.5, -2, 3] }, [1.5, -2, 3]],
       [{ dataType: T.DOUBLE, dims: [2], doubleData: [1e-300, 2] }, [1e-300, 2]],
       [{ dataType: T.INT64, dims: [2], int64Data: [-5, 9] }, [-5, 9]],

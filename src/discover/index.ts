@@ -1,0 +1,97 @@
+import type { Model } from '../ir/model.js';
+import type { Node } from '../ir/node.js';
+import type { Value } from '../ir/value.js';
+import { matchAttention } from './attention.js';
+import { assembleBlocks } from './blocks.js';
+import { isNormAnchor, matchNorm } from './layer-norm.js';
+import { LinearIndex, matchLinear } from './linear.js';
+import { NoMatch } from './match.js';
+import { matchMlp } from './mlp.js';
+import { topoPositions } from './order.js';
+import { findResidual } from './residual.js';
+import type { Attention, LinearLayer, Mlp, NormLayer, Residual, Structure } from './structure.js';
+
+export type * from './structure.js';
+export { constantSource, constantTensor } from './constants.js';
+export { summarizeStructure } from './summary.js';
+
+/**
+ * Finds the transformer structure of a model's main graph: linear layers, norms, attentions,
+ * MLPs, residual adds and the blocks they form. Never throws on a graph it does not
+ * understand: what it looked for and did not find is listed in `unmatched` with a reason.
+ * The model is not modified.
+ */
+export function discoverStructure(model: Model): Structure {
+  const graph = model.graph;
+  const positions = topoPositions(graph);
+  const position = (n: Node): number => positions.get(n) ?? Number.MAX_SAFE_INTEGER;
+  const nodes = [...graph.nodes].sort((a, b) => position(a) - position(b));
+  const failures = new Map<Node, NoMatch>();
+  const attempt = <T>(node: Node, match: () => T | NoMatch | undefined): T | undefined => {
+    let r: T | NoMatch | undefined;
+    try {
+      r = match();
+    } catch (e) {
+      r = new NoMatch(node, `discovery failed here: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (r instanceof NoMatch) {
+      if (!failures.has(r.node)) failures.set(r.node, r);
+      return undefined;
+    }
+    return r;
+  };
+
+  const linears: LinearLayer[] = [];
+  const norms: NormLayer[] = [];
+  for (const n of nodes) {
+    if (n.opType === 'MatMul' || n.opType === 'Gemm') {
+      const l = attempt(n, () => matchLinear(n));
+      if (l) linears.push(l);
+    } else if (isNormAnchor(n)) {
+      const norm = attempt(n, () => matchNorm(n));
+      if (norm) norms.push(norm);
+    }
+  }
+  uniqueNames(linears);
+  const index = new LinearIndex(linears);
+
+  const attentions: Attention[] = [];
+  for (const n of nodes) {
+    if (n.opType !== 'Softmax') continue;
+    const a = attempt(n, () => matchAttention(n, index));
+    if (!a) continue;
+    attentions.push(a);
+    // the q @ k and probs @ v MatMuls have no constant weight by design
+    for (const m of a.nodes) failures.delete(m);
+  }
+
+  const used = new Set<LinearLayer>(attentions.flatMap((a) => [a.q, a.k, a.v]));
+  const mlps: Mlp[] = [];
+  for (const l of linears) {
+    if (used.has(l)) continue;
+    const m = attempt(l.node, () => matchMlp(l, index));
+    if (!m || [m.fc1, m.gate, m.fc2].some((x) => x && used.has(x))) continue;
+    mlps.push(m);
+    for (const x of [m.fc1, m.gate]) if (x) used.add(x);
+  }
+
+  const residualByOutput = new Map<Value, Residual>();
+  for (const out of [...attentions.map((a) => a.output), ...mlps.map((m) => m.output)]) {
+    const r = findResidual(out);
+    if (r) residualByOutput.set(out, r);
+  }
+  const blocks = assembleBlocks(attentions, mlps, norms, (v) => residualByOutput.get(v), position);
+  const unmatched = [...failures.values()].sort((a, b) => position(a.node) - position(b.node)).map((f) => f.toUnmatched());
+  return { linears, norms, attentions, mlps, residuals: [...residualByOutput.values()], blocks, unmatched };
+}
+
+/** Linear names come from node scopes, which can repeat (two MatMuls in one module): keep them unique. */
+function uniqueNames(linears: LinearLayer[]): void {
+  const seen = new Set<string>();
+  for (const l of linears) {
+    let name = l.name;
+    for (let k = 1; seen.has(name); k++) name = `${l.name}_${k}`;
+    l.name = name;
+    seen.add(name);
+  }
+}

@@ -1,0 +1,147 @@
+import type { Node } from '../ir/node.js';
+import type { Value } from '../ir/value.js';
+
+/**
+ * A MatMul or Gemm with a constant weight, plus its bias. `weight` and `bias` are the values
+ * that hold the data (an initializer, or a Constant node's output): an Identity between them
+ * and the node is looked through, so the data may be shared with other readers (torch
+ * deduplicates equal initializers that way); check `weight.uses()` before rewriting in place.
+ */
+export interface LinearLayer {
+  /** Module-like name taken from the node or weight name, e.g. "blocks.0.attn.query". */
+  name: string;
+  node: Node;
+  weight: Value;
+  bias?: Value;
+  /** The Add that applies the bias after a MatMul (absent for Gemm, whose C is the bias). */
+  biasAdd?: Node;
+  inFeatures: number;
+  outFeatures: number;
+  /** Gemm transB=1: the weight is stored [out, in]; otherwise [in, out]. */
+  transB: boolean;
+  input: Value;
+  /** The output after the bias add. */
+  output: Value;
+}
+
+export interface NormLayer {
+  kind: 'layernorm' | 'rmsnorm';
+  /** 'fused': one op (LayerNormalization, SimplifiedLayerNormalization, RMSNormalization). */
+  form: 'fused' | 'decomposed';
+  /** Every node from input to output (including Casts in between), in no particular order. */
+  nodes: Node[];
+  input: Value;
+  output: Value;
+  scale?: Value;
+  bias?: Value;
+  epsilon: number;
+  /** Size of the normalized axis, from the scale or the input's shape; 0 when unknown. */
+  hidden: number;
+}
+
+export interface AttentionMask {
+  kind: 'additive' | 'where';
+  /** The Add or Where that applies the mask, then the nodes that compute the mask tensor. */
+  nodes: Node[];
+  /** The graph input the mask is computed from (e.g. attention_mask), when there is one. */
+  source?: string;
+}
+
+export interface Attention {
+  q: LinearLayer;
+  k: LinearLayer;
+  v: LinearLayer;
+  o: LinearLayer;
+  numHeads: number;
+  headSize: number;
+  softmax: Node;
+  mask?: AttentionMask;
+  /** True when a constant lower-triangular mask is applied. */
+  causal: boolean;
+  /** True when q and k go through a rotary position embedding (x * cos + rotate_half(x) * sin). */
+  rotary: boolean;
+  /** The product of the constant factors applied to the scores (1/sqrt(headSize) usually). */
+  scale: number;
+  /** The nodes between the projections and o: reshapes, transposes, MatMuls, scale, softmax. */
+  nodes: Node[];
+  input: Value;
+  output: Value;
+}
+
+export type Activation = 'gelu' | 'gelu_tanh' | 'relu' | 'silu' | 'swiglu' | 'geglu' | (string & {});
+
+export interface Mlp {
+  /** The first projection (the "up" projection of a gated MLP). */
+  fc1: LinearLayer;
+  /** The gate projection of a gated MLP (SwiGLU, GeGLU): act(gate(x)) * fc1(x). */
+  gate?: LinearLayer;
+  fc2: LinearLayer;
+  activation: Activation;
+  /** Every node between fc1 (and gate) and fc2. */
+  activationNodes: Node[];
+  width: number;
+  input: Value;
+  output: Value;
+}
+
+/** An Add of the residual stream (`skip`) and a sublayer's output (`branch`). */
+export interface Residual {
+  add: Node;
+  skip: Value;
+  branch: Value;
+}
+
+export type Placement = 'pre-ln' | 'post-ln' | 'unknown';
+
+export interface Block {
+  index: number;
+  attention?: Attention;
+  mlp?: Mlp;
+  /** pre-ln: the norm before the attention; post-ln: the norm after its residual add. */
+  attentionNorm?: NormLayer;
+  mlpNorm?: NormLayer;
+  placement: Placement;
+  attentionResidual?: Residual;
+  mlpResidual?: Residual;
+}
+
+/** A structure that was looked for and not found, and why (like onnxscript's MatchResult.fail). */
+export interface Unmatched {
+  node: string;
+  opType: string;
+  reason: string;
+}
+
+export interface Structure {
+  linears: LinearLayer[];
+  norms: NormLayer[];
+  attentions: Attention[];
+  mlps: Mlp[];
+  residuals: Residual[];
+  blocks: Block[];
+  unmatched: Unmatched[];
+}
+
+/** Plain JSON-able facts about a model and its structure (what `inspect` prints). */
+export interface StructureSummary {
+  opset: number;
+  opCounts: Record<string, number>;
+  parameters: number;
+  hidden: number | null;
+  blocks: BlockSummary[];
+  linears: number;
+  norms: number;
+  unmatched: Unmatched[];
+}
+
+export interface BlockSummary {
+  index: number;
+  heads: number | null;
+  headSize: number | null;
+  hidden: number | null;
+  mlpWidth: number | null;
+  activation: string | null;
+  norm: Placement;
+  normKind: 'layernorm' | 'rmsnorm' | null;
+  normForm: 'fused' | 'decomposed' | null;
+}
