@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerEval } from './eval.js';
 import { registerInspect } from './inspect.js';
+import { registerQuantize } from './quantize.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
     });
   registerInspect(program);
   registerEval(program);
+  registerQuantize(program);
   return program;
 }
 

@@ -114,7 +114,7 @@ function quantizerGraph(spec: WeightQuantSpec): Model {
  * runs in onnxruntime, a chunk of output channels at a time so memory stays bounded.
  */
 export async function quantizeWeight(wT: Float32Array, n: number, k: number, spec: WeightQuantSpec): Promise<QuantizedWeight> {
-  const blockSize = spec.blockSize > 0 ? Math.min(spec.blockSize, k) : k;
+  const blockSize = spec.blockSize > 0 ? spec.blockSize : k;
   const groups = Math.ceil(k / blockSize);
   const padded = groups * blockSize;
   const session = await quantizerSession(spec);

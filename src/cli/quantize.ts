@@ -1,0 +1,110 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { UserError } from '../errors.js';
+import { openDataset } from '../data/dataset.js';
+import { loadModel } from '../onnx/load.js';
+import { saveModel } from '../onnx/save.js';
+import { quantize, type QuantizeSummary } from '../passes/quantize.js';
+import { pipeline } from '../pipeline/pipeline.js';
+import { consoleProgress, silentProgress } from '../progress.js';
+import { CALIBRATION_METHODS, SCHEMES, type CalibrationMethod, type Scheme } from '../quantize/scheme.js';
+import { positiveInt } from './eval.js';
+import { runCommand } from './run-command.js';
+
+interface QuantizeFlags {
+  output: string;
+  calib?: string;
+  scheme: string;
+  method: string;
+  calibMethod: string;
+  perChannel: boolean;
+  blockSize: string;
+  exclude: string[];
+  embeddings: boolean;
+  threads?: string;
+  json?: boolean;
+}
+
+export function registerQuantize(program: Command): void {
+  program
+    .command('quantize')
+    .description('quantize a float model (weights, and activations for w8a8) and check it against the original')
+    .argument('<model>', 'float ONNX model')
+    .requiredOption('-o, --output <file>', 'where to write the quantized model')
+    .option('--calib <path>', 'calibration dataset (needed for w8a8; used by every scheme to check the result)')
+    .option('--scheme <scheme>', `${SCHEMES.join(' | ')}`, 'w8a8')
+    .option('--method <method>', 'rounding method: rtn', 'rtn')
+    .option('--calib-method <method>', `activation ranges: ${CALIBRATION_METHODS.join(' | ')}`, 'minmax')
+    .option('--no-per-channel', 'one weight scale per tensor instead of per output channel (int8 schemes)')
+    .option('--block-size <n>', 'input features per scale for w8/w4/w3: 16, 32, 64 or 128', '32')
+    .option('--exclude <pattern...>', 'keep matching layers in float (glob like "*.attn.*" or /regex/)', [])
+    .option('--no-embeddings', 'keep embedding tables in float')
+    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--json', 'print the report as one JSON object')
+    .action((modelPath: string, flags: QuantizeFlags) =>
+      runCommand(async (signal) => {
+        if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
+        if (flags.method !== 'rtn') throw new UserError(`unknown method '${flags.method}' (available: rtn)`);
+        if (!(CALIBRATION_METHODS as readonly string[]).includes(flags.calibMethod)) throw new UserError(`unknown calibration method '${flags.calibMethod}' (choose from ${CALIBRATION_METHODS.join(', ')})`);
+        const blockSize = positiveInt(flags.blockSize, '--block-size');
+        if (![16, 32, 64, 128].includes(blockSize)) throw new UserError(`--block-size must be 16, 32, 64 or 128, not ${blockSize}`);
+        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the quantized model to another file`);
+        const model = loadModel(modelPath);
+        const calibration = flags.calib ? openDataset(flags.calib) : undefined;
+        const progress = flags.json ? silentProgress : consoleProgress();
+        const started = Date.now();
+        const { model: out, report } = await pipeline([
+          quantize({
+            scheme: flags.scheme as Scheme,
+            calibMethod: flags.calibMethod as CalibrationMethod,
+            perChannel: flags.perChannel,
+            blockSize: blockSize as 16 | 32 | 64 | 128,
+            exclude: flags.exclude,
+            embeddings: flags.embeddings,
+          }),
+        ]).apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal });
+        signal.throwIfAborted();
+        const saved = saveModel(out, flags.output);
+        const summary = report.passes.find((p) => p.pass === 'quantize')!.summary as unknown as QuantizeSummary;
+        const fileBytes = (f: string, d?: string): number => statSize(f) + (d ? statSize(d) : 0);
+        const result = {
+          input: modelPath,
+          output: flags.output,
+          seconds: (Date.now() - started) / 1000,
+          fileBytesBefore: fileBytes(modelPath),
+          fileBytesAfter: fileBytes(saved.path, saved.dataPath),
+          ...summary,
+          report: report.entries,
+        };
+        if (flags.json) {
+          process.stdout.write(JSON.stringify(result, jsonNumbers) + '\n');
+          return;
+        }
+        const lines = [
+          `${modelPath} -> ${flags.output}  (${summary.scheme}, ${summary.method}${summary.calibMethod ? `, ${summary.calibMethod} calibration` : ''})`,
+          `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
+          `layers      ${summary.layers.length} quantized to ${summary.layers[0]?.bits ?? '-'} bits, ${summary.embeddings.length} embedding tables, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
+        ];
+        for (const o of summary.outputs) lines.push(`output      '${o.name}' SQNR ${db(o.sqnr)} vs float (${summary.verifiedSamples} calibration samples)`);
+        const worst = [...summary.layers].filter((l) => l.sqnr !== null).sort((a, b) => a.sqnr! - b.sqnr!).slice(0, 5);
+        if (worst.length) lines.push(`lowest SQNR ${worst.map((l) => `${l.name} ${db(l.sqnr!)}`).join(', ')}`);
+        for (const e of report.entries.filter((x) => x.level !== 'info')) lines.push(`${e.level.padEnd(11)} ${e.target ? `${e.target}: ` : ''}${e.message}`);
+        process.stdout.write(lines.join('\n') + '\n');
+      }),
+    );
+}
+
+function statSize(f: string): number {
+  return fs.statSync(f).size;
+}
+function mb(n: number): string {
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
+function db(x: number): string {
+  return Number.isFinite(x) ? `${x.toFixed(1)} dB` : 'exact';
+}
+/** JSON has no Infinity: an exact match is written as null. */
+function jsonNumbers(_k: string, v: unknown): unknown {
+  return typeof v === 'number' && !Number.isFinite(v) ? null : v;
+}

@@ -1,0 +1,72 @@
+import type { LinearLayer } from '../discover/structure.js';
+import { DataType } from '../ir/dtype.js';
+import type { Graph } from '../ir/graph.js';
+import { Tensor } from '../ir/tensor.js';
+import type { Value } from '../ir/value.js';
+import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
+import { transpose } from './linear-weight.js';
+
+/** Per-tensor activation quantization parameters (uint8, asymmetric). */
+export interface ActivationParams {
+  scale: number;
+  zeroPoint: number;
+}
+
+/**
+ * Replaces a linear's float weight by int8 levels and a DequantizeLinear (per output channel),
+ * written in the weight's own layout so the MatMul/Gemm reads it unchanged.
+ */
+export function dequantizedWeight(g: Graph, l: LinearLayer, q: QuantizedWeight): Value {
+  if (q.bits !== 8 || !q.symmetric || q.groups !== 1) throw new Error(`QDQ weights must be int8 symmetric per channel (layer '${l.name}')`);
+  const levels = Int8Array.from(q.levels);
+  // levels are [out, in]; MatMul stores [in, out]
+  const data = l.transB ? levels : transpose(levels, l.outFeatures, l.inFeatures);
+  const dims = l.transB ? [l.outFeatures, l.inFeatures] : [l.inFeatures, l.outFeatures];
+  const base = `${l.name}.weight`;
+  const wq = g.addInitializer(Tensor.fromBytes(`${base}_quantized`, DataType.INT8, dims, new Uint8Array(data.buffer)));
+  const scale = g.addInitializer(Tensor.from(`${base}_scale`, DataType.FLOAT, [q.n], q.scales));
+  const zp = g.addInitializer(Tensor.from(`${base}_zero_point`, DataType.INT8, [q.n], new Array(q.n).fill(0)));
+  return g.addNode('DequantizeLinear', [wq, scale, zp], [`${base}_dequantized`], {
+    name: g.uniqueNodeName(`${base}/DequantizeLinear`),
+    attributes: { axis: { type: 'int', value: l.transB ? 0 : 1 } },
+    before: l.node,
+  }).output(0);
+}
+
+/**
+ * Static INT8 (w8a8) for one linear: int8 weight with its DequantizeLinear, and the input
+ * through QuantizeLinear → DequantizeLinear. The Q of an input tensor is shared by every
+ * layer reading it; each layer gets its own DQ, since onnxruntime fuses a DQ → MatMul pair
+ * into an integer kernel only when the DQ has one reader.
+ */
+export function quantizeLinearStatic(g: Graph, l: LinearLayer, q: QuantizedWeight, act: ActivationParams, sharedQ: Map<Value, Value>): void {
+  const wd = dequantizedWeight(g, l, q);
+  const input = l.node.input(0)!;
+  let xq = sharedQ.get(input);
+  const scale = (): Value => g.addInitializer(Tensor.from(`${input.name}_scale`, DataType.FLOAT, [], [act.scale]));
+  const zp = (): Value => g.addInitializer(Tensor.from(`${input.name}_zero_point`, DataType.UINT8, [], [act.zeroPoint]));
+  if (!xq) {
+    const producer = input.producer();
+    xq = g.addNode('QuantizeLinear', [input, scale(), zp()], [`${input.name}_quantized`], {
+      name: g.uniqueNodeName(`${input.name}/QuantizeLinear`),
+      ...(producer && producer.graph === g ? { after: producer } : { before: g.nodes[0] }),
+    }).output(0);
+    sharedQ.set(input, xq);
+  }
+  const qNode = xq.producer()!;
+  const xd = g.addNode('DequantizeLinear', [xq, qNode.input(1), qNode.input(2)], [`${l.name}.input_dequantized`], {
+    name: g.uniqueNodeName(`${l.name}/input/DequantizeLinear`),
+    before: l.node,
+  }).output(0);
+  l.node.setInput(0, xd);
+  l.node.setInput(1, wd);
+}
+
+/** Activation range → uint8 scale and zero point; the range is widened to hold 0. */
+export function activationParams(min: number, max: number): ActivationParams {
+  const lo = Math.min(0, min);
+  const hi = Math.max(0, max);
+  const scale = hi > lo ? (hi - lo) / 255 : 1;
+  const zeroPoint = Math.min(255, Math.max(0, Math.round(-lo / scale)));
+  return { scale: Math.fround(scale), zeroPoint };
+}

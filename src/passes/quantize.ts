@@ -1,0 +1,150 @@
+import { discoverStructure } from '../discover/index.js';
+import type { LinearLayer } from '../discover/structure.js';
+import { UserError } from '../errors.js';
+import { quantizeLinearDynamic } from '../export/dynamic.js';
+import { quantizeEmbeddingBlocked, quantizeEmbeddingInt8 } from '../export/embedding.js';
+import { transpose, weightOutIn } from '../export/linear-weight.js';
+import { quantizeLinearNBits } from '../export/matmul-nbits.js';
+import { activationParams, quantizeLinearStatic } from '../export/qdq.js';
+import { constantTensor } from '../discover/constants.js';
+import type { Model } from '../ir/model.js';
+import type { Value } from '../ir/value.js';
+import { activationRanges } from '../quantize/activation-ranges.js';
+import { type QuantizeOptions, isWeightOnly, weightBits } from '../quantize/scheme.js';
+import { assertNotQuantized, selectLayers } from '../quantize/select.js';
+import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
+import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
+import { cleanup } from './cleanup.js';
+import type { Pass, PassContext } from './pass.js';
+
+export interface QuantizeSummary {
+  scheme: string;
+  method: string;
+  calibMethod: string | null;
+  layers: { name: string; bits: number; sqnr: number | null }[];
+  embeddings: { name: string; bits: number }[];
+  excluded: { name: string; pattern: string }[];
+  skipped: { name: string; reason: string }[];
+  outputs: { name: string; sqnr: number }[];
+  verifiedSamples: number;
+  weightBytesBefore: number;
+  weightBytesAfter: number;
+}
+
+/**
+ * Round-to-nearest quantization of every linear layer (and embedding table) under one of the
+ * schemes of quantize/scheme.ts. Two phases: all parameters are decided first (weight grids,
+ * activation ranges from calibration), then the graph is rewritten once. The result is run
+ * in onnxruntime against the float model on calibration samples before the pass returns, and
+ * the report gives each layer's output SQNR and the end-to-end SQNR.
+ */
+export function quantize(options: QuantizeOptions): Pass {
+  return {
+    name: 'quantize',
+    async run(model: Model, ctx: PassContext) {
+      const scheme = options.scheme;
+      assertNotQuantized(model, model.sourcePath ?? 'the model');
+      const float = model.clone();
+      const structure = discoverStructure(model);
+      const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
+      if (sel.linears.length === 0 && sel.embeddings.length === 0) {
+        throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by --exclude` : ''})`);
+      }
+      for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
+      for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches --exclude ${e.pattern})`, { target: e.name });
+      const bits = weightBits(scheme);
+      const weightOnly = isWeightOnly(scheme);
+      const spec: WeightQuantSpec = weightOnly
+        ? { bits, symmetric: true, blockSize: options.blockSize ?? 32, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
+        : { bits: 8, symmetric: true, blockSize: 0, search: options.weightSearch ?? 'minmax' };
+      const perTensorWeights = !weightOnly && options.perChannel === false;
+
+      // phase 1: decide every parameter
+      let ranges: Map<string, { min: number; max: number }> | undefined;
+      if (scheme === 'w8a8') {
+        if (!ctx.calibration) throw new UserError('scheme w8a8 needs calibration data (--calib DIR) to set activation ranges');
+        const inputs = [...new Set(sel.linears.map((l) => l.node.input(0)!.name))];
+        ranges = await activationRanges(model, ctx.calibration, inputs, { method: options.calibMethod ?? 'minmax', batchSize: options.batchSize, threads: ctx.threads, progress: ctx.progress, signal: ctx.signal });
+      }
+      ctx.progress.start('quantize weights', sel.linears.length + sel.embeddings.length);
+      const weights: QuantizedWeight[] = [];
+      for (const l of sel.linears) {
+        ctx.signal.throwIfAborted();
+        const w = weightOutIn(l);
+        const q = perTensorWeights ? await perTensor(w, l, spec) : await quantizeWeight(w, l.outFeatures, l.inFeatures, spec);
+        weights.push(q);
+        ctx.progress.tick(weights.length, l.name);
+      }
+      const tables: QuantizedWeight[] = [];
+      for (const e of sel.embeddings) {
+        ctx.signal.throwIfAborted();
+        const t = constantTensor(e.table)!.toFloat32();
+        tables.push(
+          bits <= 4 && e.width % 32 === 0
+            ? await quantizeWeight(t, e.rows, e.width, { bits, symmetric: true, blockSize: 32, search: 'mse' })
+            : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
+        );
+        ctx.progress.tick(weights.length + tables.length, e.table.name);
+      }
+      ctx.progress.end();
+
+      // phase 2: rewrite the graph once
+      const g = model.graph;
+      const pairs: TensorPair[] = [];
+      const sharedQ = new Map<Value, Value>();
+      sel.linears.forEach((l, i) => {
+        const q = weights[i]!;
+        let out: Value = l.output;
+        if (scheme === 'w8a8') {
+          const r = ranges!.get(l.node.input(0)!.name)!;
+          quantizeLinearStatic(g, l, q, activationParams(r.min, r.max), sharedQ);
+        } else if (scheme === 'dynamic') {
+          out = quantizeLinearDynamic(g, l, q);
+        } else {
+          out = quantizeLinearNBits(g, l, q);
+        }
+        pairs.push({ name: l.name, float: l.output.name, quantized: out.name });
+      });
+      sel.embeddings.forEach((e, i) => {
+        const q = tables[i]!;
+        if (q.groups > 1 || q.bits < 8) quantizeEmbeddingBlocked(g, e, q);
+        else quantizeEmbeddingInt8(g, e, q);
+      });
+      if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
+      await cleanup().run(model, ctx);
+
+      // check: the result loads in onnxruntime and stays close to the float model
+      let comparison: Comparison = { layers: [], outputs: [], samples: 0 };
+      if (ctx.calibration) {
+        comparison = await compareModels(float, model, ctx.calibration, pairs, { samples: options.verifySamples ?? 16, batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+      } else {
+        ctx.report.warn('quantize', 'no calibration data: the quantized model was not compared with the float one');
+      }
+      const sqnr = new Map(comparison.layers.map((x) => [x.name, x.sqnr]));
+      const summary: QuantizeSummary = {
+        scheme,
+        method: options.method ?? 'rtn',
+        calibMethod: scheme === 'w8a8' ? (options.calibMethod ?? 'minmax') : null,
+        layers: sel.linears.map((l) => ({ name: l.name, bits, sqnr: sqnr.get(l.name) ?? null })),
+        embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
+        excluded: sel.excluded,
+        skipped: sel.skipped,
+        outputs: comparison.outputs,
+        verifiedSamples: comparison.samples,
+        weightBytesBefore: weightBytes(float),
+        weightBytesAfter: weightBytes(model),
+      };
+      return { model, modified: true, summary: summary as unknown as Record<string, unknown> };
+    },
+  };
+}
+
+/** One scale for the whole weight (--no-per-channel): the largest per-channel range. */
+async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec): Promise<QuantizedWeight> {
+  const q = await quantizeWeight(w, 1, w.length, { ...spec, blockSize: 0 });
+  return { ...q, n: l.outFeatures, k: l.inFeatures, groups: 1, blockSize: l.inFeatures, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures) };
+}
+
+function weightBytes(m: Model): number {
+  return m.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
+}
