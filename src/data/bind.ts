@@ -31,7 +31,7 @@ export interface BoundDataset {
 /**
  * Checks every sample of the dataset against the model's inputs before anything runs, so a
  * mismatch ends with one message naming the file and tensor instead of an onnxruntime error
- * halfway through. Float inputs holding NaN are rejected too.
+ * halfway through. Float inputs holding NaN or Inf are rejected too.
  */
 export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
   const inputs = modelInputs(model);
@@ -62,9 +62,8 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
       if (expected.shape && !shapeFits(a.dims, expected.shape)) {
         throw new UserError(`${where}: tensor '${name}' has shape [${a.dims.join(',')}] but the model's input '${name}' takes [${expected.shape.map((d) => d ?? '?').join(',')}]`);
       }
-      if (isFloatType(a.dtype) && a.dtype !== DataType.FLOAT16 && hasNaN(a.data as Float32Array)) {
-        throw new UserError(`${where}: tensor '${name}' contains NaN`);
-      }
+      const bad = isFloatType(a.dtype) && a.dtype !== DataType.FLOAT16 ? nonFinite(a.data as Float32Array) : undefined;
+      if (bad) throw new UserError(`${where}: tensor '${name}' contains ${bad}`);
     });
     const missing = inputs.filter((x) => !seen.has(x.name));
     if (missing.length > 0) throw new UserError(`${where}: no data for the model's input '${missing[0]!.name}'`);
@@ -80,9 +79,14 @@ function shapeFits(dims: number[], shape: Dim[]): boolean {
   return dims.length === shape.length && shape.every((d, i) => typeof d !== 'number' || d === dims[i]);
 }
 
-function hasNaN(data: ArrayLike<number>): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] !== data[i]) return true;
-  return false;
+/** 'NaN' or 'Inf' when the data holds one (calibration and evaluation need finite inputs). */
+function nonFinite(data: ArrayLike<number>): 'NaN' | 'Inf' | undefined {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v !== v) return 'NaN';
+    if (v === Infinity || v === -Infinity) return 'Inf';
+  }
+  return undefined;
 }
 
 export interface Batch {

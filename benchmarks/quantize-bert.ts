@@ -1,0 +1,111 @@
+// Benchmark: quantization speed and the speed of the quantized models on BERT-base-sized
+// transformers, measured in one run.
+//
+//   npm run build && npm run bench:quantize [-- --rounds 20] [-- --skip-quantize-cost]
+//
+// 1. Encoder (12 blocks, hidden 768, 12 heads, MLP 3072, sequence 128, batch 1): latency of
+//    float, w8a8 and dynamic models, rounds interleaved so background load hits all alike.
+//    Target: w8a8 at least 1.8x faster than float.
+// 2. Cost of `slimformer quantize --scheme w8a8` on that encoder with 128 calibration samples:
+//    wall time and peak RSS of the CLI process. Target: under 3 minutes and 2.5 GB.
+// 3. Decoder (GPT-like, causal, 12 blocks, hidden 768): w4 vs float latency for one token
+//    (batch 1, sequence 1, the decode step) and for a 128-token prompt.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type ArrayTensor, tensorFromArray } from '../src/ir/array-tensor.js';
+import type { Model } from '../src/ir/model.js';
+import { saveModel, writeTensorFile, loadModel } from '../src/onnx/index.js';
+import { Session } from '../src/runtime/session.js';
+import { buildTransformer, type TransformerOptions } from '../tests/helpers/transformer-builder.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const rounds = args.includes('--rounds') ? Number(args[args.indexOf('--rounds') + 1]) : 20;
+const BERT_BASE: TransformerOptions = { blocks: 12, hidden: 768, heads: 12, mlpWidth: 3072, seq: 128, opset: 17, mask: 'additive-input', placement: 'post', activation: 'gelu', seed: 1 };
+
+async function latency(models: Record<string, Model>, feeds: Record<string, ArrayTensor>): Promise<Record<string, number>> {
+  const sessions: Record<string, Session> = {};
+  for (const [k, m] of Object.entries(models)) sessions[k] = await Session.create(m, { threads: os.availableParallelism() });
+  const times: Record<string, number[]> = Object.fromEntries(Object.keys(models).map((k) => [k, []]));
+  for (const s of Object.values(sessions)) for (let i = 0; i < 3; i++) await s.run(feeds);
+  for (let r = 0; r < rounds; r++) {
+    for (const [k, s] of Object.entries(sessions)) {
+      const t0 = performance.now();
+      await s.run(feeds);
+      times[k]!.push(performance.now() - t0);
+    }
+  }
+  for (const s of Object.values(sessions)) await s.release();
+  // the median is robust to the odd slow round
+  return Object.fromEntries(Object.entries(times).map(([k, t]) => [k, t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!]));
+}
+
+function quantizeFile(src: string, dst: string, scheme: string, calib: string): void {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/slimformer.js'), 'quantize', src, '-o', dst, '--scheme', scheme, '--calib', calib, '--json'], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`quantize ${scheme} failed: ${r.stderr}`);
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimformer-bench-q-'));
+  try {
+    // --- encoder
+    const enc = buildTransformer(BERT_BASE);
+    const encFile = path.join(dir, 'bert-base.onnx');
+    saveModel(enc.model, encFile);
+    const calib = path.join(dir, 'calib');
+    for (let i = 0; i < 128; i++) {
+      const d = path.join(calib, `test_data_set_${i}`);
+      fs.mkdirSync(d, { recursive: true });
+      Object.entries(enc.feeds(1)).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
+    }
+    const quantArgs = (out: string): string[] => ['quantize', encFile, '-o', path.join(dir, out), '--scheme', 'w8a8', '--calib', calib, '--json'];
+    const first = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8.onnx'));
+    const second = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8-again.onnx'));
+    console.log(`encoder: 12 blocks, hidden 768, MLP 3072, sequence 128; ${(enc.model.parameterCount() / 1e6).toFixed(1)}M parameters`);
+    console.log(`quantize --scheme w8a8, 128 calibration samples: ${first.seconds.toFixed(1)}s, peak RSS ${(first.maxRssBytes / 2 ** 20).toFixed(0)} MiB (targets < 180 s, < 2560 MiB); run again: ${second.seconds.toFixed(1)}s, peak RSS ${(second.maxRssBytes / 2 ** 20).toFixed(0)} MiB`);
+    quantizeFile(encFile, path.join(dir, 'bert-dynamic.onnx'), 'dynamic', calib);
+    const feeds = enc.feeds(1);
+    const lat = await latency({ float: enc.model, w8a8: loadModel(path.join(dir, 'bert-w8a8.onnx')), dynamic: loadModel(path.join(dir, 'bert-dynamic.onnx')) }, feeds);
+    console.log(`encoder latency (batch 1, seq 128, median of ${rounds}): float ${lat.float!.toFixed(1)} ms, w8a8 ${lat.w8a8!.toFixed(1)} ms (${(lat.float! / lat.w8a8!).toFixed(2)}x faster), dynamic ${lat.dynamic!.toFixed(1)} ms (${(lat.float! / lat.dynamic!).toFixed(2)}x faster)`);
+
+    // --- decoder
+    for (const seq of [1, 128]) {
+      const dec = buildTransformer({ ...BERT_BASE, placement: 'pre', mask: 'causal-where', seq });
+      const decFile = path.join(dir, `gpt-${seq}.onnx`);
+      saveModel(dec.model, decFile);
+      const dcal = path.join(dir, `dcal-${seq}`);
+      for (let i = 0; i < 4; i++) {
+        const d = path.join(dcal, `test_data_set_${i}`);
+        fs.mkdirSync(d, { recursive: true });
+        Object.entries(dec.feeds(1)).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
+      }
+      quantizeFile(decFile, path.join(dir, `gpt-${seq}-w4.onnx`), 'w4', dcal);
+      const dl = await latency({ float: dec.model, w4: loadModel(path.join(dir, `gpt-${seq}-w4.onnx`)) }, dec.feeds(1));
+      console.log(`decoder latency (batch 1, seq ${seq}${seq === 1 ? ', one decode step' : ', a prompt'}): float ${dl.float!.toFixed(2)} ms, w4 ${dl.w4!.toFixed(2)} ms (${(dl.float! / dl.w4!).toFixed(2)}x faster)`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Polls /proc/<pid>/status for VmHWM (peak RSS) while the command runs. */
+function peakRss(script: string, argv: string[]): { seconds: number; maxRssBytes: number } {
+  const code = `
+    const { spawn } = require('child_process');
+    const fs = require('fs');
+    const t = Date.now();
+    const c = spawn(process.execPath, ${JSON.stringify([script, ...argv])}, { stdio: ['ignore', 'ignore', 'inherit'] });
+    let peak = 0;
+    const poll = setInterval(() => { try { const m = /VmHWM:\\s+(\\d+) kB/.exec(fs.readFileSync('/proc/' + c.pid + '/status', 'utf8')); if (m) peak = Math.max(peak, Number(m[1]) * 1024); } catch {} }, 50);
+    c.on('exit', (status) => { clearInterval(poll); process.stdout.write(JSON.stringify({ status, seconds: (Date.now() - t) / 1000, peak })); });
+  `;
+  const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8' });
+  const res = JSON.parse(r.stdout) as { status: number; seconds: number; peak: number };
+  if (res.status !== 0) throw new Error(`${argv.join(' ')} failed`);
+  return { seconds: res.seconds, maxRssBytes: res.peak };
+}
+
+await main();
