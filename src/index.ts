@@ -22,6 +22,14 @@ export { bindDataset, batches, modelInputs, type BoundDataset, type Batch, type 
 
 export { evaluate, type EvaluateOptions, type EvalResult } from './validate/evaluate.js';
 export { MetricAccumulator, METRICS, type MetricName } from './validate/metrics.js';
+export { gate, checkSameInterface, type GateOptions, type GateResult, type GateMetricResult } from './validate/gate.js';
+export { GATE_METRICS, GATE_METRIC_INFO, isGateMetricName, type GateMetricName, type GateMetricInfo } from './validate/gate-metrics.js';
+export { ComparisonAccumulator, COMPARISON_METRICS, type ComparisonMetricName } from './validate/comparison.js';
+export { parseLimits, type Limit, type Limits } from './validate/limits.js';
+export { gateJson, gateTable, gateJunitSuite } from './validate/gate-report.js';
+export { junitXml, writeJunit, type JunitSuite, type JunitCase } from './report/junit.js';
+export { quantize, type QuantizeSummary } from './passes/quantize.js';
+export { SCHEMES, CALIBRATION_METHODS, type Scheme, type CalibrationMethod, type QuantizeOptions } from './quantize/scheme.js';
 
 export { type Pass, type PassContext, type PassResult, PassError } from './passes/pass.js';
 export { cleanup, type CleanupOptions } from './passes/cleanup.js';

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerEval } from './eval.js';
+import { registerGate } from './gate.js';
 import { registerInspect } from './inspect.js';
 import { registerQuantize } from './quantize.js';
 
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     });
   registerInspect(program);
   registerEval(program);
+  registerGate(program);
   registerQuantize(program);
   return program;
 }

@@ -4,7 +4,8 @@ import { PassError } from '../passes/pass.js';
 /**
  * Runs a command body with the CLI's error contract: a user error prints one sentence and
  * exits 2; Ctrl-C aborts the signal so work stops cleanly (exit 130); anything else is a bug
- * and exits 1 with its stack.
+ * and exits 70 (EX_SOFTWARE) with its stack, so a CI job never mistakes a crash for a failed
+ * gate (exit 1).
  */
 export async function runCommand(body: (signal: AbortSignal) => Promise<number | void>): Promise<never> {
   const controller = new AbortController();
@@ -26,7 +27,7 @@ export async function runCommand(body: (signal: AbortSignal) => Promise<number |
       code = 2;
     } else {
       process.stderr.write(`slimformer: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      code = 1;
+      code = 70;
     }
   } finally {
     process.removeListener('SIGINT', onSigint);

@@ -1,0 +1,113 @@
+import type { Command } from 'commander';
+import { UserError } from '../errors.js';
+import { openDataset } from '../data/dataset.js';
+import { loadModel } from '../onnx/load.js';
+import { consoleProgress, silentProgress } from '../progress.js';
+import { checkReportTarget, writeJunit } from '../report/junit.js';
+import { gate } from '../validate/gate.js';
+import { GATE_METRICS, type GateMetricName, isGateMetricName } from '../validate/gate-metrics.js';
+import { gateJson, gateJunitSuite, gateTable } from '../validate/gate-report.js';
+import { assignLimits, gateMetricList, parseLimits } from '../validate/limits.js';
+import { positiveInt } from './eval.js';
+import { runCommand } from './run-command.js';
+
+interface GateFlags {
+  baseline: string;
+  candidate: string;
+  data: string;
+  metric?: string;
+  maxDrop: string[];
+  min: string[];
+  max: string[];
+  output?: string;
+  junit?: string;
+  json?: boolean;
+  batchSize: string;
+  threads?: string;
+}
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+const HELP = `
+Metrics (higher is better unless noted):
+  top1        share of positions whose argmax is the label            (needs labels)
+  nll         mean cross-entropy in nats; lower is better              (needs labels)
+  perplexity  exp(nll); lower is better                                (needs labels)
+  agreement   share of positions whose argmax is the baseline's        (ideal 1)
+  cosine      mean cosine similarity to the baseline's output, per position (ideal 1)
+  sqnr        10*log10(sum b^2 / sum (b-c)^2) over the whole output, dB (ideal +inf)
+
+Limits: each flag takes VALUE (for every metric without its own limit) or
+METRIC=VALUE items separated by commas, and may be repeated.
+  --max-drop  largest degradation in the metric's own direction (a fall in top1, a
+              rise in nll): absolute (0.005) or relative to the baseline (0.5%).
+              agreement and cosine drop from their ideal 1; sqnr takes --min instead.
+  --min       floor for a higher-is-better metric (e.g. --min sqnr=30)
+  --max       ceiling for a lower-is-better metric (e.g. --max perplexity=3.2)
+Metrics named in a limit are checked even if --metric leaves them out; a metric in
+--metric with no limit is reported, not checked.
+
+Exit codes: 0 every limit holds, 1 a limit failed, 2 bad input or usage.
+
+Examples:
+  slimformer gate --baseline m.onnx --candidate m.int8.onnx --data eval/ --metric top1 --max-drop 0.005
+  slimformer gate --baseline m.onnx --candidate m.w4.onnx --data eval/ --max-drop top1=0.005,nll=2% --min sqnr=25 --junit gate.xml
+`;
+
+export function registerGate(program: Command): void {
+  program
+    .command('gate')
+    .description('fail (exit 1) when a compressed model loses more accuracy than allowed against its baseline')
+    .requiredOption('--baseline <model>', 'the reference ONNX model')
+    .requiredOption('--candidate <model>', 'the compressed ONNX model to check')
+    .requiredOption('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy')
+    .option('--metric <names>', `comma-separated metrics: ${GATE_METRICS.join(', ')} (default: those the limits name, else top1)`)
+    .option('--max-drop <limit>', 'largest allowed degradation: VALUE, VALUE%, or METRIC=VALUE[%],...', collect, [])
+    .option('--min <limit>', 'floor for higher-is-better metrics: VALUE or METRIC=VALUE,...', collect, [])
+    .option('--max <limit>', 'ceiling for lower-is-better metrics: VALUE or METRIC=VALUE,...', collect, [])
+    .option('--output <name>', 'model output holding the scores (default: the first)')
+    .option('--junit <file>', 'also write a JUnit XML report (one test case per metric)')
+    .option('--json', 'print one JSON object instead of the table')
+    .option('--batch-size <n>', 'samples per onnxruntime run', '32')
+    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .addHelpText('after', HELP)
+    .action((opts: GateFlags) =>
+      runCommand(async (signal) => {
+        const listed = opts.metric === undefined ? undefined : parseMetricList(opts.metric);
+        const parsed = parseLimits({ maxDrop: opts.maxDrop, min: opts.min, max: opts.max });
+        if (!parsed.all && Object.keys(parsed.perMetric).length === 0) {
+          throw new UserError('the gate has no limit to check: give --max-drop, --min or --max (see slimformer gate --help)');
+        }
+        const metrics = gateMetricList(listed, parsed);
+        const limits = assignLimits(metrics, parsed);
+        const batchSize = positiveInt(opts.batchSize, '--batch-size');
+        const threads = opts.threads ? positiveInt(opts.threads, '--threads') : undefined;
+        if (opts.junit) checkReportTarget(opts.junit, 'JUnit report');
+        const baseline = loadModel(opts.baseline);
+        const candidate = loadModel(opts.candidate);
+        const dataset = openDataset(opts.data);
+        const result = await gate({
+          baseline,
+          candidate,
+          dataset,
+          metrics,
+          limits,
+          batchSize,
+          threads,
+          output: opts.output,
+          progress: opts.json ? silentProgress : consoleProgress(),
+          signal,
+        });
+        if (opts.junit) writeJunit(opts.junit, gateJunitSuite(result));
+        process.stdout.write(opts.json ? JSON.stringify(gateJson(result)) + '\n' : gateTable(result));
+        return result.pass ? 0 : 1;
+      }),
+    );
+}
+
+function parseMetricList(text: string): GateMetricName[] {
+  const names = text.split(',').map((s) => s.trim());
+  const bad = names.find((m) => !isGateMetricName(m));
+  if (bad !== undefined) throw new UserError(`unknown metric '${bad}' (choose from ${GATE_METRICS.join(', ')})`);
+  return names as GateMetricName[];
+}
