@@ -17,11 +17,11 @@ export interface Range {
  */
 export async function activationRanges(model: Model, dataset: Dataset, tensors: string[], options: { method: CalibrationMethod; batchSize?: number; threads?: number; progress: Progress; signal: AbortSignal }): Promise<Map<string, Range>> {
   const bound = bindDataset(dataset, model);
-  const session = await Session.create(model, { expose: tensors, threads: options.threads });
+  const session = await Session.create(model, { expose: tensors, threads: options.threads, memoryArena: false });
   const ranges = new Map<string, Range>(tensors.map((t) => [t, { min: Infinity, max: -Infinity }]));
   try {
     options.progress.start('calibrate', dataset.size);
-    for (const batch of batches(bound, options.batchSize ?? 16)) {
+    for (const batch of batches(bound, options.batchSize ?? 8)) {
       options.signal.throwIfAborted();
       const out = await session.run(batch.feeds, tensors);
       for (const t of tensors) {

@@ -30,15 +30,15 @@ export interface Comparison {
  */
 export async function compareModels(float: Model, quantized: Model, dataset: Dataset, pairs: TensorPair[], options: { samples: number; batchSize?: number; threads?: number; signal?: AbortSignal }): Promise<Comparison> {
   const outputs = float.graph.outputs.map((v) => v.name);
-  const fs = await Session.create(float, { expose: pairs.map((p) => p.float), threads: options.threads });
-  const qs = await Session.create(quantized, { expose: pairs.map((p) => p.quantized), threads: options.threads });
+  const fs = await Session.create(float, { expose: pairs.map((p) => p.float), threads: options.threads, memoryArena: false });
+  const qs = await Session.create(quantized, { expose: pairs.map((p) => p.quantized), threads: options.threads, memoryArena: false });
   const all: TensorPair[] = [...pairs, ...outputs.map((o) => ({ name: o, float: o, quantized: o }))];
   const signal = all.map(() => 0);
   const noise = all.map(() => 0);
   let seen = 0;
   try {
     const bound = bindDataset(dataset, float);
-    for (const batch of batches(bound, options.batchSize ?? 8)) {
+    for (const batch of batches(bound, options.batchSize ?? 4)) {
       options.signal?.throwIfAborted();
       if (seen >= options.samples) break;
       const f = await fs.run(batch.feeds, [...new Set(all.map((p) => p.float))]);

@@ -22,6 +22,11 @@ export interface SessionOptions {
   expose?: string[];
   /** Writes the graph onnxruntime actually runs (after its fusions) to this file. */
   optimizedModelPath?: string;
+  /**
+   * Keep onnxruntime's memory arena and memory-pattern planning (default true: fastest). Off
+   * for sessions that expose many large intermediates, where the arena would keep the peak.
+   */
+  memoryArena?: boolean;
 }
 
 const SESSION_BYTES_LIMIT = 2 ** 31 - 1 - 64 * 2 ** 20;
@@ -66,6 +71,10 @@ export class Session {
       graphOptimizationLevel: options.optimization ?? 'all',
       logSeverityLevel: 3,
     };
+    if (options.memoryArena === false) {
+      sessionOptions.enableCpuMemArena = false;
+      sessionOptions.enableMemPattern = false;
+    }
     if (options.optimizedModelPath) sessionOptions.optimizedModelFilePath = options.optimizedModelPath;
     let tempDir: string | undefined;
     let session: ort.InferenceSession;
