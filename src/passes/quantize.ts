@@ -94,6 +94,8 @@ export function quantize(options: QuantizeOptions): Pass {
       const sharedQ = new Map<Value, Value>();
       sel.linears.forEach((l, i) => {
         const q = weights[i]!;
+        // read before the rewrite: replacing a graph output renames the old value
+        const floatName = l.output.name;
         let out: Value = l.output;
         if (scheme === 'w8a8') {
           const r = ranges!.get(l.node.input(0)!.name)!;
@@ -103,7 +105,7 @@ export function quantize(options: QuantizeOptions): Pass {
         } else {
           out = quantizeLinearNBits(g, l, q);
         }
-        pairs.push({ name: l.name, float: l.output.name, quantized: out.name });
+        pairs.push({ name: l.name, float: floatName, quantized: out.name });
       });
       sel.embeddings.forEach((e, i) => {
         const q = tables[i]!;
