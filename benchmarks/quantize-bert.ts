@@ -56,11 +56,7 @@ async function main(): Promise<void> {
     const encFile = path.join(dir, 'bert-base.onnx');
     saveModel(enc.model, encFile);
     const calib = path.join(dir, 'calib');
-    for (let i = 0; i < 128; i++) {
-      const d = path.join(calib, `test_data_set_${i}`);
-      fs.mkdirSync(d, { recursive: true });
-      Object.entries(enc.feeds(1)).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
-    }
+    writeSamples(calib, enc.feeds(1), 128);
     const quantArgs = (out: string): string[] => ['quantize', encFile, '-o', path.join(dir, out), '--scheme', 'w8a8', '--calib', calib, '--json'];
     const first = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8.onnx'));
     const second = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8-again.onnx'));
@@ -77,17 +73,34 @@ async function main(): Promise<void> {
       const decFile = path.join(dir, `gpt-${seq}.onnx`);
       saveModel(dec.model, decFile);
       const dcal = path.join(dir, `dcal-${seq}`);
-      for (let i = 0; i < 4; i++) {
-        const d = path.join(dcal, `test_data_set_${i}`);
-        fs.mkdirSync(d, { recursive: true });
-        Object.entries(dec.feeds(1)).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
-      }
+      writeSamples(dcal, dec.feeds(1), 4);
       quantizeFile(decFile, path.join(dir, `gpt-${seq}-w4.onnx`), 'w4', dcal);
       const dl = await latency({ float: dec.model, w4: loadModel(path.join(dir, `gpt-${seq}-w4.onnx`)) }, dec.feeds(1));
       console.log(`decoder latency (batch 1, seq ${seq}${seq === 1 ? ', one decode step' : ', a prompt'}): float ${dl.float!.toFixed(2)} ms, w4 ${dl.w4!.toFixed(2)} ms (${(dl.float! / dl.w4!).toFixed(2)}x faster)`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes `count` samples shaped like `template`: float inputs get fresh Gaussian-ish values per
+ * sample (the builder's feeds() re-seeds, so calling it again would repeat the same sample);
+ * other inputs (the attention mask) are copied.
+ */
+function writeSamples(dir: string, template: Record<string, ArrayTensor>, count: number): void {
+  let s = 12345;
+  const rnd = (): number => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return s / 2 ** 31 - 0.5;
+  };
+  for (let i = 0; i < count; i++) {
+    const d = path.join(dir, `test_data_set_${i}`);
+    fs.mkdirSync(d, { recursive: true });
+    Object.entries(template).forEach(([name, t], k) => {
+      const data = t.data instanceof Float32Array ? Float32Array.from(t.data, () => (rnd() + rnd() + rnd()) * 2) : t.data;
+      writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, { ...t, data }));
+    });
   }
 }
 

@@ -29,6 +29,7 @@ export { parseLimits, type Limit, type Limits } from './validate/limits.js';
 export { gateJson, gateTable, gateJunitSuite } from './validate/gate-report.js';
 export { junitXml, writeJunit, type JunitSuite, type JunitCase } from './report/junit.js';
 export { quantize, type QuantizeSummary } from './passes/quantize.js';
+export { calibrate, createObserver, quantParams, NonFiniteError, type CalibrateOptions, type CalibrationResult, type Observer, type ObserverKind, type ObserverOptions, type ObserverSpec, type TensorRange, type QuantParams } from './calibrate/index.js';
 export { SCHEMES, CALIBRATION_METHODS, type Scheme, type CalibrationMethod, type QuantizeOptions } from './quantize/scheme.js';
 
 export { type Pass, type PassContext, type PassResult, PassError } from './passes/pass.js';

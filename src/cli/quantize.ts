@@ -23,6 +23,8 @@ interface QuantizeFlags {
   exclude: string[];
   embeddings: boolean;
   threads?: string;
+  cacheDir?: string;
+  cache: boolean;
   json?: boolean;
 }
 
@@ -41,6 +43,8 @@ export function registerQuantize(program: Command): void {
     .option('--exclude <pattern...>', 'keep matching layers in float (glob like "*.attn.*" or /regex/)', [])
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--cache-dir <dir>', 'calibration cache folder (default .slimformer-cache, or SLIMFORMER_CACHE_DIR)')
+    .option('--no-cache', 'do not read or write the calibration cache')
     .option('--json', 'print the report as one JSON object')
     .action((modelPath: string, flags: QuantizeFlags) =>
       runCommand(async (signal) => {
@@ -62,6 +66,7 @@ export function registerQuantize(program: Command): void {
             blockSize: blockSize as 16 | 32 | 64 | 128,
             exclude: flags.exclude,
             embeddings: flags.embeddings,
+            cacheDir: flags.cache ? flags.cacheDir : false,
           }),
         ]).apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal });
         signal.throwIfAborted();
@@ -82,7 +87,7 @@ export function registerQuantize(program: Command): void {
           return;
         }
         const lines = [
-          `${modelPath} -> ${flags.output}  (${summary.scheme}, ${summary.method}${summary.calibMethod ? `, ${summary.calibMethod} calibration` : ''})`,
+          `${modelPath} -> ${flags.output}  (${summary.scheme}, ${summary.method}${summary.calibMethod ? `, ${summary.calibMethod} calibration on ${summary.calibration?.samples} samples${summary.calibration?.fromCache ? ' (from cache)' : ''}` : ''})`,
           `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
           `layers      ${summary.layers.length} quantized to ${summary.layers[0]?.bits ?? '-'} bits, ${summary.embeddings.length} embedding tables, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];

@@ -5,6 +5,7 @@ import { Tensor } from '../ir/tensor.js';
 import type { Value } from '../ir/value.js';
 import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
 import { transpose } from './linear-weight.js';
+import { quantParams } from '../calibrate/qparams.js';
 
 /** Per-tensor activation quantization parameters (uint8, asymmetric). */
 export interface ActivationParams {
@@ -62,11 +63,8 @@ export function quantizeLinearStatic(g: Graph, l: LinearLayer, q: QuantizedWeigh
   l.node.setInput(1, wd);
 }
 
-/** Activation range → uint8 scale and zero point; the range is widened to hold 0. */
+/** Activation range → uint8 scale and zero point (the calibration module's convention). */
 export function activationParams(min: number, max: number): ActivationParams {
-  const lo = Math.min(0, min);
-  const hi = Math.max(0, max);
-  const scale = hi > lo ? (hi - lo) / 255 : 1;
-  const zeroPoint = Math.min(255, Math.max(0, Math.round(-lo / scale)));
-  return { scale: Math.fround(scale), zeroPoint };
+  const q = quantParams(min, max, { bits: 8, symmetric: false, signed: false });
+  return { scale: Math.fround(q.scale), zeroPoint: q.zeroPoint };
 }

@@ -9,7 +9,7 @@ import { activationParams, quantizeLinearStatic } from '../export/qdq.js';
 import { constantTensor } from '../discover/constants.js';
 import type { Model } from '../ir/model.js';
 import type { Value } from '../ir/value.js';
-import { activationRanges } from '../quantize/activation-ranges.js';
+import { calibrate } from '../calibrate/index.js';
 import { type QuantizeOptions, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { assertNotQuantized, selectLayers } from '../quantize/select.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
@@ -21,6 +21,8 @@ export interface QuantizeSummary {
   scheme: string;
   method: string;
   calibMethod: string | null;
+  /** Activation calibration (w8a8): samples seen, and whether the ranges came from the cache. */
+  calibration: { samples: number; fromCache: boolean; seconds: number } | null;
   layers: { name: string; bits: number; sqnr: number | null }[];
   embeddings: { name: string; bits: number }[];
   excluded: { name: string; pattern: string }[];
@@ -61,10 +63,22 @@ export function quantize(options: QuantizeOptions): Pass {
 
       // phase 1: decide every parameter
       let ranges: Map<string, { min: number; max: number }> | undefined;
+      let calibrationInfo: QuantizeSummary['calibration'] = null;
       if (scheme === 'w8a8') {
         if (!ctx.calibration) throw new UserError('scheme w8a8 needs calibration data (--calib DIR) to set activation ranges');
         const inputs = [...new Set(sel.linears.map((l) => l.node.input(0)!.name))];
-        ranges = await activationRanges(model, ctx.calibration, inputs, { method: options.calibMethod ?? 'minmax', batchSize: options.batchSize, threads: ctx.threads, progress: ctx.progress, signal: ctx.signal });
+        const calibration = await calibrate(model, ctx.calibration, {
+          tensors: inputs,
+          observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: 8 },
+          batchSize: options.batchSize,
+          threads: ctx.threads,
+          progress: ctx.progress,
+          signal: ctx.signal,
+          cacheDir: options.cacheDir,
+        });
+        ranges = new Map([...calibration.ranges].map(([k, r]) => [k, { min: r.min[0]!, max: r.max[0]! }]));
+        calibrationInfo = { samples: calibration.samples, fromCache: calibration.fromCache, seconds: calibration.seconds };
+        if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
       }
       ctx.progress.start('quantize weights', sel.linears.length + sel.embeddings.length);
       const weights: QuantizedWeight[] = [];
@@ -127,6 +141,7 @@ export function quantize(options: QuantizeOptions): Pass {
         scheme,
         method: options.method ?? 'rtn',
         calibMethod: scheme === 'w8a8' ? (options.calibMethod ?? 'minmax') : null,
+        calibration: calibrationInfo,
         layers: sel.linears.map((l) => ({ name: l.name, bits, sqnr: sqnr.get(l.name) ?? null })),
         embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
         excluded: sel.excluded,

@@ -34,6 +34,8 @@ export interface QuantizeOptions {
   verifySamples?: number;
   /** Samples per onnxruntime run during calibration. */
   batchSize?: number;
+  /** Calibration cache folder (default .slimformer-cache or SLIMFORMER_CACHE_DIR); false: none. */
+  cacheDir?: string | false;
 }
 
 export function weightBits(scheme: Scheme): number {

@@ -1,0 +1,278 @@
+import { type BoundDataset, batches, bindDataset } from '../data/bind.js';
+import type { Dataset } from '../data/dataset.js';
+import { UserError } from '../errors.js';
+import type { ArrayTensor } from '../ir/array-tensor.js';
+import { DataType } from '../ir/dtype.js';
+import { float16BitsToFloat } from '../ir/float-bits.js';
+import type { Model } from '../ir/model.js';
+import { elementCount } from '../ir/tensor.js';
+import { type Progress, silentProgress } from '../progress.js';
+import { Session, type SessionOptions } from '../runtime/session.js';
+import { cacheFile, cacheKey, defaultCacheDir, readCache, writeCache } from './cache.js';
+import { hashDataset, hashModel } from './hash.js';
+import { MinMaxObserver } from './minmax.js';
+import { NonFiniteError } from './non-finite.js';
+import { type Observer, type ObserverSpec, type ResolvedObserverSpec, type TensorRange, createObserver, resolveObserverSpec } from './observer.js';
+import { planExposure } from './plan.js';
+import { type TensorStatOutputs, withStatistics } from './stats-graph.js';
+
+export interface CalibrateOptions {
+  /** Tensors (value names) to calibrate: activations, graph inputs, or weights. */
+  tensors: string[];
+  /** The observer for every tensor (default minmax, per-tensor, asymmetric). */
+  observer?: ObserverSpec;
+  /** Observers for particular tensors, overriding `observer`. */
+  perTensor?: Record<string, ObserverSpec>;
+  /** Samples per forward pass (default 8; lowered to fit memoryBudgetBytes). */
+  batchSize?: number;
+  threads?: number;
+  /** onnxruntime graph optimization level for the calibration runs (default 'all'). */
+  optimization?: SessionOptions['optimization'];
+  progress?: Progress;
+  signal?: AbortSignal;
+  /**
+   * Where cached ranges live (default: SLIMFORMER_CACHE_DIR, else .slimformer-cache in the
+   * current folder); false turns the cache off. An entry is keyed by the model's graph and
+   * weights, the samples' input data, each tensor's observer and, for histogram observers,
+   * the batch size and memory budget (their re-binning depends on the batches); threads and
+   * minmaxIn do not change results.
+   */
+  cacheDir?: string | false;
+  /**
+   * Most bytes of activations copied out of onnxruntime per run, for observers that need whole
+   * tensors (default 256 MiB). Over it the batch shrinks, then tensors split into groups that
+   * each take their own pass.
+   */
+  memoryBudgetBytes?: number;
+  /**
+   * Where minmax observers reduce: 'graph' (default) adds ReduceMin/ReduceMax nodes so only a
+   * few numbers come back per tensor; 'js' copies whole tensors out and reduces in JavaScript.
+   */
+  minmaxIn?: 'graph' | 'js';
+  /**
+   * onnxruntime's memory arena for the calibration sessions (default: on for the passes that
+   * return only reductions, off for those that copy whole tensors out, where the arena would
+   * keep their peak for the whole run).
+   */
+  memoryArena?: boolean;
+}
+
+export interface CalibrationResult {
+  ranges: Map<string, TensorRange>;
+  specs: Map<string, ResolvedObserverSpec>;
+  samples: number;
+  /** True when the ranges came from the cache and nothing ran. */
+  fromCache: boolean;
+  /** The cache entry read or written (undefined with the cache off). */
+  cacheFile: string | undefined;
+  /** Why the entry could not be written, when it could not (calibration still succeeded). */
+  cacheWriteError: string | undefined;
+  /** onnxruntime runs made (0 from the cache). */
+  forwardPasses: number;
+  /** Passes over the data (groups of tensors; 1 unless the memory budget split them). */
+  groups: number;
+  batchSize: number;
+  seconds: number;
+}
+
+export const DEFAULT_MEMORY_BUDGET = 256 * 2 ** 20;
+const DEFAULT_BATCH = 8;
+
+/**
+ * Streams the dataset through the model once per batch, feeding each tensor's observer, and
+ * returns each tensor's range. Batches are dropped after use, so memory does not grow with the
+ * number of samples. With the cache on, a second call with the same model, data and observers
+ * reads the ranges back without running anything.
+ */
+export async function calibrate(model: Model, data: Dataset | BoundDataset, options: CalibrateOptions): Promise<CalibrationResult> {
+  const started = performance.now();
+  const bound: BoundDataset = 'feeds' in data ? data : bindDataset(data, model);
+  const dataset = bound.dataset;
+  const specs = resolveSpecs(model, options);
+  options.signal?.throwIfAborted();
+  const progress = options.progress ?? silentProgress;
+  const result = (ranges: Map<string, TensorRange>, extra: Partial<CalibrationResult>): CalibrationResult => ({
+    ranges,
+    specs,
+    samples: dataset.size,
+    fromCache: false,
+    cacheFile: undefined,
+    cacheWriteError: undefined,
+    forwardPasses: 0,
+    groups: 0,
+    batchSize: 0,
+    ...extra,
+    seconds: (performance.now() - started) / 1000,
+  });
+
+  const dir = options.cacheDir === false ? undefined : (options.cacheDir ?? defaultCacheDir());
+  const batchSize = Math.max(1, Math.min(options.batchSize ?? DEFAULT_BATCH, bound.maxBatch));
+  const budget = options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET;
+  let key: string | undefined;
+  let file: string | undefined;
+  if (dir !== undefined) {
+    // minmax is exact whatever the batching; a histogram's re-binning depends on the batches
+    const histograms = [...specs.values()].some((s) => s.kind !== 'minmax');
+    key = cacheKey(hashModel(model), hashDataset(dataset), specs, histograms ? { batchSize, budget } : {});
+    file = cacheFile(dir, key);
+    const hit = readCache(file, key, specs);
+    if (hit) return result(hit.ranges, { fromCache: true, cacheFile: file });
+  }
+
+  const observers = new Map<string, Observer>([...specs].map(([name, spec]) => [name, createObserver(spec)]));
+  const graphMinmax: string[] = [];
+  const full: string[] = [];
+  for (const [name, spec] of specs) {
+    const v = model.graph.value(name)!;
+    if (v.initializer) {
+      observe(observers.get(name)!, name, v.initializer.toFloat32(), [...v.initializer.dims], () => `weight '${name}'`);
+    } else if (spec.kind === 'minmax' && (options.minmaxIn ?? 'graph') === 'graph') {
+      graphMinmax.push(name);
+    } else {
+      full.push(name);
+    }
+  }
+
+  const run = new Runner(options);
+  let plan = { batchSize, groups: [] as string[][] };
+  if (graphMinmax.length > 0 || full.length > 0) {
+    const stats = withStatistics(model, [
+      ...graphMinmax.map((name) => ({ name, reduce: true, channelAxis: specs.get(name)!.channelAxis })),
+      ...full.map((name) => ({ name, reduce: false })),
+    ]);
+    if (full.length > 0) {
+      // one sample through a graph that returns only shapes, to size what whole tensors take
+      const session = await run.session(stats.model, []);
+      try {
+        const first = batches(bound, 1).next().value!;
+        const out = await run.run(session, first.feeds, full.map((n) => stats.outputs.get(n)!.shape));
+        const bytes = new Map(full.map((n) => [n, (4 * elementCount(shapeOf(out[stats.outputs.get(n)!.shape]!))) / first.count]));
+        plan = planExposure(bytes, budget, batchSize);
+      } finally {
+        await session.release();
+      }
+    } else {
+      plan.groups = [[]];
+    }
+    const total = dataset.size * plan.groups.length;
+    progress.start('calibrate', total);
+    let done = 0;
+    for (let g = 0; g < plan.groups.length; g++) {
+      const group = plan.groups[g]!;
+      const reduced = g === 0 ? graphMinmax : [];
+      const session = await run.session(g === 0 ? stats.model : model, group);
+      try {
+        const fetch = [...group, ...reduced.flatMap((n) => statNames(stats.outputs.get(n)!))];
+        for (const batch of batches(bound, plan.batchSize)) {
+          options.signal?.throwIfAborted();
+          const out = await run.run(session, batch.feeds, fetch);
+          const where = (): string => describeBatch(dataset, batch.start, batch.count);
+          for (const name of reduced) {
+            const o = stats.outputs.get(name)!;
+            const flag = out[o.nonFinite!]!.data[0] as number;
+            if (Number.isNaN(flag)) throw nonFinite(name, where());
+            const obs = observers.get(name) as MinMaxObserver;
+            const min = out[o.min!]!.data as Float32Array;
+            const max = out[o.max!]!.data as Float32Array;
+            observe(obs, name, undefined, [], where, () => obs.updateMinMax(min, max, elementCount(shapeOf(out[o.shape]!))));
+          }
+          for (const name of group) {
+            const t = out[name]!;
+            observe(observers.get(name)!, name, toFloat32(t, name), t.dims, where);
+            delete out[name];
+          }
+          done += batch.count;
+          progress.tick(done, `${group.length + reduced.length} tensors`);
+        }
+      } finally {
+        await session.release();
+      }
+    }
+    progress.end();
+  }
+
+  const ranges = new Map<string, TensorRange>();
+  for (const [name, o] of observers) ranges.set(name, o.range());
+  let cacheWriteError: string | undefined;
+  if (file !== undefined && key !== undefined) {
+    try {
+      writeCache(file, key, ranges, dataset.size);
+    } catch (e) {
+      cacheWriteError = `cannot write the calibration cache ${file}: ${e instanceof Error ? e.message : String(e)}`;
+    }
+  }
+  return result(ranges, { cacheFile: file, cacheWriteError, forwardPasses: run.count, groups: plan.groups.length, batchSize: plan.batchSize });
+}
+
+/** Sessions and runs, counted. */
+class Runner {
+  count = 0;
+  constructor(private readonly options: CalibrateOptions) {}
+  session(model: Model, expose: string[]): Promise<Session> {
+    const memoryArena = this.options.memoryArena ?? expose.length === 0;
+    return Session.create(model, { expose, threads: this.options.threads, optimization: this.options.optimization, memoryArena });
+  }
+  run(session: Session, feeds: Record<string, ArrayTensor>, fetch: string[]): Promise<Record<string, ArrayTensor>> {
+    this.count++;
+    return session.run(feeds, fetch);
+  }
+}
+
+function resolveSpecs(model: Model, options: CalibrateOptions): Map<string, ResolvedObserverSpec> {
+  const names = [...new Set(options.tensors)];
+  if (names.length === 0) throw new UserError('no tensors to calibrate');
+  for (const n of Object.keys(options.perTensor ?? {})) {
+    if (!names.includes(n)) throw new UserError(`an observer is given for tensor '${n}', which is not among the tensors to calibrate`);
+  }
+  const specs = new Map<string, ResolvedObserverSpec>();
+  for (const name of names) {
+    const v = model.graph.value(name);
+    if (!v) throw new UserError(`the model has no tensor named '${name}' to calibrate`);
+    const spec = resolveObserverSpec(options.perTensor?.[name] ?? options.observer ?? { kind: 'minmax' });
+    const rank = v.initializer ? v.initializer.dims.length : v.type?.kind === 'tensor' ? v.type.shape?.length : undefined;
+    const axis = spec.channelAxis;
+    if (axis !== undefined && rank !== undefined && (axis >= rank || axis < -rank)) {
+      throw new UserError(`cannot calibrate tensor '${name}' per channel on axis ${axis}: it has ${rank} dimensions`);
+    }
+    specs.set(name, spec);
+  }
+  return specs;
+}
+
+function statNames(o: TensorStatOutputs): string[] {
+  return [o.min!, o.max!, o.nonFinite!, o.shape];
+}
+
+function shapeOf(t: ArrayTensor): number[] {
+  return Array.from(t.data as BigInt64Array, (x) => Number(x));
+}
+
+/** Feeds an observer, turning NaN/Inf into a UserError that names the tensor and the samples. */
+function observe(o: Observer, name: string, data: Float32Array | undefined, dims: readonly number[], where: () => string, update?: () => void): void {
+  try {
+    if (update) update();
+    else o.update(data!, dims);
+  } catch (e) {
+    if (e instanceof NonFiniteError) throw nonFinite(name, where());
+    // a channel axis the tensor does not have, or a channel count that changes between batches
+    if (e instanceof RangeError) throw new UserError(`cannot calibrate tensor '${name}': ${e.message}`);
+    throw e;
+  }
+}
+
+function nonFinite(name: string, where: string): UserError {
+  return new UserError(`tensor '${name}' holds NaN or infinite values on ${where}; the model overflows on this data, so it cannot be calibrated`);
+}
+
+function describeBatch(dataset: Dataset, start: number, count: number): string {
+  if (count === 1) return dataset.where(start);
+  return `one of the samples ${dataset.where(start)} to ${dataset.where(start + count - 1)}`;
+}
+
+function toFloat32(t: ArrayTensor, name: string): Float32Array {
+  if (t.data instanceof Float32Array) return t.data;
+  if (t.dtype === DataType.FLOAT16) return Float32Array.from(t.data as Uint16Array, float16BitsToFloat);
+  if (t.data instanceof BigInt64Array || t.data instanceof BigUint64Array) return Float32Array.from(t.data as BigInt64Array, Number);
+  if (t.dtype === DataType.BFLOAT16 || t.dtype === DataType.BOOL) throw new UserError(`tensor '${name}' is not numeric data that can be calibrated`);
+  return Float32Array.from(t.data as Float64Array);
+}
