@@ -63,6 +63,9 @@ async function main(): Promise<void> {
     console.log(`encoder: 12 blocks, hidden 768, MLP 3072, sequence 128; ${(enc.model.parameterCount() / 1e6).toFixed(1)}M parameters`);
     console.log(`quantize --scheme w8a8, 128 calibration samples: ${first.seconds.toFixed(1)}s, peak RSS ${(first.maxRssBytes / 2 ** 20).toFixed(0)} MiB (targets < 180 s, < 2560 MiB); run again: ${second.seconds.toFixed(1)}s, peak RSS ${(second.maxRssBytes / 2 ** 20).toFixed(0)} MiB`);
     quantizeFile(encFile, path.join(dir, 'bert-dynamic.onnx'), 'dynamic', calib);
+    quantizeFile(encFile, path.join(dir, 'bert-w4.onnx'), 'w4', calib);
+    const size = (f: string): number => fs.statSync(path.join(dir, f)).size;
+    console.log(`file size: float ${(size('bert-base.onnx') / 2 ** 20).toFixed(1)} MiB; w8a8 ${(size('bert-base.onnx') / size('bert-w8a8.onnx')).toFixed(2)}x smaller, dynamic ${(size('bert-base.onnx') / size('bert-dynamic.onnx')).toFixed(2)}x, w4 ${(size('bert-base.onnx') / size('bert-w4.onnx')).toFixed(2)}x (targets: int8 >= 3.5x, w4 >= 6x)`);
     const feeds = enc.feeds(1);
     const lat = await latency({ float: enc.model, w8a8: loadModel(path.join(dir, 'bert-w8a8.onnx')), dynamic: loadModel(path.join(dir, 'bert-dynamic.onnx')) }, feeds);
     console.log(`encoder latency (batch 1, seq 128, median of ${rounds}): float ${lat.float!.toFixed(1)} ms, w8a8 ${lat.w8a8!.toFixed(1)} ms (${(lat.float! / lat.w8a8!).toFixed(2)}x faster), dynamic ${lat.dynamic!.toFixed(1)} ms (${(lat.float! / lat.dynamic!).toFixed(2)}x faster)`);

@@ -85,7 +85,7 @@ export function quantize(options: QuantizeOptions): Pass {
       for (const l of sel.linears) {
         ctx.signal.throwIfAborted();
         const w = weightOutIn(l);
-        const q = perTensorWeights ? await perTensor(w, l, spec) : await quantizeWeight(w, l.outFeatures, l.inFeatures, spec);
+        const q = perTensorWeights ? await perTensor(w, l, spec) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(spec, l.inFeatures));
         weights.push(q);
         ctx.progress.tick(weights.length, l.name);
       }
@@ -93,9 +93,11 @@ export function quantize(options: QuantizeOptions): Pass {
       for (const e of sel.embeddings) {
         ctx.signal.throwIfAborted();
         const t = constantTensor(e.table)!.toFloat32();
+        // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
+        const blocked = fitBlock({ bits, symmetric: true, blockSize: options.blockSize ?? 32, search: 'mse' }, e.width);
         tables.push(
-          bits <= 4 && e.width % 32 === 0
-            ? await quantizeWeight(t, e.rows, e.width, { bits, symmetric: true, blockSize: 32, search: 'mse' })
+          bits <= 4 && e.width % blocked.blockSize === 0
+            ? await quantizeWeight(t, e.rows, e.width, blocked)
             : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
         );
         ctx.progress.tick(weights.length + tables.length, e.table.name);
@@ -160,6 +162,18 @@ export function quantize(options: QuantizeOptions): Pass {
 async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec): Promise<QuantizedWeight> {
   const q = await quantizeWeight(w, 1, w.length, { ...spec, blockSize: 0 });
   return { ...q, n: l.outFeatures, k: l.inFeatures, groups: 1, blockSize: l.inFeatures, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures) };
+}
+
+/**
+ * A block no larger than the layer needs: blocks are padded to full size, so a 128-wide block
+ * on 64 inputs would store twice the levels. Block sizes stay powers of two from 16 (what
+ * MatMulNBits and GatherBlockQuantized take).
+ */
+function fitBlock(spec: WeightQuantSpec, inputs: number): WeightQuantSpec {
+  if (spec.blockSize <= 0) return spec;
+  let fit = 16;
+  while (fit < inputs && fit < spec.blockSize) fit *= 2;
+  return { ...spec, blockSize: fit };
 }
 
 function weightBytes(m: Model): number {
