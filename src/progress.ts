@@ -26,7 +26,8 @@ export function consoleProgress(stream: NodeJS.WriteStream = process.stderr, int
       label = l;
       total = t;
       started = Date.now();
-      lastPrint = 0;
+      // on a terminal draw at once; in a log, the first line comes after one interval
+      lastPrint = tty ? 0 : started;
     },
     tick(done, detail = '') {
       const now = Date.now();
