@@ -30,7 +30,12 @@ export { gateJson, gateTable, gateJunitSuite } from './validate/gate-report.js';
 export { junitXml, writeJunit, type JunitSuite, type JunitCase } from './report/junit.js';
 export { quantize, type QuantizeSummary } from './passes/quantize.js';
 export { calibrate, createObserver, quantParams, NonFiniteError, type CalibrateOptions, type CalibrationResult, type Observer, type ObserverKind, type ObserverOptions, type ObserverSpec, type TensorRange, type QuantParams } from './calibrate/index.js';
-export { SCHEMES, CALIBRATION_METHODS, type Scheme, type CalibrationMethod, type QuantizeOptions } from './quantize/scheme.js';
+export { SCHEMES, CALIBRATION_METHODS, METHODS, SOFTMAX_MODES, type Scheme, type CalibrationMethod, type Method, type SoftmaxMode, type QuantizeOptions } from './quantize/scheme.js';
+export { findFoldSites, applyFold, weightAbsMaxPerInput, type FoldSite, type FoldSearch, type AffineFold } from './reparam/fold.js';
+export { smoothQuant, type SmoothQuantResult, type ReparamRunOptions } from './reparam/smoothquant.js';
+export { repQuantReparam, channelGrid, gridFold, type RepQuantOptions, type RepQuantResult, type ChannelGrid } from './reparam/repquant.js';
+export { gptqLevels, inputGrams } from './quantize/gptq.js';
+export { findSoftmaxSites, quantizeSoftmaxUniform, quantizeSoftmaxLog2, log2QuantReference, type SoftmaxSite } from './export/softmax.js';
 
 export { type Pass, type PassContext, type PassResult, PassError } from './passes/pass.js';
 export { cleanup, type CleanupOptions } from './passes/cleanup.js';

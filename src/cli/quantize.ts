@@ -8,7 +8,7 @@ import { saveModel } from '../onnx/save.js';
 import { quantize, type QuantizeSummary } from '../passes/quantize.js';
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
-import { CALIBRATION_METHODS, SCHEMES, type CalibrationMethod, type Scheme } from '../quantize/scheme.js';
+import { CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
 import { positiveInt } from './eval.js';
 import { runCommand } from './run-command.js';
 
@@ -17,6 +17,10 @@ interface QuantizeFlags {
   calib?: string;
   scheme: string;
   method: string;
+  alpha: string;
+  softmax: string;
+  repquantBounds: string;
+  reconstruct: string;
   calibMethod: string;
   perChannel: boolean;
   blockSize: string;
@@ -31,12 +35,16 @@ interface QuantizeFlags {
 export function registerQuantize(program: Command): void {
   program
     .command('quantize')
-    .description('quantize a float model (weights, and activations for w8a8) and check it against the original')
+    .description('quantize a float model (weights, and activations for w8a8/w6a6/w4a4) and check it against the original')
     .argument('<model>', 'float ONNX model')
     .requiredOption('-o, --output <file>', 'where to write the quantized model')
-    .option('--calib <path>', 'calibration dataset (needed for w8a8; used by every scheme to check the result)')
+    .option('--calib <path>', 'calibration dataset (needed for w8a8/w6a6/w4a4 and smoothquant/repquant/gptq; used by every scheme to check the result)')
     .option('--scheme <scheme>', `${SCHEMES.join(' | ')}`, 'w8a8')
-    .option('--method <method>', 'rounding method: rtn', 'rtn')
+    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4)`, 'rtn')
+    .option('--alpha <a>', 'SmoothQuant migration strength in [0, 1]', '0.5')
+    .option('--repquant-bounds <how>', 'RepQuant per-channel lower/upper bounds: mse (searched dual clipping) | percentile | minmax', 'mse')
+    .option('--reconstruct <how>', 'weight reconstruction after the grids are fitted: none | gptq (column-wise error feedback on calibration Gram matrices)', 'none')
+    .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')
     .option('--calib-method <method>', `activation ranges: ${CALIBRATION_METHODS.join(' | ')}`, 'minmax')
     .option('--per-channel', 'one weight scale per output channel (the default)', true)
     .option('--no-per-channel', 'one weight scale per tensor instead (int8 schemes)')
@@ -50,7 +58,14 @@ export function registerQuantize(program: Command): void {
     .action((modelPath: string, flags: QuantizeFlags) =>
       runCommand(async (signal) => {
         if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
-        if (flags.method !== 'rtn') throw new UserError(`unknown method '${flags.method}' (available: rtn)`);
+        if (!(METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${METHODS.join(', ')})`);
+        const alpha = Number(flags.alpha);
+        if (!(alpha >= 0 && alpha <= 1)) throw new UserError(`--alpha must be a number in [0, 1], not '${flags.alpha}'`);
+        if (!['mse', 'percentile', 'minmax'].includes(flags.repquantBounds)) throw new UserError(`unknown --repquant-bounds '${flags.repquantBounds}' (choose from mse, percentile, minmax)`);
+        if (!['none', 'gptq'].includes(flags.reconstruct)) throw new UserError(`unknown --reconstruct '${flags.reconstruct}' (choose from none, gptq)`);
+        if (!(SOFTMAX_MODES as readonly string[]).includes(flags.softmax)) throw new UserError(`unknown softmax form '${flags.softmax}' (choose from ${SOFTMAX_MODES.join(', ')})`);
+        if (flags.softmax !== 'none' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--softmax ${flags.softmax} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
+        if (flags.method !== 'rtn' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
         if (!(CALIBRATION_METHODS as readonly string[]).includes(flags.calibMethod)) throw new UserError(`unknown calibration method '${flags.calibMethod}' (choose from ${CALIBRATION_METHODS.join(', ')})`);
         const blockSize = positiveInt(flags.blockSize, '--block-size');
         if (![16, 32, 64, 128].includes(blockSize)) throw new UserError(`--block-size must be 16, 32, 64 or 128, not ${blockSize}`);
@@ -62,6 +77,11 @@ export function registerQuantize(program: Command): void {
         const { model: out, report } = await pipeline([
           quantize({
             scheme: flags.scheme as Scheme,
+            method: flags.method as Method,
+            alpha,
+            softmax: flags.softmax as SoftmaxMode,
+            reconstruct: flags.reconstruct as 'none' | 'gptq',
+            repquantObserver: flags.repquantBounds as 'mse' | 'percentile' | 'minmax',
             calibMethod: flags.calibMethod as CalibrationMethod,
             perChannel: flags.perChannel,
             blockSize: blockSize as 16 | 32 | 64 | 128,
@@ -92,6 +112,12 @@ export function registerQuantize(program: Command): void {
           `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
           `layers      ${summary.layers.length} quantized to ${summary.layers[0]?.bits ?? '-'} bits, ${summary.embeddings.length} embedding tables, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];
+        if (summary.reparam) lines.push(`reparam     ${summary.reparam.method}${summary.reparam.alpha !== undefined ? ` (alpha ${summary.reparam.alpha})` : ''}${summary.reparam.observer ? ` (${summary.reparam.observer} per-channel bounds)` : ''}: ${summary.reparam.folded.length} norm outputs folded, ${summary.reparam.skipped.length} skipped`);
+        if (summary.softmax) {
+          const sm = summary.softmax;
+          const f = (x: number | null): string => (x === null ? 'not measured' : db(x));
+          lines.push(`softmax     ${sm.attentions} attention(s) written as ${sm.mode === 'log2' ? `simulated log2 (${sm.bits}-bit codes, float ops)` : 'uniform 8-bit QDQ (integer kernels)'}: output SQNR ${f(sm.outputSqnr)}; ${sm.alternative.mode} would give ${f(sm.alternative.outputSqnr)}`);
+        }
         for (const o of summary.outputs) lines.push(`output      '${o.name}' SQNR ${db(o.sqnr)} vs float (${summary.verifiedSamples} calibration samples)`);
         const worst = [...summary.layers].filter((l) => l.sqnr !== null).sort((a, b) => a.sqnr! - b.sqnr!).slice(0, 5);
         if (worst.length) lines.push(`lowest SQNR ${worst.map((l) => `${l.name} ${db(l.sqnr!)}`).join(', ')}`);

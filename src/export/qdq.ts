@@ -11,6 +11,8 @@ import { quantParams } from '../calibrate/qparams.js';
 export interface ActivationParams {
   scale: number;
   zeroPoint: number;
+  /** Largest code (default 255). Below 255 a Clip keeps the uint8 codes in [0, qmax] (6- and 4-bit grids). */
+  qmax?: number;
 }
 
 /**
@@ -18,7 +20,7 @@ export interface ActivationParams {
  * written in the weight's own layout so the MatMul/Gemm reads it unchanged.
  */
 export function dequantizedWeight(g: Graph, l: LinearLayer, q: QuantizedWeight): Value {
-  if (q.bits !== 8 || !q.symmetric || q.groups !== 1) throw new Error(`QDQ weights must be int8 symmetric per channel (layer '${l.name}')`);
+  if (q.bits > 8 || !q.symmetric || q.groups !== 1) throw new Error(`QDQ weights must be symmetric per channel with at most 8 bits (layer '${l.name}')`);
   const levels = Int8Array.from(q.levels);
   // levels are [out, in]; MatMul stores [in, out]
   const data = l.transB ? levels : transpose(levels, l.outFeatures, l.inFeatures);
@@ -48,13 +50,20 @@ export function quantizeLinearStatic(g: Graph, l: LinearLayer, q: QuantizedWeigh
   const zp = (): Value => g.addInitializer(Tensor.from(`${input.name}_zero_point`, DataType.UINT8, [], [act.zeroPoint]));
   if (!xq) {
     const producer = input.producer();
-    xq = g.addNode('QuantizeLinear', [input, scale(), zp()], [`${input.name}_quantized`], {
+    const qn = g.addNode('QuantizeLinear', [input, scale(), zp()], [`${input.name}_quantized`], {
       name: g.uniqueNodeName(`${input.name}/QuantizeLinear`),
       ...(producer && producer.graph === g ? { after: producer } : { before: g.nodes[0] }),
-    }).output(0);
+    });
+    xq = qn.output(0);
+    const qmax = act.qmax ?? 255;
+    if (qmax < 255) {
+      const lo = g.addInitializer(Tensor.from(`${input.name}_qmin`, DataType.UINT8, [], [0]));
+      const hi = g.addInitializer(Tensor.from(`${input.name}_qmax`, DataType.UINT8, [], [qmax]));
+      xq = g.addNode('Clip', [xq, lo, hi], [`${input.name}_quantized_clipped`], { name: g.uniqueNodeName(`${input.name}/Clip`), after: qn }).output(0);
+    }
     sharedQ.set(input, xq);
   }
-  const qNode = xq.producer()!;
+  const qNode = quantizeNodeOf(xq);
   const xd = g.addNode('DequantizeLinear', [xq, qNode.input(1), qNode.input(2)], [`${l.name}.input_dequantized`], {
     name: g.uniqueNodeName(`${l.name}/input/DequantizeLinear`),
     before: l.node,
@@ -63,8 +72,14 @@ export function quantizeLinearStatic(g: Graph, l: LinearLayer, q: QuantizedWeigh
   l.node.setInput(1, wd);
 }
 
-/** Activation range → uint8 scale and zero point (the calibration module's convention). */
-export function activationParams(min: number, max: number): ActivationParams {
-  const q = quantParams(min, max, { bits: 8, symmetric: false, signed: false });
-  return { scale: Math.fround(q.scale), zeroPoint: q.zeroPoint };
+function quantizeNodeOf(xq: Value) {
+  let p = xq.producer()!;
+  if (p.opType === 'Clip') p = p.input(0)!.producer()!;
+  return p;
+}
+
+/** Activation range → unsigned scale and zero point on a `bits`-bit grid (the calibration module's convention). */
+export function activationParams(min: number, max: number, bits = 8): ActivationParams {
+  const q = quantParams(min, max, { bits, symmetric: false, signed: false });
+  return { scale: Math.fround(q.scale), zeroPoint: q.zeroPoint, ...(bits < 8 ? { qmax: q.qmax } : {}) };
 }

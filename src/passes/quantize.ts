@@ -5,13 +5,17 @@ import { quantizeLinearDynamic } from '../export/dynamic.js';
 import { quantizeEmbeddingBlocked, quantizeEmbeddingInt8 } from '../export/embedding.js';
 import { transpose, weightOutIn } from '../export/linear-weight.js';
 import { quantizeLinearNBits } from '../export/matmul-nbits.js';
-import { activationParams, quantizeLinearStatic } from '../export/qdq.js';
+import { type ActivationParams, activationParams, quantizeLinearStatic } from '../export/qdq.js';
 import { constantTensor } from '../discover/constants.js';
+import { findSoftmaxSites, quantizeSoftmaxLog2, quantizeSoftmaxUniform, type SoftmaxSite } from '../export/softmax.js';
 import type { Model } from '../ir/model.js';
 import type { Value } from '../ir/value.js';
 import { calibrate } from '../calibrate/index.js';
-import { type QuantizeOptions, isWeightOnly, weightBits } from '../quantize/scheme.js';
+import { type QuantizeOptions, activationBits, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
+import { repQuantReparam } from '../reparam/repquant.js';
+import { smoothQuant } from '../reparam/smoothquant.js';
 import { assertNotQuantized, selectLayers } from '../quantize/select.js';
+import { gptqLevels, inputGrams } from '../quantize/gptq.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
 import { cleanup } from './cleanup.js';
@@ -21,6 +25,13 @@ export interface QuantizeSummary {
   scheme: string;
   method: string;
   calibMethod: string | null;
+  reconstruct: string;
+  /** Bits of the activation grid for static schemes (null otherwise). */
+  activationBits: number | null;
+  /** What smoothquant/repquant folded into the norms and linears, and what they skipped. */
+  /** Post-softmax quantization: the form written, and what the other form would have given. */
+  softmax: { mode: string; bits: number; attentions: number; outputSqnr: number | null; alternative: { mode: string; outputSqnr: number | null } } | null;
+  reparam: { method: string; alpha?: number; observer?: string; folded: string[]; skipped: { name: string; reason: string }[] } | null;
   /** Activation calibration (w8a8): samples seen, and whether the ranges came from the cache. */
   calibration: { samples: number; fromCache: boolean; seconds: number } | null;
   layers: { name: string; bits: number; sqnr: number | null }[];
@@ -47,6 +58,24 @@ export function quantize(options: QuantizeOptions): Pass {
       const scheme = options.scheme;
       assertNotQuantized(model, model.sourcePath ?? 'the model');
       const float = model.clone();
+      const method = options.method ?? 'rtn';
+      let reparam: QuantizeSummary['reparam'] = null;
+      const fixed = new Map<string, ActivationParams>();
+      if (method !== 'rtn') {
+        if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+        if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (--calib DIR)`);
+        const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
+        if (method === 'smoothquant') {
+          const r = await smoothQuant(model, ctx.calibration, options.alpha ?? 0.5, run);
+          reparam = { method, alpha: r.alpha, folded: r.folded.map((f) => f.name), skipped: r.skipped };
+        } else {
+          const r = await repQuantReparam(model, ctx.calibration, { ...run, bits: activationBits(scheme), observer: options.repquantObserver });
+          for (const [k, v] of r.activations) fixed.set(k, v);
+          reparam = { method, observer: r.observer, folded: r.folded.map((f) => f.name), skipped: r.skipped };
+        }
+        for (const s of reparam.skipped) ctx.report.skip('quantize', s.name, `${method}: ${s.reason}`);
+        ctx.report.info('quantize', `${method} folded per-channel factors at ${reparam.folded.length} norm output(s)`);
+      }
       const structure = discoverStructure(model);
       const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
       if (sel.linears.length === 0 && sel.embeddings.length === 0) {
@@ -56,20 +85,30 @@ export function quantize(options: QuantizeOptions): Pass {
       for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches --exclude ${e.pattern})`, { target: e.name });
       const bits = weightBits(scheme);
       const weightOnly = isWeightOnly(scheme);
+      const staticScheme = isStatic(scheme);
+      const aBits = activationBits(scheme);
       const spec: WeightQuantSpec = weightOnly
         ? { bits, symmetric: true, blockSize: options.blockSize ?? 32, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
-        : { bits: 8, symmetric: true, blockSize: 0, search: options.weightSearch ?? 'minmax' };
+        : { bits: scheme === 'dynamic' ? 8 : bits, symmetric: true, blockSize: 0, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') };
       const perTensorWeights = !weightOnly && options.perChannel === false;
+      const softmaxMode = options.softmax ?? 'none';
+      let softmaxSites: SoftmaxSite[] = [];
+      if (softmaxMode !== 'none') {
+        if (!staticScheme) throw new UserError(`--softmax ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+        const found = findSoftmaxSites(structure);
+        softmaxSites = found.sites;
+        for (const s of found.skipped) ctx.report.skip('quantize', s.name, `softmax kept in float: ${s.reason}`);
+      }
 
       // phase 1: decide every parameter
       let ranges: Map<string, { min: number; max: number }> | undefined;
       let calibrationInfo: QuantizeSummary['calibration'] = null;
-      if (scheme === 'w8a8') {
-        if (!ctx.calibration) throw new UserError('scheme w8a8 needs calibration data (--calib DIR) to set activation ranges');
-        const inputs = [...new Set(sel.linears.map((l) => l.node.input(0)!.name))];
+      if (staticScheme) {
+        if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (--calib DIR) to set activation ranges`);
+        const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
         const calibration = await calibrate(model, ctx.calibration, {
           tensors: inputs,
-          observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: 8 },
+          observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: aBits },
           batchSize: options.batchSize,
           threads: ctx.threads,
           progress: ctx.progress,
@@ -89,14 +128,24 @@ export function quantize(options: QuantizeOptions): Pass {
         weights.push(q);
         ctx.progress.tick(weights.length, l.name);
       }
+      if ((options.reconstruct ?? 'none') === 'gptq' && sel.linears.length > 0) {
+        if (!ctx.calibration) throw new UserError('--reconstruct gptq needs calibration data (--calib DIR)');
+        const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
+        const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+        sel.linears.forEach((l, i) => {
+          weights[i] = gptqLevels(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!);
+        });
+        ctx.report.info('quantize', `GPTQ reconstruction of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+      }
       const tables: QuantizedWeight[] = [];
       for (const e of sel.embeddings) {
         ctx.signal.throwIfAborted();
         const t = constantTensor(e.table)!.toFloat32();
         // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
         const blocked = fitBlock({ bits, symmetric: true, blockSize: options.blockSize ?? 32, search: 'mse' }, e.width);
+        // static low-bit schemes keep tables at int8 (like RepQ-ViT keeps the patch embedding at 8 bits)
         tables.push(
-          bits <= 4 && e.width % blocked.blockSize === 0
+          !staticScheme && bits <= 4 && e.width % blocked.blockSize === 0
             ? await quantizeWeight(t, e.rows, e.width, blocked)
             : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
         );
@@ -113,9 +162,10 @@ export function quantize(options: QuantizeOptions): Pass {
         // read before the rewrite: replacing a graph output renames the old value
         const floatName = l.output.name;
         let out: Value = l.output;
-        if (scheme === 'w8a8') {
-          const r = ranges!.get(l.node.input(0)!.name)!;
-          quantizeLinearStatic(g, l, q, activationParams(r.min, r.max), sharedQ);
+        if (staticScheme) {
+          const name = l.node.input(0)!.name;
+          const r = ranges!.get(name);
+          quantizeLinearStatic(g, l, q, fixed.get(name) ?? activationParams(r!.min, r!.max, aBits), sharedQ);
         } else if (scheme === 'dynamic') {
           out = quantizeLinearDynamic(g, l, q);
         } else {
@@ -128,6 +178,26 @@ export function quantize(options: QuantizeOptions): Pass {
         if (q.groups > 1 || q.bits < 8) quantizeEmbeddingBlocked(g, e, q);
         else quantizeEmbeddingInt8(g, e, q);
       });
+      // post-softmax: the chosen form, and the other one on a copy to say what it would give
+      let alternative: Model | undefined;
+      const otherMode = softmaxMode === 'uniform' ? 'log2' : 'uniform';
+      if (softmaxSites.length > 0) {
+        const applySoftmax = (m: Model, mode: 'uniform' | 'log2'): void => {
+          for (const site of softmaxSites) {
+            if (mode === 'log2') quantizeSoftmaxLog2(m.graph, site, aBits);
+            else {
+              const r = ranges!.get(site.v)!;
+              quantizeSoftmaxUniform(m.graph, site, activationParams(r.min, r.max, 8));
+            }
+          }
+        };
+        if (ctx.calibration) alternative = model.clone();
+        applySoftmax(model, softmaxMode as 'uniform' | 'log2');
+        if (alternative) {
+          applySoftmax(alternative, otherMode);
+          await cleanup().run(alternative, ctx);
+        }
+      }
       if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
       await cleanup().run(model, ctx);
 
@@ -139,12 +209,31 @@ export function quantize(options: QuantizeOptions): Pass {
         ctx.report.warn('quantize', 'no calibration data: the quantized model was not compared with the float one');
       }
       const sqnr = new Map(comparison.layers.map((x) => [x.name, x.sqnr]));
+      let softmaxSummary: QuantizeSummary['softmax'] = null;
+      if (softmaxSites.length > 0) {
+        let altSqnr: number | null = null;
+        if (alternative && ctx.calibration) {
+          const c = await compareModels(float, alternative, ctx.calibration, [], { samples: options.verifySamples ?? 16, batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+          altSqnr = c.outputs[0]?.sqnr ?? null;
+        }
+        const own = comparison.outputs[0]?.sqnr ?? null;
+        softmaxSummary = { mode: softmaxMode, bits: softmaxMode === 'log2' ? aBits : 8, attentions: softmaxSites.length, outputSqnr: own, alternative: { mode: otherMode, outputSqnr: altSqnr } };
+        const f = (x: number | null): string => (x === null ? 'not measured' : Number.isFinite(x) ? `${x.toFixed(1)} dB` : 'exact');
+        ctx.report.info(
+          'quantize',
+          `softmax of ${softmaxSites.length} attention(s) written in the ${softmaxMode === 'log2' ? `simulated log2 form (${aBits}-bit codes, float ops: for accuracy validation)` : 'uniform 8-bit QDQ form (integer kernels)'}: output SQNR ${f(own)}; the ${otherMode} form would give ${f(altSqnr)}`,
+        );
+      }
       const summary: QuantizeSummary = {
         scheme,
-        method: options.method ?? 'rtn',
-        calibMethod: scheme === 'w8a8' ? (options.calibMethod ?? 'minmax') : null,
+        method,
+        calibMethod: staticScheme ? (options.calibMethod ?? 'minmax') : null,
+        activationBits: staticScheme ? aBits : null,
+        reconstruct: options.reconstruct ?? 'none',
+        softmax: softmaxSummary,
+        reparam,
         calibration: calibrationInfo,
-        layers: sel.linears.map((l) => ({ name: l.name, bits, sqnr: sqnr.get(l.name) ?? null })),
+        layers: sel.linears.map((l) => ({ name: l.name, bits: spec.bits, sqnr: sqnr.get(l.name) ?? null })),
         embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
         excluded: sel.excluded,
         skipped: sel.skipped,

@@ -5,19 +5,55 @@
  *             MatMul kernels (QLinearMatMul / MatMulIntegerToFloat).
  *  - dynamic: INT8 weights; activations quantized at run time (DynamicQuantizeLinear +
  *             MatMulInteger, which onnxruntime fuses into DynamicQuantizeMatMul).
+ *  - w6a6/w4a4: static low-bit (simulated): weights per output channel on a 6/4-bit grid
+ *             (stored int8), activations per tensor on a 6/4-bit grid (uint8 storage, a Clip
+ *             between QuantizeLinear and DequantizeLinear keeps the codes in [0, 2^b - 1]).
+ *             onnxruntime has no 6/4-bit activation kernels: these schemes measure accuracy.
  *  - w8/w4/w3: weight-only, block-wise (MatMulNBits; 3-bit levels are stored in 4-bit slots,
  *             since onnxruntime's kernel takes 2, 4 or 8 bits).
  */
-export const SCHEMES = ['w8a8', 'dynamic', 'w8', 'w4', 'w3'] as const;
+export const SCHEMES = ['w8a8', 'w6a6', 'w4a4', 'dynamic', 'w8', 'w4', 'w3'] as const;
 export type Scheme = (typeof SCHEMES)[number];
 
 export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy', 'mse'] as const;
 export type CalibrationMethod = (typeof CALIBRATION_METHODS)[number];
 
+/**
+ * How the model is prepared before rounding (static schemes):
+ *  - rtn:         round to nearest, activation ranges per tensor from calibration;
+ *  - smoothquant: per-channel factors s = max|x|^α / max|w|^(1-α) moved from the post-LN
+ *                 activations into the following weights (LayerNorm-affine fold), then rtn;
+ *  - repquant:    post-LN activations calibrated per channel (a searched lower and upper
+ *                 bound per channel), reparameterized into the LayerNorm and the following
+ *                 weights so one per-tensor scale and integer zero point reproduce the
+ *                 per-channel grid exactly; the weight grids are fitted again afterwards.
+ */
+export const METHODS = ['rtn', 'smoothquant', 'repquant'] as const;
+export type Method = (typeof METHODS)[number];
+
+export const SOFTMAX_MODES = ['none', 'uniform', 'log2'] as const;
+/**
+ * Post-softmax attention probabilities: 'none' leaves them in float; 'uniform' writes 8-bit
+ * QDQ (integer runtimes run it); 'log2' writes a simulated log2 quantizer (Log, Round, Clip,
+ * Pow: onnxruntime runs it in float, for accuracy validation).
+ */
+export type SoftmaxMode = (typeof SOFTMAX_MODES)[number];
+
 export interface QuantizeOptions {
   scheme: Scheme;
-  /** Rounding method; 'rtn' (round to nearest) is the baseline. */
-  method?: 'rtn';
+  /** Preparation before rounding (default 'rtn'). */
+  method?: Method;
+  /** SmoothQuant migration strength α in [0, 1] (default 0.5). */
+  alpha?: number;
+  /** Observer for RepQuant's per-channel post-LN ranges (default 'mse': searched dual clipping). */
+  repquantObserver?: 'minmax' | 'percentile' | 'mse';
+  /**
+   * Weight reconstruction after the grids are fitted: 'gptq' re-chooses the levels column by
+   * column against the Gram matrix of each layer's calibration inputs (default 'none').
+   */
+  reconstruct?: 'none' | 'gptq';
+  /** Post-softmax quantization (default 'none'). */
+  softmax?: SoftmaxMode;
   /** How activation ranges are found from calibration data (w8a8 only; default minmax). */
   calibMethod?: CalibrationMethod;
   /** Weight scales per output channel (default) or one per tensor (int8 schemes only). */
@@ -39,7 +75,17 @@ export interface QuantizeOptions {
 }
 
 export function weightBits(scheme: Scheme): number {
-  return scheme === 'w4' ? 4 : scheme === 'w3' ? 3 : 8;
+  return scheme === 'w4' || scheme === 'w4a4' ? 4 : scheme === 'w3' ? 3 : scheme === 'w6a6' ? 6 : 8;
+}
+
+/** Static schemes: activations quantized per tensor with ranges from calibration. */
+export function isStatic(scheme: Scheme): boolean {
+  return scheme === 'w8a8' || scheme === 'w6a6' || scheme === 'w4a4';
+}
+
+/** Bits of the activation grid of a static scheme. */
+export function activationBits(scheme: Scheme): number {
+  return scheme === 'w6a6' ? 6 : scheme === 'w4a4' ? 4 : 8;
 }
 
 export function isWeightOnly(scheme: Scheme): boolean {
