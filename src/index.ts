@@ -45,3 +45,5 @@ export { consoleProgress, silentProgress, type Progress } from './progress.js';
 
 /** Loads a model (alias of loadModel, the name the pipeline examples use). */
 export { loadModel as load } from './onnx/index.js';
+
+export { analyzeModel, analysisTensors, gateAnalysis, attentionForms, discoverWithForms, applyClippedSoftmax, matchClippedSoftmax, matchGate, whatIfClippedSoftmax, analysisText, analysisHtml, type AnalyzeOptions, type AnalysisResult, type TensorMetrics, type HeadMetrics, type AttentionMetrics, type LayerPrediction, type Recommendation, type TensorKind, type AttentionForm, type ClippedSoftmax, type GatedAttention, type AnalysisGate, type GateOutcome, type WhatIfClipped } from './analyze/index.js';

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerAnalyze } from './analyze.js';
 import { registerEval } from './eval.js';
 import { registerGate } from './gate.js';
 import { registerInspect } from './inspect.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerEval(program);
   registerGate(program);
   registerQuantize(program);
+  registerAnalyze(program);
   return program;
 }
 

@@ -77,7 +77,13 @@ export function matchAttention(softmax: Node, linears: LinearIndex): Attention |
   const k = traceProjection(softmax, kSide, swapped ? HEADS_FIRST : HEADS_LAST, 'k', linears, nodes);
   if (k instanceof NoMatch) return k;
 
-  const probs = skipCastsDown(softmax.output(0), nodes);
+  let probs = skipCastsDown(softmax.output(0), nodes);
+  // clipped softmax (Bondarenko et al. 2023): Softmax → Mul(ζ−γ) → Add(γ) → Clip(0, 1)
+  const clipped = clippedSoftmaxTail(probs);
+  if (clipped) {
+    nodes.push(...clipped.nodes);
+    probs = skipCastsDown(clipped.output, nodes);
+  }
   const pv = probs.consumers().find((c) => c.opType === 'MatMul' && c.input(0) === probs);
   if (!pv) return fail(softmax, `the attention weights are not multiplied by v (read by ${describeReaders(probs)})`);
   nodes.push(pv);
@@ -271,4 +277,23 @@ function leadsToScores(v: Value | undefined, depth = 0): boolean {
 
 function sameList(a: readonly number[] | undefined, b: readonly number[]): boolean {
   return !!a && a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** The Mul(ζ−γ) → Add(γ) (or Sub) → Clip(0, 1) of a clipped softmax after `probs`, if there is one. */
+function clippedSoftmaxTail(probs: Value): { nodes: Node[]; output: Value } | undefined {
+  const only = (v: Value): Node | undefined => {
+    const c = v.consumers();
+    return c.length === 1 ? c[0] : undefined;
+  };
+  const other = (n: Node, v: Value): Value | undefined => (n.input(0) === v ? n.input(1) : n.input(0));
+  const mul = only(probs);
+  if (mul?.opType !== 'Mul' || constantScalar(other(mul, probs)) === undefined) return undefined;
+  const add = only(mul.output(0));
+  if ((add?.opType !== 'Add' && add?.opType !== 'Sub') || constantScalar(other(add, mul.output(0))) === undefined) return undefined;
+  const clip = only(add.output(0));
+  if (clip?.opType !== 'Clip') return undefined;
+  const lo = clip.input(1) ? constantScalar(clip.input(1)) : clip.floatAttr('min');
+  const hi = clip.input(2) ? constantScalar(clip.input(2)) : clip.floatAttr('max');
+  if (lo !== 0 || hi !== 1) return undefined;
+  return { nodes: [mul, add, clip], output: clip.output(0) };
 }
