@@ -47,3 +47,5 @@ export { consoleProgress, silentProgress, type Progress } from './progress.js';
 export { loadModel as load } from './onnx/index.js';
 
 export { analyzeModel, analysisTensors, gateAnalysis, attentionForms, discoverWithForms, applyClippedSoftmax, matchClippedSoftmax, matchGate, whatIfClippedSoftmax, analysisText, analysisHtml, type AnalyzeOptions, type AnalysisResult, type TensorMetrics, type HeadMetrics, type AttentionMetrics, type LayerPrediction, type Recommendation, type TensorKind, type AttentionForm, type ClippedSoftmax, type GatedAttention, type AnalysisGate, type GateOutcome, type WhatIfClipped } from './analyze/index.js';
+export { prune, pruneMlp, PRUNE_METHODS, type PruneMethod, type PruneOptions, type PruneSummary } from './passes/prune.js';
+export { applyPrunePlan, buildMaskedModel, MASK_INPUT, MaskRunner, magnitudeScores, optinScores, taylorScores, attentionSimilarity, measureFlops, type PrunePlan, type SurgeryResult, type MaskedModel, type Scores } from './prune/index.js';

@@ -3,6 +3,7 @@ import { registerAnalyze } from './analyze.js';
 import { registerEval } from './eval.js';
 import { registerGate } from './gate.js';
 import { registerInspect } from './inspect.js';
+import { registerPrune } from './prune.js';
 import { registerQuantize } from './quantize.js';
 
 export function buildProgram(): Command {
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerEval(program);
   registerGate(program);
   registerQuantize(program);
+  registerPrune(program);
   registerAnalyze(program);
   return program;
 }

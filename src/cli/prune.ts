@@ -1,0 +1,86 @@
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { openDataset } from '../data/dataset.js';
+import { UserError } from '../errors.js';
+import { loadModel } from '../onnx/load.js';
+import { saveModel } from '../onnx/save.js';
+import { prune, PRUNE_METHODS, type PruneMethod, type PruneSummary } from '../passes/prune.js';
+import { pipeline } from '../pipeline/pipeline.js';
+import { consoleProgress, silentProgress } from '../progress.js';
+import { positiveInt } from './eval.js';
+import { runCommand } from './run-command.js';
+
+interface PruneFlags {
+  output: string;
+  calib?: string;
+  method: string;
+  ratio?: string;
+  flops?: string;
+  maxIncrease?: string;
+  count?: string;
+  samples?: string;
+  threads?: string;
+  json?: boolean;
+}
+
+export function registerPrune(program: Command): void {
+  program
+    .command('prune')
+    .description('remove MLP neurons, attention heads or attention sublayers for real: a smaller dense model, no retraining')
+    .argument('<model>', 'float ONNX model')
+    .requiredOption('-o, --output <file>', 'where to write the pruned model')
+    .option('--calib <path>', 'calibration dataset (needed by every method but magnitude --ratio)')
+    .option('--method <method>', `${PRUNE_METHODS.join(' | ')}`, 'mlp')
+    .option('--ratio <r>', 'share of MLP neurons to remove (0..1)')
+    .option('--flops <f>', 'FLOP budget: the pruned model keeps this fraction of the FLOPs (0..1]')
+    .option('--max-increase <e>', 'mlp: largest rise of the prediction entropy accepted per MLP, in nats (default 0.005)')
+    .option('--count <n>', 'drop-attention: attention sublayers to drop (default 1)')
+    .option('--samples <n>', 'calibration samples used for scoring (default 32)')
+    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--json', 'print the summary as one JSON object')
+    .action((modelPath: string, flags: PruneFlags) =>
+      runCommand(async (signal) => {
+        if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
+        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the pruned model to another file`);
+        const pass = prune({
+          method: flags.method as PruneMethod,
+          ratio: num(flags.ratio, '--ratio'),
+          flops: num(flags.flops, '--flops'),
+          maxIncrease: num(flags.maxIncrease, '--max-increase'),
+          count: flags.count !== undefined ? positiveInt(flags.count, '--count') : undefined,
+          samples: flags.samples !== undefined ? positiveInt(flags.samples, '--samples') : undefined,
+        });
+        const model = loadModel(modelPath);
+        const calibration = flags.calib ? openDataset(flags.calib) : undefined;
+        const progress = flags.json ? silentProgress : consoleProgress();
+        const started = Date.now();
+        const { model: out, report } = await pipeline([pass]).apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal });
+        signal.throwIfAborted();
+        saveModel(out, flags.output);
+        const s = report.passes.find((p) => p.pass === 'prune')!.summary as unknown as PruneSummary;
+        if (flags.json) {
+          process.stdout.write(JSON.stringify({ input: modelPath, output: flags.output, seconds: (Date.now() - started) / 1000, ...s, report: report.entries }) + '\n');
+          return;
+        }
+        const pct = (a: number, b: number) => `${a} -> ${b} (${((100 * (b - a)) / a).toFixed(1)}%)`;
+        const lines = [
+          `${modelPath} -> ${flags.output}  (${s.method})`,
+          `parameters      ${pct(s.parametersBefore, s.parametersAfter)}`,
+          `MLP parameters  ${pct(s.mlpParametersBefore, s.mlpParametersAfter)}`,
+        ];
+        if (s.flopsBefore !== null && s.flopsAfter !== null) lines.push(`FLOPs/sample    ${pct(s.flopsBefore, s.flopsAfter)}`);
+        lines.push(`removed         ${s.neuronsRemoved} MLP neurons, ${s.headsRemoved} heads, ${s.sublayersRemoved} sublayers`);
+        if (s.entropy) lines.push(`entropy         ${s.entropy.before.toFixed(4)} -> ${s.entropy.after.toFixed(4)} nats on the calibration batch`);
+        for (const b of s.blocks) lines.push(`block ${String(b.index).padEnd(9)} heads ${b.attentionDropped ? 'dropped' : (b.heads ?? '-')}, MLP width ${b.mlpDropped ? 'dropped' : (b.mlpWidth ?? '-')}`);
+        for (const e of report.entries.filter((x) => x.level !== 'info')) lines.push(`${e.level.padEnd(15)} ${e.target ? `${e.target}: ` : ''}${e.message}`);
+        process.stdout.write(lines.join('\n') + '\n');
+      }),
+    );
+}
+
+function num(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v)) throw new UserError(`${flag} must be a number, not '${text}'`);
+  return v;
+}

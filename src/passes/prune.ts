@@ -1,0 +1,184 @@
+import { discoverStructure } from '../discover/index.js';
+import type { Structure } from '../discover/structure.js';
+import { UserError } from '../errors.js';
+import type { ArrayTensor } from '../ir/array-tensor.js';
+import type { Model } from '../ir/model.js';
+import { calibrationBatch, firstSample, measureFlops, mlpParameters, tokensPerSample, unitCosts } from '../prune/cost.js';
+import { attentionSimilarity, magnitudeScores, MaskRunner, optinScores, taylorScores, type Scores } from '../prune/importance.js';
+import { maskLayout, type MaskLayout } from '../prune/mask.js';
+import { ampSearch, planFromMask, selectFlops, selectFlopsVerified, selectMlpRatio } from '../prune/select.js';
+import { applyPrunePlan, type PrunePlan } from '../prune/surgery.js';
+import type { Pass, PassContext } from './pass.js';
+
+export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention'] as const;
+export type PruneMethod = (typeof PRUNE_METHODS)[number];
+
+export interface PruneOptions {
+  /**
+   * magnitude: weight norms (baseline, no data needed for --ratio); mlp: AMP, Taylor importance
+   * of the prediction entropy and a per-MLP width search; optin: forward-only trajectory
+   * importance of heads and neurons; drop-attention: LLM-Drop.
+   */
+  method: PruneMethod;
+  /** Share of MLP neurons (and so of MLP parameters) to remove, 0..1. */
+  ratio?: number;
+  /** FLOP budget: the pruned model's FLOPs as a fraction of the original's, 0..1. */
+  flops?: number;
+  /** AMP: largest rise of the prediction entropy (nats) accepted per MLP (default 0.005). */
+  maxIncrease?: number;
+  /** drop-attention: how many attention sublayers to drop (default 1). */
+  count?: number;
+  /** Calibration samples used for scoring (default 32). */
+  samples?: number;
+  /** Apply this plan instead of choosing one. */
+  plan?: PrunePlan;
+}
+
+export interface PruneSummary {
+  method: PruneMethod | 'plan';
+  parametersBefore: number;
+  parametersAfter: number;
+  mlpParametersBefore: number;
+  mlpParametersAfter: number;
+  /** FLOPs of one sample (MatMul and Gemm), measured; null without calibration data. */
+  flopsBefore: number | null;
+  flopsAfter: number | null;
+  neuronsRemoved: number;
+  headsRemoved: number;
+  sublayersRemoved: number;
+  blocks: { index: number; heads: number | null; mlpWidth: number | null; attentionDropped: boolean; mlpDropped: boolean }[];
+  /** AMP: entropy of the predictions on the calibration batch before and after. */
+  entropy?: { before: number; after: number };
+  /** drop-attention: similarity of each attention sublayer's input and output, most similar first. */
+  similarity?: { block: number; similarity: number }[];
+}
+
+const PASS = 'prune';
+
+/** Structured pruning pass: removes MLP neurons, attention heads or attention sublayers for real. */
+export function prune(options: PruneOptions): Pass {
+  validate(options);
+  return {
+    name: PASS,
+    async run(model: Model, ctx: PassContext) {
+      const where = model.sourcePath ?? 'the model';
+      const structure = discoverStructure(model);
+      if (structure.blocks.length === 0) throw new UserError(`no transformer blocks were found in ${where}, so there is nothing to prune`);
+      const layout = maskLayout(structure);
+      const needsData = !options.plan && !(options.method === 'magnitude' && options.flops === undefined);
+      if (needsData && !ctx.calibration) throw new UserError(`prune --method ${options.method} needs calibration data (--calib)`);
+      const samples = options.samples ?? 32;
+      const batch = ctx.calibration ? calibrationBatch(ctx.calibration, model, samples) : undefined;
+      const sample = batch ? firstSample(batch.feeds) : undefined;
+      const parametersBefore = model.parameterCount();
+      const mlpParametersBefore = mlpParameters(structure);
+      const flopsBefore = sample ? await measureFlops(model, sample, ctx.threads) : null;
+      const extra: Partial<PruneSummary> = {};
+      let plan: PrunePlan;
+      if (options.plan) plan = options.plan;
+      else if (options.method === 'drop-attention') {
+        const sim = await attentionSimilarity(model, structure, batch!.feeds, ctx.threads);
+        const count = options.count ?? 1;
+        if (count > sim.length) throw new UserError(`--count ${count} is more than the ${sim.length} attention sublayers of ${where}`);
+        plan = { dropAttention: sim.slice(0, count).map((s) => s.block) };
+        extra.similarity = sim;
+      } else {
+        plan = await choose(model, structure, layout, batch, sample, flopsBefore, options, ctx, extra);
+      }
+      const surgery = applyPrunePlan(model, plan, structure);
+      const after = discoverStructure(model);
+      const flopsAfter = sample ? await measureFlops(model, sample, ctx.threads) : null;
+      const dropA = new Set(plan.dropAttention ?? []);
+      const dropM = new Set(plan.dropMlp ?? []);
+      const summary: PruneSummary = {
+        method: options.plan ? 'plan' : options.method,
+        parametersBefore,
+        parametersAfter: model.parameterCount(),
+        mlpParametersBefore,
+        mlpParametersAfter: mlpParameters(after),
+        flopsBefore,
+        flopsAfter,
+        ...surgery,
+        blocks: structure.blocks.map((b) => ({
+          index: b.index,
+          heads: dropA.has(b.index) ? 0 : b.attention ? (plan.headKeep?.get(b.index)?.length ?? b.attention.numHeads) : null,
+          mlpWidth: dropM.has(b.index) ? 0 : b.mlp ? (plan.mlpKeep?.get(b.index)?.length ?? b.mlp.width) : null,
+          attentionDropped: dropA.has(b.index),
+          mlpDropped: dropM.has(b.index),
+        })),
+        ...extra,
+      };
+      ctx.report.info(PASS, `removed ${surgery.neuronsRemoved} MLP neurons, ${surgery.headsRemoved} heads and ${surgery.sublayersRemoved} sublayers: ${parametersBefore} -> ${summary.parametersAfter} parameters${flopsBefore !== null ? `, ${flopsBefore} -> ${flopsAfter} FLOPs per sample` : ''}`);
+      return { model, modified: surgery.neuronsRemoved + surgery.headsRemoved + surgery.sublayersRemoved > 0, summary: summary as unknown as Record<string, unknown> };
+    },
+  };
+}
+
+/** AMP with its defaults (Taylor importance, entropy criterion, per-MLP width search). */
+export function pruneMlp(options: Omit<PruneOptions, 'method'> = {}): Pass {
+  return prune({ ...options, method: 'mlp' });
+}
+
+async function choose(
+  model: Model,
+  structure: Structure,
+  layout: MaskLayout,
+  batch: { feeds: Record<string, ArrayTensor>; count: number } | undefined,
+  sample: Record<string, ArrayTensor> | undefined,
+  flopsBefore: number | null,
+  options: PruneOptions,
+  ctx: PassContext,
+  extra: Partial<PruneSummary>,
+): Promise<PrunePlan> {
+  const byFlops = async (scores: Scores, runner?: MaskRunner): Promise<Float32Array> => {
+    const tokens = await tokensPerSample(model, structure, sample!, ctx.threads);
+    const costs = unitCosts(structure, tokens);
+    const target = options.flops! * flopsBefore!;
+    if (!runner) return selectFlops(layout, scores, costs, flopsBefore!, target);
+    return selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { signal: ctx.signal });
+  };
+  const variantsPerRun = batch ? Math.max(2, Math.min(32, Math.floor(512 / batch.count))) : 2;
+  if (options.method === 'magnitude') {
+    const scores = magnitudeScores(structure, layout);
+    return planFromMask(layout, options.flops !== undefined ? await byFlops(scores) : selectMlpRatio(layout, scores, options.ratio ?? 0, 'uniform'));
+  }
+  if (options.method === 'optin') {
+    const runner = await MaskRunner.create(model, batch!.feeds, batch!.count, { threads: ctx.threads, variantsPerRun });
+    try {
+      ctx.progress.start('optin', layout.units.length);
+      const scores = await optinScores(runner, ctx.signal, 10, (done) => ctx.progress.tick(done));
+      ctx.progress.end();
+      return planFromMask(layout, options.flops !== undefined ? await byFlops(scores, runner) : selectMlpRatio(layout, scores, options.ratio ?? 0, 'global'));
+    } finally {
+      await runner.release();
+    }
+  }
+  // AMP
+  const scores = await taylorScores(model, structure, layout, batch!.feeds, batch!.count, { threads: ctx.threads, signal: ctx.signal });
+  if (options.ratio !== undefined) return planFromMask(layout, selectMlpRatio(layout, scores, options.ratio, 'global'));
+  const runner = await MaskRunner.create(model, batch!.feeds, batch!.count, { threads: ctx.threads, variantsPerRun: options.flops !== undefined ? variantsPerRun : 2 });
+  try {
+    if (options.flops !== undefined) return planFromMask(layout, await byFlops(scores, runner));
+    const r = await ampSearch(runner, scores, options.maxIncrease ?? 0.005, { signal: ctx.signal });
+    extra.entropy = { before: r.baseEntropy, after: r.entropy };
+    return planFromMask(layout, r.mask);
+  } finally {
+    await runner.release();
+  }
+}
+
+function validate(o: PruneOptions): void {
+  if (!(PRUNE_METHODS as readonly string[]).includes(o.method)) throw new UserError(`unknown pruning method '${o.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
+  const frac = (v: number | undefined, flag: string, lo: number, hi: number) => {
+    if (v !== undefined && !(Number.isFinite(v) && v >= lo && v < hi)) throw new UserError(`${flag} must be a number in [${lo}, ${hi}), not ${v}`);
+  };
+  frac(o.ratio, '--ratio', 0, 1);
+  if (o.flops !== undefined && !(Number.isFinite(o.flops) && o.flops > 0 && o.flops <= 1)) throw new UserError(`--flops must be a fraction in (0, 1], not ${o.flops}`);
+  if (o.maxIncrease !== undefined && !(Number.isFinite(o.maxIncrease) && o.maxIncrease >= 0)) throw new UserError(`--max-increase must be a number >= 0, not ${o.maxIncrease}`);
+  if (o.ratio !== undefined && o.flops !== undefined) throw new UserError('give either --ratio or --flops, not both');
+  if (o.method === 'drop-attention' && (o.ratio !== undefined || o.flops !== undefined)) throw new UserError('--method drop-attention takes --count, not --ratio or --flops');
+  if (o.count !== undefined && !(Number.isInteger(o.count) && o.count >= 0)) throw new UserError(`--count must be a whole number >= 0, not ${o.count}`);
+  if (o.samples !== undefined && !(Number.isInteger(o.samples) && o.samples > 0)) throw new UserError(`--samples must be a whole number > 0, not ${o.samples}`);
+  if (o.method === 'magnitude' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError('--method magnitude needs --ratio or --flops');
+  if (o.method === 'optin' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError('--method optin needs --ratio or --flops');
+}

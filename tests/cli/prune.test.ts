@@ -1,0 +1,65 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { discoverStructure } from '../../src/discover/index.js';
+import { loadModel } from '../../src/onnx/index.js';
+import { fixtures, ROOT } from '../helpers/fixtures.js';
+import { tempDir } from '../helpers/tmp.js';
+
+/**
+ * Runs the compiled CLI with the prune command added to the program (until src/cli/main.ts
+ * registers it; then this is the same as tests/helpers/cli.ts).
+ */
+function prune(...args: string[]) {
+  const script = `
+    const { buildProgram } = await import(${JSON.stringify(path.join(ROOT, 'dist/src/cli/main.js'))});
+    const { registerPrune } = await import(${JSON.stringify(path.join(ROOT, 'dist/src/cli/prune.js'))});
+    const program = buildProgram();
+    if (!program.commands.some((c) => c.name() === 'prune')) registerPrune(program);
+    await program.parseAsync(['node', 'slimformer', 'prune', ...process.argv.slice(1)]);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, SLIMFORMER_THREADS: '2' } });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+const vit = fixtures().find((f) => f.name === 'vit_mnist')!;
+
+describe('slimformer prune', () => {
+  const dir = tempDir();
+
+  it('writes a physically smaller model and prints what changed', () => {
+    const out = path.join(dir, 'vit.optin.onnx');
+    const r = prune(vit.model, '-o', out, '--calib', vit.calibration, '--method', 'optin', '--flops', '0.8', '--samples', '4');
+    expect(r.stderr).not.toMatch(/internal error/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/FLOPs\/sample/);
+    expect(r.stdout).toMatch(/parameters\s+139018 -> \d+/);
+    expect(loadModel(out).parameterCount()).toBeLessThan(loadModel(vit.model).parameterCount());
+  });
+
+  it('--json gives the summary', () => {
+    const out = path.join(dir, 'vit.mag.onnx');
+    const r = prune(vit.model, '-o', out, '--method', 'magnitude', '--ratio', '0.25', '--json');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.method).toBe('magnitude');
+    expect(j.neuronsRemoved).toBe(4 * 32);
+    expect(discoverStructure(loadModel(out)).mlps.every((m) => m.width === 96)).toBe(true);
+  });
+
+  it('user errors exit 2 with one sentence and write nothing', () => {
+    const out = path.join(dir, 'never.onnx');
+    for (const args of [
+      [vit.model, '-o', out, '--method', 'optin', '--flops', '0.6'],
+      [vit.model, '-o', out, '--method', 'magnitude', '--ratio', 'lots'],
+      [vit.model, '-o', out, '--method', 'shrink'],
+      [path.join(dir, 'missing.onnx'), '-o', out, '--method', 'magnitude', '--ratio', '0.2'],
+      [vit.model, '-o', vit.model, '--method', 'magnitude', '--ratio', '0.2'],
+    ]) {
+      const r = prune(...args);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(fs.existsSync(out)).toBe(false);
+    }
+  });
+});
