@@ -146,7 +146,8 @@ export class Tensor {
         for (let i = 0; i < n; i++) view.setUint32(i * 4, num(i), true);
         break;
       case DataType.INT64:
-        for (let i = 0; i < n; i++) view.setBigInt64(i * 8, BigInt(values[i] as number | bigint), true);
+        // numbers past the int64 range (INT64_MAX read back as a double) clamp to it
+        for (let i = 0; i < n; i++) view.setBigInt64(i * 8, clampInt64(values[i] as number | bigint), true);
         break;
       case DataType.UINT64:
         for (let i = 0; i < n; i++) view.setBigUint64(i * 8, BigInt(values[i] as number | bigint), true);
@@ -294,6 +295,14 @@ export class Tensor {
   toString(): string {
     return `${this.name}: ${dtypeName(this.dtype)}[${this.dims.join(',')}]`;
   }
+}
+
+const INT64_MAX = (1n << 63n) - 1n;
+const INT64_MIN = -(1n << 63n);
+
+function clampInt64(v: number | bigint): bigint {
+  const b = typeof v === 'bigint' ? v : BigInt(Math.trunc(v));
+  return b > INT64_MAX ? INT64_MAX : b < INT64_MIN ? INT64_MIN : b;
 }
 
 /** A fresh ArrayBuffer holding the bytes (typed arrays need their offset aligned). */

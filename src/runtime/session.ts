@@ -103,9 +103,10 @@ export class Session {
     for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
     const wanted = fetch ?? [...this.outputNames, ...this.constants.keys()];
     const fromSession = wanted.filter((n) => !this.constants.has(n) && !(n in feeds));
-    let results: ort.InferenceSession.OnnxValueMapType;
+    let results: ort.InferenceSession.OnnxValueMapType = {};
     try {
-      results = await this.session.run(ortFeeds, fromSession);
+      // onnxruntime refuses an empty fetch list; everything asked for may be a feed or constant
+      if (fromSession.length > 0) results = await this.session.run(ortFeeds, fromSession);
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e);
       throw new UserError(`onnxruntime failed to run the model: ${why.split('\n')[0]}`);

@@ -47,3 +47,10 @@ describe('Tensor', () => {
     expect(() => Tensor.fromBytes('t', DataType.FLOAT, [3], new Uint8Array(8))).toThrow(/needs 12 bytes/);
   });
 });
+
+describe('int64 sentinels', () => {
+  it('clamps numbers past the int64 range instead of wrapping', () => {
+    const t = Tensor.from('ends', DataType.INT64, [2], [9223372036854775807, -9223372036854775808]);
+    expect([...(t.toTypedArray() as BigInt64Array)]).toEqual([(1n << 63n) - 1n, -(1n << 63n)]);
+  });
+});
