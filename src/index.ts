@@ -51,3 +51,9 @@ export { prune, pruneMlp, PRUNE_METHODS, type PruneMethod, type PruneOptions, ty
 export { applyPrunePlan, buildMaskedModel, MASK_INPUT, MaskRunner, magnitudeScores, optinScores, taylorScores, attentionSimilarity, measureFlops, type PrunePlan, type SurgeryResult, type MaskedModel, type Scores } from './prune/index.js';
 export { buildGradientGraph, checkGradients, defaultRules, withRules, extractSubgraph, declareInputShapes, Trainer, learningRate, toDouble, type GradientGraph, type GradientOptions, type GradientCheckOptions, type GradientCheckResult, type GradientCheckEntry, type OpRule, type RuleContext, type RuleTable, type Subgraph, type SubgraphSpec, type OptimizerOptions, type TrainableParameter, type TrainerOptions } from './autodiff/index.js';
 export { reconstructBlocks, reconstructionPass, weightPlan, blockSpans, blockLinears, type BlockReconstruction, type ReconstructionPlan, type ReconstructOptions, type ReconstructResult, type BlockReport, type BlockSpan, type WeightPlanOptions, type ReconstructionPassOptions } from './reconstruct/index.js';
+export { fromRecipe, loadRecipe, parseRecipe, checkRecipe, DEFAULT_RECIPE, type Recipe, type RecipeStep } from './pipeline/recipe.js';
+export { registerPass, passNames, passEntry, type PassEntry, type OptionSpec } from './pipeline/registry.js';
+export { compressModel, measure, measureLatency, type CompressOptions, type CompressResult } from './pipeline/compress.js';
+export { autoCompress, trialRecipe, type AutoOptions, type AutoResult } from './search/auto.js';
+export { reportJson, reportMarkdown, reportHtml, renderReport } from './report/render.js';
+export type { CompressReport, Trial } from './report/compress-report.js';

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerAnalyze } from './analyze.js';
+import { registerCompress } from './compress.js';
 import { registerEval } from './eval.js';
 import { registerGate } from './gate.js';
 import { registerInspect } from './inspect.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerQuantize(program);
   registerPrune(program);
   registerAnalyze(program);
+  registerCompress(program);
   return program;
 }
 

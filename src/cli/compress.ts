@@ -1,0 +1,127 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { openDataset } from '../data/dataset.js';
+import { UserError } from '../errors.js';
+import { loadModel } from '../onnx/load.js';
+import { saveModel } from '../onnx/save.js';
+import { compressModel } from '../pipeline/compress.js';
+import { DEFAULT_RECIPE, fromRecipe, loadRecipe } from '../pipeline/recipe.js';
+import { consoleProgress, silentProgress } from '../progress.js';
+import type { CompressReport } from '../report/compress-report.js';
+import { renderReport, reportJson, size, summaryRows, textTable, trialRows } from '../report/render.js';
+import { autoCompress } from '../search/auto.js';
+import { parseLimits } from '../validate/limits.js';
+import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
+import { positiveInt } from './eval.js';
+import { runCommand } from './run-command.js';
+
+interface CompressFlags {
+  output: string;
+  calib: string;
+  recipe?: string;
+  data?: string;
+  metric: string;
+  maxDrop?: string;
+  auto?: boolean;
+  report: string[];
+  threads?: string;
+  latencyRuns: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function registerCompress(program: Command): void {
+  program
+    .command('compress')
+    .description('run a recipe of passes (default: w8a8), check the result against the original, and print size, latency and accuracy before and after')
+    .argument('<model>', 'float ONNX model')
+    .requiredOption('-o, --output <file>', 'where to write the compressed model (written atomically)')
+    .requiredOption('--calib <path>', 'calibration dataset (sets activation ranges; the result is checked against the original on it)')
+    .option('--recipe <file>', 'recipe (.json, or .yaml in the subset of docs/recipes.md); default: quantize w8a8 + cleanup')
+    .option('--data <path>', 'labelled evaluation dataset: accuracy before and after')
+    .option('--metric <name>', `accuracy metric on --data: ${METRICS.join(', ')}`, 'top1')
+    .option('--max-drop <limit>', 'largest allowed accuracy drop (0.005 absolute, or 0.5% relative); with --data, exit 1 when exceeded')
+    .option('--auto', 'search for the smallest model within --max-drop (needs --data and --max-drop)')
+    .option('--report <file>', 'also write the report: .json, .md or .html (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
+    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--latency-runs <n>', 'timed runs per model for the latency figure', '20')
+    .option('--json', 'print the report as one JSON object')
+    .option('-q, --quiet', 'no progress and no table (errors only)')
+    .action((modelPath: string, flags: CompressFlags) =>
+      runCommand(async (signal) => {
+        if (!isMetricName(flags.metric)) throw new UserError(`unknown metric '${flags.metric}' (choose from ${METRICS.join(', ')})`);
+        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the compressed model to another file`);
+        for (const r of flags.report) if (!/\.(json|md|html?)$/.test(r)) throw new UserError(`--report ${r}: the file must end in .json, .md or .html`);
+        if (flags.auto && (!flags.data || !flags.maxDrop)) throw new UserError('--auto needs --data (labelled evaluation data) and --max-drop (the accuracy limit)');
+        if (flags.auto && flags.recipe) throw new UserError('--auto chooses its own recipe; leave out --recipe');
+        const limit = flags.maxDrop ? parseLimits({ maxDrop: [flags.maxDrop] }).all : undefined;
+        if (flags.maxDrop && !limit) throw new UserError(`--max-drop takes one VALUE or VALUE%, not '${flags.maxDrop}'`);
+        if (limit && !flags.data) throw new UserError('--max-drop needs --data (labelled evaluation data) to measure the drop');
+        const recipe = flags.recipe ? loadRecipe(flags.recipe) : DEFAULT_RECIPE;
+        const threads = flags.threads ? positiveInt(flags.threads, '--threads') : undefined;
+        const latencyRuns = Number(flags.latencyRuns);
+        if (!Number.isInteger(latencyRuns) || latencyRuns < 0) throw new UserError(`--latency-runs takes a whole number, not '${flags.latencyRuns}'`);
+        const model = loadModel(modelPath);
+        const calibration = openDataset(flags.calib);
+        const data = flags.data ? openDataset(flags.data) : undefined;
+        const quiet = flags.quiet || flags.json;
+        const progress = quiet ? silentProgress : consoleProgress();
+        const log = (s: string): void => {
+          if (!quiet) process.stderr.write(s + '\n');
+        };
+        let report: CompressReport;
+        let out;
+        if (flags.auto) {
+          log(`auto: searching for the smallest model within ${flags.maxDrop} ${flags.metric} of the original`);
+          const r = await autoCompress(model, {
+            calibration,
+            data: data!,
+            limit: limit!,
+            metric: flags.metric as MetricName,
+            threads,
+            progress,
+            signal,
+            latencyRuns,
+            onTrial: (t) => log(`trial ${t.index}: ${t.label.padEnd(44)} ${size(t.bytes).padStart(10)}  ${flags.metric} ${t.accuracy === null ? '-' : (t.accuracy * 100).toFixed(2) + '%'}  ${t.pass ? 'pass' : 'fail'}`),
+          });
+          out = r.model;
+          report = r.report;
+        } else {
+          const r = await compressModel(model, fromRecipe(recipe, flags.recipe), recipe.name ?? path.basename(flags.recipe ?? 'recipe'), { calibration, data, metric: flags.metric as MetricName, limit, threads, progress, signal, latencyRuns });
+          out = r.model;
+          report = r.report;
+        }
+        signal.throwIfAborted();
+        const saved = saveModel(out, flags.output);
+        report.output = flags.output;
+        report.size.after = fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0);
+        report.size.before = fileBytes(modelPath);
+        for (const file of flags.report) writeAtomic(file, renderReport(report, file));
+        if (flags.json) process.stdout.write(reportJson(report).replace(/\n\s*/g, '') + '\n');
+        else if (!flags.quiet) {
+          const lines = [`${modelPath} -> ${flags.output}  (recipe ${report.recipe.name}: ${report.recipe.passes.join(', ')})`, '', textTable(summaryRows(report))];
+          if (report.trials.length) {
+            lines.push('', textTable(trialRows(report)), '', report.chosen === null ? `no trial passed the gate (${flags.maxDrop}); kept the closest` : `chosen: trial ${report.chosen}`);
+          }
+          for (const e of report.entries.filter((x) => x.level === 'warning')) lines.push(`warning: ${e.target ? `${e.target}: ` : ''}${e.message}`);
+          process.stdout.write(lines.join('\n') + '\n');
+        }
+        if (report.accuracy?.pass === false) return 1;
+        if (flags.auto && report.chosen === null) return 1;
+      }),
+    );
+}
+
+function fileBytes(f: string): number {
+  const data = `${f}.data`;
+  return fs.statSync(f).size + (fs.existsSync(data) ? fs.statSync(data).size : 0);
+}
+
+function writeAtomic(file: string, text: string): void {
+  const dir = path.dirname(path.resolve(file));
+  if (!fs.existsSync(dir)) throw new UserError(`cannot write ${file}: folder ${dir} does not exist`);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}

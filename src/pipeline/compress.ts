@@ -1,0 +1,114 @@
+import { batches, bindDataset } from '../data/bind.js';
+import type { Dataset } from '../data/dataset.js';
+import type { Model } from '../ir/model.js';
+import { modelToBytes } from '../onnx/save.js';
+import { type Progress, silentProgress } from '../progress.js';
+import { type CompressReport, gateCheck, layerData } from '../report/compress-report.js';
+import { Session } from '../runtime/session.js';
+import { gate } from '../validate/gate.js';
+import type { Limit } from '../validate/limits.js';
+import type { MetricName } from '../validate/metrics.js';
+import type { Pipeline } from './pipeline.js';
+
+export interface CompressOptions {
+  calibration: Dataset;
+  /** Labelled evaluation data: accuracy before and after. */
+  data?: Dataset;
+  /** Accuracy metric on `data` (default top1). */
+  metric?: MetricName;
+  /** Limit on the accuracy metric (the gate); reported only when absent. */
+  limit?: Limit;
+  threads?: number;
+  progress?: Progress;
+  signal?: AbortSignal;
+  /** Timed runs per model for latency (default 20; 0: no latency). */
+  latencyRuns?: number;
+}
+
+export interface CompressResult {
+  model: Model;
+  report: CompressReport;
+}
+
+/**
+ * Runs a pipeline on a copy of `model`, then measures the original and the result in the same
+ * process: serialized size, onnxruntime latency, agreement and SQNR against the original on
+ * calibration data, and accuracy on `data` when given.
+ */
+export async function compressModel(model: Model, p: Pipeline, recipeName: string, options: CompressOptions): Promise<CompressResult> {
+  const started = Date.now();
+  const { model: out, report } = await p.apply(model, { calibration: options.calibration, threads: options.threads, progress: options.progress ?? silentProgress, signal: options.signal });
+  const m = await measure(model, out, options);
+  return {
+    model: out,
+    report: {
+      input: model.sourcePath ?? '<memory>',
+      output: null,
+      recipe: { name: recipeName, passes: p.passes.map((x) => x.name) },
+      seconds: (Date.now() - started) / 1000,
+      ...m,
+      ...layerData(report.passes),
+      passes: report.passes,
+      entries: report.entries,
+      trials: [],
+      chosen: null,
+    },
+  };
+}
+
+/** Size, latency, check and accuracy of a compressed model against the original. */
+export async function measure(original: Model, compressed: Model, options: CompressOptions): Promise<Pick<CompressReport, 'size' | 'latency' | 'check' | 'accuracy'>> {
+  const size = { before: modelToBytes(original).byteLength, after: modelToBytes(compressed).byteLength };
+  const runs = options.latencyRuns ?? 20;
+  const latency = runs > 0 ? await measureLatency(original, compressed, options.calibration, runs, options.threads, options.signal) : null;
+  const checkGate = await gate({ baseline: original, candidate: compressed, dataset: options.calibration, metrics: ['agreement', 'sqnr', 'cosine'], limits: { agreement: { kind: 'min', value: 0 }, cosine: { kind: 'min', value: -1 }, sqnr: { kind: 'min', value: -1e30 } }, threads: options.threads, signal: options.signal });
+  const check = gateCheck(checkGate);
+  let accuracy: CompressReport['accuracy'] = null;
+  if (options.data) {
+    const metric = options.metric ?? 'top1';
+    const g = await gate({ baseline: original, candidate: compressed, dataset: options.data, metrics: [metric], limits: { [metric]: options.limit ?? REPORT_ONLY }, threads: options.threads, progress: options.progress, signal: options.signal });
+    const r = g.metrics[0]!;
+    accuracy = { metric, before: r.baseline, after: r.candidate, samples: g.samples, limit: options.limit ? limitText(options.limit) : null, pass: options.limit ? r.pass : null };
+  }
+  return { size, latency, check, accuracy };
+}
+
+/** A limit nothing exceeds: the gate's figures without a verdict. */
+const REPORT_ONLY: Limit = { kind: 'max-drop', value: 1e30, relative: false };
+
+export function limitText(l: Limit): string {
+  return l.kind === 'max-drop' ? `max drop ${l.relative ? `${l.value * 100}%` : l.value}` : `${l.kind} ${l.value}`;
+}
+
+/**
+ * Median latency of one batch of calibration data for both models, measured in one run with
+ * the runs interleaved (so machine load affects both alike), after two warm-up runs each.
+ */
+export async function measureLatency(a: Model, b: Model, data: Dataset, runs: number, threads?: number, signal?: AbortSignal): Promise<NonNullable<CompressReport['latency']>> {
+  const bound = bindDataset(data, a);
+  const batch = batches(bound, 1).next().value!;
+  const sa = await Session.create(a, { threads });
+  const sb = await Session.create(b, { threads });
+  try {
+    const ta: number[] = [];
+    const tb: number[] = [];
+    for (let i = 0; i < runs + 2; i++) {
+      signal?.throwIfAborted();
+      for (const [s, t] of [[sa, ta], [sb, tb]] as const) {
+        const t0 = performance.now();
+        await s.run(batch.feeds);
+        if (i >= 2) t.push(performance.now() - t0);
+      }
+    }
+    return { beforeMs: median(ta), afterMs: median(tb), runs, batch: batch.count };
+  } finally {
+    await sa.release();
+    await sb.release();
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}

@@ -1,0 +1,59 @@
+import type { GateResult } from '../validate/gate.js';
+import type { PassRecord, ReportEntry } from './report.js';
+
+/** One auto-mode trial: what was tried and what it gave. */
+export interface Trial {
+  index: number;
+  /** Short description: scheme and the layers kept at higher precision. */
+  label: string;
+  scheme: string;
+  exclude: string[];
+  /** Whether embedding tables were quantized. */
+  embeddings: boolean;
+  /** AMP entropy budget of MLP pruning in front of quantization (null: no pruning). */
+  prune: number | null;
+  bytes: number;
+  /** Accuracy of the trial on the evaluation data (the gate's metric). */
+  accuracy: number | null;
+  pass: boolean;
+  message: string;
+}
+
+/** The one report object of `slimformer compress`; rendered as JSON, Markdown and HTML. */
+export interface CompressReport {
+  input: string;
+  output: string | null;
+  recipe: { name: string; passes: string[] };
+  seconds: number;
+  size: { before: number; after: number };
+  latency: { beforeMs: number; afterMs: number; runs: number; batch: number } | null;
+  /** The output compared with the original on calibration data. */
+  check: { samples: number; agreement: number; sqnr: number; cosine: number } | null;
+  /** Accuracy on --data: baseline, compressed, and the gate's verdict when a limit was given. */
+  accuracy: { metric: string; before: number; after: number; samples: number; limit: string | null; pass: boolean | null } | null;
+  /** Per-layer figures the passes recorded (quantize: bits and SQNR; prune: widths). */
+  layers: { name: string; bits: number | null; sqnr: number | null }[];
+  pruned: { block: number; heads: number | null; mlpWidth: number | null }[];
+  passes: PassRecord[];
+  entries: ReportEntry[];
+  trials: Trial[];
+  /** Auto mode: the trial kept, or null when none passed (then the closest was kept). */
+  chosen: number | null;
+}
+
+export function gateCheck(g: GateResult): CompressReport['check'] {
+  const m = (name: string): number => g.metrics.find((x) => x.metric === name)?.candidate ?? NaN;
+  return { samples: g.samples, agreement: m('agreement'), sqnr: m('sqnr'), cosine: m('cosine') };
+}
+
+/** Reads the per-layer data the passes' summaries carry. */
+export function layerData(passes: PassRecord[]): Pick<CompressReport, 'layers' | 'pruned'> {
+  const layers: CompressReport['layers'] = [];
+  const pruned: CompressReport['pruned'] = [];
+  for (const p of passes) {
+    const s = p.summary as { layers?: { name: string; bits?: number; sqnr?: number | null }[]; blocks?: { index: number; heads: number | null; mlpWidth: number | null }[] };
+    if (p.pass === 'quantize' && Array.isArray(s.layers)) for (const l of s.layers) layers.push({ name: l.name, bits: l.bits ?? null, sqnr: l.sqnr ?? null });
+    if (p.pass === 'prune' && Array.isArray(s.blocks)) for (const b of s.blocks) pruned.push({ block: b.index, heads: b.heads, mlpWidth: b.mlpWidth });
+  }
+  return { layers, pruned };
+}

@@ -1,0 +1,124 @@
+import type { CompressReport } from './compress-report.js';
+
+/** JSON: Infinity (an exact match) is written as null. */
+export function reportJson(r: CompressReport): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2);
+}
+
+export function size(n: number): string {
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
+const db = (x: number | null): string => (x === null || Number.isNaN(x) ? '-' : Number.isFinite(x) ? `${x.toFixed(1)} dB` : 'exact');
+const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
+
+/** The before/after rows the CLI prints and the Markdown/HTML pages show. */
+export function summaryRows(r: CompressReport): string[][] {
+  const rows: string[][] = [['', 'original', 'compressed', 'change']];
+  rows.push(['size', size(r.size.before), size(r.size.after), `${(r.size.before / r.size.after).toFixed(2)}x smaller`]);
+  if (r.latency) rows.push([`latency (batch ${r.latency.batch}, median of ${r.latency.runs})`, `${r.latency.beforeMs.toFixed(2)} ms`, `${r.latency.afterMs.toFixed(2)} ms`, r.latency.afterMs <= r.latency.beforeMs ? `${(r.latency.beforeMs / r.latency.afterMs).toFixed(2)}x faster` : `${(r.latency.afterMs / r.latency.beforeMs).toFixed(2)}x slower`]);
+  if (r.accuracy) {
+    const d = r.accuracy.after - r.accuracy.before;
+    rows.push([`${r.accuracy.metric} (${r.accuracy.samples} samples)`, pct(r.accuracy.before), pct(r.accuracy.after), `${d >= 0 ? '+' : ''}${(d * 100).toFixed(2)} points${r.accuracy.pass === null ? '' : r.accuracy.pass ? ' (pass)' : ' (FAIL)'}`]);
+  }
+  if (r.check) rows.push([`vs original (${r.check.samples} calib samples)`, '', `agreement ${pct(r.check.agreement)}`, `output SQNR ${db(r.check.sqnr)}`]);
+  return rows;
+}
+
+/** Plain text table for the terminal. */
+export function textTable(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((x, c) => x.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function trialRows(r: CompressReport): string[][] {
+  return [
+    ['trial', 'config', 'size', 'accuracy', 'gate'],
+    ...r.trials.map((t) => [String(t.index), t.label, size(t.bytes), t.accuracy === null ? '-' : pct(t.accuracy), `${t.pass ? 'pass' : 'fail'}${r.chosen === t.index ? ' <- chosen' : ''}`]),
+  ];
+}
+
+function mdTable(rows: string[][]): string {
+  const esc = (s: string): string => s.replace(/\|/g, '\\|');
+  return [`| ${rows[0]!.map(esc).join(' | ')} |`, `|${rows[0]!.map(() => '---').join('|')}|`, ...rows.slice(1).map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+export function reportMarkdown(r: CompressReport): string {
+  const out = [`# slimformer compress: ${r.input}`, '', `Recipe **${r.recipe.name}** (${r.recipe.passes.join(' → ')}), ${r.seconds.toFixed(1)} s.${r.output ? ` Written to \`${r.output}\`.` : ''}`, '', mdTable(summaryRows(r)), ''];
+  if (r.trials.length) out.push('## Auto-mode trials', '', mdTable(trialRows(r)), '', r.chosen === null ? 'No trial passed the gate; the closest was kept.' : `Chosen: trial ${r.chosen}.`, '');
+  if (r.layers.length) out.push('## Per-layer SQNR', '', mdTable([['layer', 'bits', 'SQNR'], ...r.layers.map((l) => [l.name, l.bits === null ? '-' : String(l.bits), db(l.sqnr)])]), '');
+  if (r.pruned.length) out.push('## Pruned widths', '', mdTable([['block', 'heads', 'MLP width'], ...r.pruned.map((b) => [String(b.block), String(b.heads ?? '-'), String(b.mlpWidth ?? '-')])]), '');
+  const notes = r.entries.filter((e) => e.level !== 'info');
+  if (notes.length) out.push('## Warnings and skips', '', ...notes.map((e) => `- ${e.level} (${e.pass})${e.target ? ` \`${e.target}\`` : ''}: ${e.message}`), '');
+  return out.join('\n');
+}
+
+const escHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+/** A horizontal bar chart as inline SVG (one bar per item). */
+export function barChart(id: string, title: string, items: { label: string; value: number; color?: string }[], unit: string): string {
+  const finite = items.filter((i) => Number.isFinite(i.value));
+  const max = Math.max(1e-9, ...finite.map((i) => i.value));
+  const rowH = 18;
+  const labelW = 240;
+  const barW = 400;
+  const h = 30 + items.length * rowH;
+  const bars = items
+    .map((it, i) => {
+      const v = Number.isFinite(it.value) ? it.value : max;
+      const w = Math.max(1, (Math.max(0, v) / max) * barW);
+      const y = 24 + i * rowH;
+      const text = Number.isFinite(it.value) ? (unit ? `${it.value.toFixed(1)} ${unit}` : String(Math.round(it.value))) : 'exact';
+      return `<text x="${labelW - 6}" y="${y + 12}" text-anchor="end" font-size="11">${escHtml(it.label)}</text><rect class="bar" x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 4}" fill="${it.color ?? '#3b7dd8'}"><title>${escHtml(it.label)}: ${text}</title></rect><text x="${labelW + w + 4}" y="${y + 12}" font-size="10">${text}</text>`;
+    })
+    .join('');
+  return `<svg id="${id}" xmlns="http://www.w3.org/2000/svg" width="${labelW + barW + 80}" height="${h}" role="img" aria-label="${escHtml(title)}"><text x="0" y="14" font-size="13" font-weight="bold">${escHtml(title)}</text>${bars}</svg>`;
+}
+
+/** A scatter plot as inline SVG (accuracy against size across trials). */
+export function scatterChart(id: string, title: string, points: { x: number; y: number; label: string; pass: boolean }[], xUnit: string, yUnit: string): string {
+  const W = 560;
+  const H = 300;
+  const m = { l: 60, r: 20, t: 28, b: 40 };
+  const xs = points.map((p) => p.x);
+  const ys = points.map((p) => p.y);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const sx = (x: number): number => m.l + (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0)) * (W - m.l - m.r);
+  const sy = (y: number): number => H - m.b - (y1 === y0 ? 0.5 : (y - y0) / (y1 - y0)) * (H - m.t - m.b);
+  const dots = points
+    .map((p) => `<circle class="point" cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="5" fill="${p.pass ? '#2e9d4b' : '#d0453a'}"><title>${escHtml(p.label)}</title></circle><text x="${(sx(p.x) + 7).toFixed(1)}" y="${(sy(p.y) - 6).toFixed(1)}" font-size="10">${escHtml(p.label.split(':')[0]!)}</text>`)
+    .join('');
+  return `<svg id="${id}" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" role="img" aria-label="${escHtml(title)}"><text x="0" y="14" font-size="13" font-weight="bold">${escHtml(title)}</text><line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="#444"/><line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="#444"/><text x="${(W / 2).toFixed(0)}" y="${H - 8}" font-size="11" text-anchor="middle">size (${xUnit})</text><text x="12" y="${(H / 2).toFixed(0)}" font-size="11" transform="rotate(-90 12 ${(H / 2).toFixed(0)})" text-anchor="middle">${escHtml(yUnit)}</text><text x="${m.l}" y="${H - m.b + 14}" font-size="10">${x0.toFixed(1)}</text><text x="${W - m.r}" y="${H - m.b + 14}" font-size="10" text-anchor="end">${x1.toFixed(1)}</text><text x="${m.l - 4}" y="${H - m.b}" font-size="10" text-anchor="end">${y0.toFixed(2)}</text><text x="${m.l - 4}" y="${m.t + 8}" font-size="10" text-anchor="end">${y1.toFixed(2)}</text>${dots}</svg>`;
+}
+
+/** A self-contained HTML page (no scripts, no external resources) with inline SVG plots. */
+export function reportHtml(r: CompressReport): string {
+  const table = (rows: string[][]): string => `<table><thead><tr>${rows[0]!.map((c) => `<th>${escHtml(c)}</th>`).join('')}</tr></thead><tbody>${rows.slice(1).map((row) => `<tr>${row.map((c) => `<td>${escHtml(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+  const parts: string[] = [];
+  parts.push(`<h1>slimformer compress: ${escHtml(r.input)}</h1>`, `<p>Recipe <b>${escHtml(r.recipe.name)}</b> (${escHtml(r.recipe.passes.join(' → '))}), ${r.seconds.toFixed(1)} s.${r.output ? ` Written to <code>${escHtml(r.output)}</code>.` : ''}</p>`, table(summaryRows(r)));
+  if (r.layers.length) {
+    const colors: Record<number, string> = { 8: '#3b7dd8', 6: '#8a5cd1', 4: '#e0902f', 3: '#d0453a' };
+    parts.push('<h2>Per-layer SQNR</h2>', barChart('plot-sqnr', 'Output SQNR per quantized layer (dB, higher is better)', r.layers.map((l) => ({ label: `${l.name} (${l.bits ?? '?'}b)`, value: l.sqnr ?? NaN, color: colors[l.bits ?? 8] })), 'dB'));
+  }
+  if (r.pruned.length) parts.push('<h2>Pruned widths</h2>', barChart('plot-pruned', 'MLP width per block after pruning', r.pruned.map((b) => ({ label: `block ${b.block}`, value: b.mlpWidth ?? 0 })), ''));
+  if (r.trials.length) {
+    parts.push('<h2>Auto-mode trials</h2>', scatterChart('plot-trials', 'Accuracy against size across trials (green: passed the gate)', r.trials.filter((t) => t.accuracy !== null).map((t) => ({ x: t.bytes / 1024, y: t.accuracy! * 100, label: `${t.index}: ${t.label}`, pass: t.pass })), 'KiB', 'accuracy (%)'), table(trialRows(r)));
+  }
+  const notes = r.entries.filter((e) => e.level !== 'info');
+  if (notes.length) parts.push('<h2>Warnings and skips</h2><ul>', ...notes.map((e) => `<li>${escHtml(e.level)} (${escHtml(e.pass)})${e.target ? ` <code>${escHtml(e.target)}</code>` : ''}: ${escHtml(e.message)}</li>`), '</ul>');
+  return `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>slimformer report: ${escHtml(r.input)}</title>
+<style>body{font-family:sans-serif;margin:2em;color:#222;background:#fff}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f0f0f0}svg{display:block;margin:1em 0}</style>
+</head><body>
+${parts.join('\n')}
+</body></html>
+`;
+}
+
+/** Renders by file extension: .json, .md or .html. */
+export function renderReport(r: CompressReport, file: string): string {
+  if (file.endsWith('.json')) return reportJson(r) + '\n';
+  if (file.endsWith('.md')) return reportMarkdown(r);
+  if (file.endsWith('.html') || file.endsWith('.htm')) return reportHtml(r);
+  throw new Error(`unsupported report format: ${file}`);
+}

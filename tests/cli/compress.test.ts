@@ -1,0 +1,71 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { compressCli } from '../pipeline/compress-cli.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const model = 'fixtures/vit_mnist.onnx';
+const calib = 'calibration/vit_mnist/calib';
+const evalData = 'calibration/vit_mnist/eval';
+
+describe('slimformer compress', () => {
+  const dir = tempDir();
+
+  it('runs the default recipe and prints the before/after table', () => {
+    const out = path.join(dir, 'w8a8.onnx');
+    const r = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--latency-runs', '3', '--quiet');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('');
+    const t = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--latency-runs', '3');
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toMatch(/size\s+591\.1 KiB\s+\d+\.\d KiB\s+\d\.\d\dx smaller/);
+    expect(t.stdout).toMatch(/latency \(batch 1, median of 3\)/);
+    expect(t.stdout).toMatch(/top1 \(500 samples\)\s+97\.40%/);
+    expect(t.stdout).toMatch(/agreement/);
+    expect(fs.readdirSync(dir).filter((f) => f.includes('.tmp'))).toEqual([]);
+  });
+
+  it('prints JSON and writes JSON, Markdown and HTML reports', () => {
+    const out = path.join(dir, 'json.onnx');
+    const r = compressCli(model, '-o', out, '--calib', calib, '--json', '--latency-runs', '2', '--report', path.join(dir, 'r.md'), '--report', path.join(dir, 'r.html'), '--report', path.join(dir, 'r.json'));
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.recipe).toEqual({ name: 'w8a8', passes: ['quantize', 'cleanup'] });
+    expect(j.size.after).toBe(fs.statSync(out).size);
+    expect(j.size.after).toBeLessThan(j.size.before / 2);
+    expect(j.check.agreement).toBeGreaterThan(0.95);
+    expect(j.layers.length).toBe(25);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).layers.length).toBe(25);
+    expect(fs.readFileSync(path.join(dir, 'r.md'), 'utf8')).toMatch(/\| size \| 591\.1 KiB/);
+    expect(fs.readFileSync(path.join(dir, 'r.html'), 'utf8')).toMatch(/<svg id="plot-sqnr"/);
+  });
+
+  it('rejects an unknown pass in a recipe with exit 2, naming it, and writes nothing', () => {
+    const recipe = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(recipe, 'passes:\n  - pass: quantise\n    scheme: w8a8\n');
+    const out = path.join(dir, 'bad.onnx');
+    const r = compressCli(model, '-o', out, '--calib', calib, '--recipe', recipe);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown pass 'quantise' \(valid passes: cleanup, prune, quantize, pipeline\)/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('auto mode prints trials and keeps a passing model smaller than w8a8', () => {
+    const out = path.join(dir, 'auto.onnx');
+    const r = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.005', '--auto', '--latency-runs', '0', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.trials.length).toBeGreaterThan(0);
+    expect(j.chosen).not.toBeNull();
+    expect(j.accuracy.pass).toBe(true);
+    const w8a8 = fs.statSync(path.join(dir, 'w8a8.onnx')).size;
+    expect(fs.statSync(out).size).toBeLessThan(w8a8);
+  });
+
+  it('--auto needs --data and --max-drop', () => {
+    const r = compressCli(model, '-o', path.join(dir, 'x.onnx'), '--calib', calib, '--auto');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--auto needs --data/);
+  });
+});
