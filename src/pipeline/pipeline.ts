@@ -3,6 +3,10 @@ import type { Model } from '../ir/model.js';
 import { PassError, type Pass, type PassContext, type PassResult } from '../passes/pass.js';
 import { silentProgress } from '../progress.js';
 import { Report } from '../report/report.js';
+import { openDataset, type Dataset } from '../data/dataset.js';
+
+/** Options of a top-level run: any part of the context; calibration may be a path. */
+export type ApplyOptions = Partial<Omit<PassContext, 'calibration'>> & { calibration?: Dataset | string };
 
 /** A sequence of passes; itself a Pass, so pipelines nest. */
 export interface Pipeline extends Pass {
@@ -11,11 +15,20 @@ export interface Pipeline extends Pass {
    * Runs on a copy of `model` (the caller's model is never changed) with a context built from
    * `options`; returns the result and the report.
    */
-  apply(model: Model, options?: Partial<PassContext>): Promise<PassResult & { report: Report }>;
+  apply(model: Model, options?: ApplyOptions): Promise<PassResult & { report: Report }>;
+  /**
+   * As a step of an enclosing pipeline (given its full context), runs in place; called by a
+   * program with options (`{ calibration: 'calib/' }`), behaves as apply().
+   */
+  run(model: Model, ctx: PassContext | ApplyOptions): Promise<PassResult & { report?: Report }>;
+}
+
+function isContext(c: PassContext | ApplyOptions): c is PassContext {
+  return c.report !== undefined && c.progress !== undefined && c.signal !== undefined && typeof c.calibration !== 'string' && 'threads' in c;
 }
 
 export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
-  const run = async (model: Model, ctx: PassContext): Promise<PassResult> => {
+  const runIn = async (model: Model, ctx: PassContext): Promise<PassResult> => {
     let current = model;
     let modified = false;
     for (const pass of passes) {
@@ -42,21 +55,22 @@ export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
     }
     return { model: current, modified };
   };
+  const apply = async (model: Model, options: ApplyOptions = {}): Promise<PassResult & { report: Report }> => {
+    const report = options.report ?? new Report();
+    const ctx: PassContext = {
+      calibration: typeof options.calibration === 'string' ? openDataset(options.calibration) : options.calibration,
+      threads: options.threads,
+      progress: options.progress ?? silentProgress,
+      report,
+      signal: options.signal ?? new AbortController().signal,
+    };
+    const result = await runIn(model.clone(), ctx);
+    return { ...result, report };
+  };
   return {
     name,
     passes,
-    run,
-    async apply(model, options = {}) {
-      const report = options.report ?? new Report();
-      const ctx: PassContext = {
-        calibration: options.calibration,
-        threads: options.threads,
-        progress: options.progress ?? silentProgress,
-        report,
-        signal: options.signal ?? new AbortController().signal,
-      };
-      const result = await run(model.clone(), ctx);
-      return { ...result, report };
-    },
+    apply,
+    run: (model, ctx) => (isContext(ctx) ? runIn(model, ctx) : apply(model, ctx)),
   };
 }

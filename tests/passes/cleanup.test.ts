@@ -55,3 +55,18 @@ describe('pipeline', () => {
     await expect(pipeline([pipeline([userBroken], 'outer-inner')]).apply(cluttered())).rejects.toThrow(/pass 'picky': node X is not supported/);
   });
 });
+
+describe('pipeline.run from a program', () => {
+  it('accepts options with a calibration path and leaves the input model alone', async () => {
+    const { tempDir } = await import('../helpers/tmp.js');
+    const { writeTestData } = await import('../helpers/tiny-classifier.js');
+    const path = await import('node:path');
+    const dir = tempDir();
+    writeTestData(path.join(dir, 'calib'), tinySamples(4).x, [0, 1, 2, 0]);
+    const before = cluttered();
+    const result = await pipeline([cleanup()]).run(before, { calibration: path.join(dir, 'calib') });
+    expect(result.report?.passes.map((p) => p.pass)).toEqual(['cleanup']);
+    expect(result.model.graph.nodes).toHaveLength(3);
+    expect(before.graph.nodes).toHaveLength(6);
+  });
+});
