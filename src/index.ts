@@ -34,7 +34,11 @@ export { SCHEMES, CALIBRATION_METHODS, METHODS, SOFTMAX_MODES, type Scheme, type
 export { findFoldSites, applyFold, weightAbsMaxPerInput, type FoldSite, type FoldSearch, type AffineFold } from './reparam/fold.js';
 export { smoothQuant, type SmoothQuantResult, type ReparamRunOptions } from './reparam/smoothquant.js';
 export { repQuantReparam, channelGrid, gridFold, type RepQuantOptions, type RepQuantResult, type ChannelGrid } from './reparam/repquant.js';
-export { gptqLevels, inputGrams } from './quantize/gptq.js';
+export { gptqLevels, gptqLevelsAsync, inputGrams } from './quantize/gptq.js';
+export { flexRound, gptq, type FlexRoundOptions, type GptqOptions } from './passes/flexround.js';
+export { flexRoundLayer, bakeFlexRound, type FlexRoundLayerResult } from './quantize/flexround.js';
+export { flexRoundWeights, type FlexRoundUnitReport } from './quantize/flexround-weights.js';
+export type { FlexRoundSettings } from './quantize/scheme.js';
 export { findSoftmaxSites, quantizeSoftmaxUniform, quantizeSoftmaxLog2, log2QuantReference, type SoftmaxSite } from './export/softmax.js';
 
 export { type Pass, type PassContext, type PassResult, PassError } from './passes/pass.js';

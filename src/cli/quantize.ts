@@ -21,6 +21,12 @@ interface QuantizeFlags {
   softmax: string;
   repquantBounds: string;
   reconstruct: string;
+  damp: string;
+  actOrder?: boolean;
+  iters: string;
+  lr?: string;
+  flexroundMode: string;
+  aBits?: string;
   calibMethod: string;
   perChannel: boolean;
   blockSize: string;
@@ -40,10 +46,16 @@ export function registerQuantize(program: Command): void {
     .requiredOption('-o, --output <file>', 'where to write the quantized model')
     .option('--calib <path>', 'calibration dataset (needed for w8a8/w6a6/w4a4 and smoothquant/repquant/gptq; used by every scheme to check the result)')
     .option('--scheme <scheme>', `${SCHEMES.join(' | ')}`, 'w8a8')
-    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4)`, 'rtn')
+    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4; gptq and flexround need --calib)`, 'rtn')
     .option('--alpha <a>', 'SmoothQuant migration strength in [0, 1]', '0.5')
     .option('--repquant-bounds <how>', 'RepQuant per-channel lower/upper bounds: mse (searched dual clipping) | percentile | minmax', 'mse')
     .option('--reconstruct <how>', 'weight reconstruction after the grids are fitted: none | gptq (column-wise error feedback on calibration Gram matrices)', 'none')
+    .option('--damp <x>', 'GPTQ damping, a fraction of the mean Gram diagonal', '0.01')
+    .option('--act-order', 'GPTQ: quantize input columns by descending input energy')
+    .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
+    .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.01 block-wise, 0.003 layer-wise)')
+    .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
+    .option('--a-bits <n>', 'with --scheme w4 or w3: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
     .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')
     .option('--calib-method <method>', `activation ranges: ${CALIBRATION_METHODS.join(' | ')}`, 'minmax')
     .option('--per-channel', 'one weight scale per output channel (the default)', true)
@@ -65,8 +77,24 @@ export function registerQuantize(program: Command): void {
         if (!['none', 'gptq'].includes(flags.reconstruct)) throw new UserError(`unknown --reconstruct '${flags.reconstruct}' (choose from none, gptq)`);
         if (!(SOFTMAX_MODES as readonly string[]).includes(flags.softmax)) throw new UserError(`unknown softmax form '${flags.softmax}' (choose from ${SOFTMAX_MODES.join(', ')})`);
         if (flags.softmax !== 'none' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--softmax ${flags.softmax} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
-        if (flags.method !== 'rtn' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
+        if ((flags.method === 'smoothquant' || flags.method === 'repquant') && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
         if (!(CALIBRATION_METHODS as readonly string[]).includes(flags.calibMethod)) throw new UserError(`unknown calibration method '${flags.calibMethod}' (choose from ${CALIBRATION_METHODS.join(', ')})`);
+        if ((flags.method === 'gptq' || flags.method === 'flexround') && !flags.calib) throw new UserError(`--method ${flags.method} needs calibration data (--calib DIR)`);
+        const damp = Number(flags.damp);
+        if (!(damp > 0 && damp < 1)) throw new UserError(`--damp must be a number in (0, 1), not '${flags.damp}'`);
+        const iters = Number(flags.iters);
+        if (!(Number.isInteger(iters) && iters >= 0)) throw new UserError(`--iters must be a whole number >= 0, not '${flags.iters}'`);
+        const lr = flags.lr === undefined ? undefined : Number(flags.lr);
+        if (lr !== undefined && !(lr > 0)) throw new UserError(`--lr must be a positive number, not '${flags.lr}'`);
+        if (!['layer', 'block'].includes(flags.flexroundMode)) throw new UserError(`unknown --flexround-mode '${flags.flexroundMode}' (choose from layer, block)`);
+        let scheme = flags.scheme as Scheme;
+        let weightBits: number | undefined;
+        if (flags.aBits !== undefined) {
+          if (flags.aBits !== '8') throw new UserError(`--a-bits must be 8, not '${flags.aBits}'`);
+          if (!['w8', 'w4', 'w3'].includes(flags.scheme)) throw new UserError(`--a-bits goes with a weight-only scheme (w8, w4 or w3), not ${flags.scheme}`);
+          weightBits = Number(flags.scheme.slice(1));
+          scheme = 'w8a8';
+        }
         const blockSize = positiveInt(flags.blockSize, '--block-size');
         if (![16, 32, 64, 128].includes(blockSize)) throw new UserError(`--block-size must be 16, 32, 64 or 128, not ${blockSize}`);
         if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the quantized model to another file`);
@@ -76,8 +104,12 @@ export function registerQuantize(program: Command): void {
         const started = Date.now();
         const { model: out, report } = await pipeline([
           quantize({
-            scheme: flags.scheme as Scheme,
+            scheme,
+            ...(weightBits !== undefined && weightBits !== 8 ? { weightBits } : {}),
             method: flags.method as Method,
+            gptqDamp: damp,
+            gptqActOrder: flags.actOrder ?? false,
+            flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block' },
             alpha,
             softmax: flags.softmax as SoftmaxMode,
             reconstruct: flags.reconstruct as 'none' | 'gptq',
@@ -113,6 +145,11 @@ export function registerQuantize(program: Command): void {
           `layers      ${summary.layers.length} quantized to ${summary.layers[0]?.bits ?? '-'} bits, ${summary.embeddings.length} embedding tables, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];
         if (summary.reparam) lines.push(`reparam     ${summary.reparam.method}${summary.reparam.alpha !== undefined ? ` (alpha ${summary.reparam.alpha})` : ''}${summary.reparam.observer ? ` (${summary.reparam.observer} per-channel bounds)` : ''}: ${summary.reparam.folded.length} norm outputs folded, ${summary.reparam.skipped.length} skipped`);
+        if (summary.flexround) {
+          const fr = summary.flexround;
+          const learned = fr.units.filter((u) => u.kept === 'learned').length;
+          lines.push(`flexround   ${fr.mode}-wise, ${fr.iters} steps at lr ${fr.lr}: ${learned} of ${fr.units.length} ${fr.mode === 'layer' ? 'layers' : 'units'} improved on calibration data (${fr.seconds.toFixed(1)} s)`);
+        }
         if (summary.softmax) {
           const sm = summary.softmax;
           const f = (x: number | null): string => (x === null ? 'not measured' : db(x));

@@ -15,7 +15,8 @@ import { type QuantizeOptions, activationBits, isStatic, isWeightOnly, weightBit
 import { repQuantReparam } from '../reparam/repquant.js';
 import { smoothQuant } from '../reparam/smoothquant.js';
 import { assertNotQuantized, selectLayers } from '../quantize/select.js';
-import { gptqLevels, inputGrams } from '../quantize/gptq.js';
+import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
+import { flexRoundWeights, type FlexRoundUnitReport } from '../quantize/flexround-weights.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
 import { cleanup } from './cleanup.js';
@@ -31,6 +32,8 @@ export interface QuantizeSummary {
   /** What smoothquant/repquant folded into the norms and linears, and what they skipped. */
   /** Post-softmax quantization: the form written, and what the other form would have given. */
   softmax: { mode: string; bits: number; attentions: number; outputSqnr: number | null; alternative: { mode: string; outputSqnr: number | null } } | null;
+  /** FlexRound (method flexround): the mode, settings and each unit's calibration output error before (rtn) and after. */
+  flexround: { mode: 'layer' | 'block'; iters: number; lr: number; units: FlexRoundUnitReport[]; seconds: number } | null;
   reparam: { method: string; alpha?: number; observer?: string; folded: string[]; skipped: { name: string; reason: string }[] } | null;
   /** Activation calibration (w8a8): samples seen, and whether the ranges came from the cache. */
   calibration: { samples: number; fromCache: boolean; seconds: number } | null;
@@ -61,7 +64,7 @@ export function quantize(options: QuantizeOptions): Pass {
       const method = options.method ?? 'rtn';
       let reparam: QuantizeSummary['reparam'] = null;
       const fixed = new Map<string, ActivationParams>();
-      if (method !== 'rtn') {
+      if (method === 'smoothquant' || method === 'repquant') {
         if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
         if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (--calib DIR)`);
         const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
@@ -83,7 +86,8 @@ export function quantize(options: QuantizeOptions): Pass {
       }
       for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
       for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches --exclude ${e.pattern})`, { target: e.name });
-      const bits = weightBits(scheme);
+      const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
+      if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
       const weightOnly = isWeightOnly(scheme);
       const staticScheme = isStatic(scheme);
       const aBits = activationBits(scheme);
@@ -128,14 +132,32 @@ export function quantize(options: QuantizeOptions): Pass {
         weights.push(q);
         ctx.progress.tick(weights.length, l.name);
       }
-      if ((options.reconstruct ?? 'none') === 'gptq' && sel.linears.length > 0) {
-        if (!ctx.calibration) throw new UserError('--reconstruct gptq needs calibration data (--calib DIR)');
+      if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError('--method flexround learns the rounding itself; it does not combine with --reconstruct gptq');
+      if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
+        const what = method === 'gptq' ? '--method gptq' : '--reconstruct gptq';
+        if (!ctx.calibration) throw new UserError(`${what} needs calibration data (--calib DIR)`);
+        const damp = options.gptqDamp ?? 0.01;
+        if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
         const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
         const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
-        sel.linears.forEach((l, i) => {
-          weights[i] = gptqLevels(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!);
-        });
-        ctx.report.info('quantize', `GPTQ reconstruction of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+        ctx.progress.start('gptq', sel.linears.length);
+        for (const [i, l] of sel.linears.entries()) {
+          ctx.signal.throwIfAborted();
+          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+          ctx.progress.tick(i + 1, l.name);
+        }
+        ctx.progress.end();
+        ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+      }
+      let flexSummary: QuantizeSummary['flexround'] = null;
+      if (method === 'flexround' && sel.linears.length > 0) {
+        if (!ctx.calibration) throw new UserError('--method flexround needs calibration data (--calib DIR)');
+        const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress });
+        r.weights.forEach((w, i) => (weights[i] = w));
+        for (const x of r.layers) {
+          ctx.report.info('quantize', `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (rtn) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : ', kept rtn (no better)'}`, { target: x.unit, data: { ...x } });
+        }
+        flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, seconds: r.seconds };
       }
       const tables: QuantizedWeight[] = [];
       for (const e of sel.embeddings) {
@@ -232,6 +254,7 @@ export function quantize(options: QuantizeOptions): Pass {
         reconstruct: options.reconstruct ?? 'none',
         softmax: softmaxSummary,
         reparam,
+        flexround: flexSummary,
         calibration: calibrationInfo,
         layers: sel.linears.map((l) => ({ name: l.name, bits: spec.bits, sqnr: sqnr.get(l.name) ?? null })),
         embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),

@@ -2,6 +2,7 @@ import { UserError } from '../errors.js';
 import { cleanup } from '../passes/cleanup.js';
 import type { Pass } from '../passes/pass.js';
 import { quantize } from '../passes/quantize.js';
+import { flexRound, gptq, type FlexRoundOptions, type GptqOptions } from '../passes/flexround.js';
 import { CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, type QuantizeOptions } from '../quantize/scheme.js';
 import type { CleanupOptions } from '../passes/cleanup.js';
 import { PRUNE_METHODS, prune, type PruneOptions } from '../passes/prune.js';
@@ -120,4 +121,38 @@ registerPass({
     samples: { type: 'number', integer: true, min: 1, doc: 'calibration samples for scoring' },
   },
   create: (o) => prune(o as unknown as PruneOptions),
+});
+
+/** Options the flexround and gptq passes share (see src/passes/flexround.ts). */
+const weightPassOptions = {
+  bits: { type: 'enum', values: [8, 4, 3], doc: 'weight bits (default 4)' },
+  aBits: { type: 'enum', values: [8], doc: 'activation bits: absent for weight-only, 8 for static W·A8' },
+  blockSize: { type: 'enum', values: [16, 32, 64, 128], doc: 'input features per weight scale (default 32)' },
+  exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
+  embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
+  verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
+  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
+} as const;
+
+registerPass({
+  name: 'flexround',
+  doc: 'learnable rounding by element-wise division, reconstructed block by block (exports ordinary integer weights)',
+  options: {
+    ...weightPassOptions,
+    iters: { type: 'number', integer: true, min: 0, doc: 'optimizer steps per block or layer (default 500)' },
+    lr: { type: 'number', min: 0, doc: 'Adam learning rate of the log-scales' },
+    mode: { type: 'enum', values: ['layer', 'block'], doc: "'block' (default) or 'layer'" },
+  },
+  create: (o) => flexRound(o as unknown as FlexRoundOptions),
+});
+
+registerPass({
+  name: 'gptq',
+  doc: 'GPTQ: Hessian-aware rounding from calibration inputs',
+  options: {
+    ...weightPassOptions,
+    damp: { type: 'number', min: 0, doc: 'damping, a fraction of the mean Gram diagonal (default 0.01)' },
+    actOrder: { type: 'boolean', doc: 'columns by descending input energy (default false)' },
+  },
+  create: (o) => gptq(o as unknown as GptqOptions),
 });

@@ -90,28 +90,147 @@ function spdInverse(a: Float64Array, k: number): Float64Array {
   return inv;
 }
 
+/** Columns quantized together before the rest of the weight is updated in one product. */
+const LAZY_BLOCK = 128;
+/** Below this many inputs the whole algorithm stays in JavaScript (no session overhead). */
+const SMALL_K = 256;
+
+let inverseSession: Promise<Session> | undefined;
+let updateSession: Promise<Session> | undefined;
+
+/** H⁻¹ in onnxruntime (com.microsoft Inverse, float64). */
+async function inverse(h: Float64Array, k: number): Promise<Float64Array> {
+  inverseSession ??= Session.create(op1('gptq_inverse', (g) => {
+    const x = g.addInput('H', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['k', 'k'] });
+    g.outputs.push(g.addNode('Inverse', [x], ['Hinv'], { domain: 'com.microsoft' }).output(0));
+  }, true));
+  const r = await (await inverseSession).run({ H: { dtype: DataType.DOUBLE, dims: [k, k], data: h } });
+  return r.Hinv!.data as Float64Array;
+}
+
+/** Wtail − Aᵀ·E in onnxruntime (float64): the lazy-batch update of the columns not yet quantized. */
+async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Array, m: number, b: number, n: number): Promise<Float64Array> {
+  updateSession ??= Session.create(op1('gptq_update', (g) => {
+    const w = g.addInput('W', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['m', 'n'] });
+    const A = g.addInput('A', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['b', 'm'] });
+    const E = g.addInput('E', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['b', 'n'] });
+    const at = g.addNode('Transpose', [A], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
+    g.outputs.push(g.addNode('Sub', [w, g.addNode('MatMul', [at, E], 1).output(0)], ['Wout']).output(0));
+  }, false));
+  const r = await (await updateSession).run({
+    W: { dtype: DataType.DOUBLE, dims: [m, n], data: wTail },
+    A: { dtype: DataType.DOUBLE, dims: [b, m], data: a },
+    E: { dtype: DataType.DOUBLE, dims: [b, n], data: e },
+  });
+  return r.Wout!.data as Float64Array;
+}
+
+function op1(name: string, build: (g: Graph) => void, microsoft: boolean): Model {
+  const g = new Graph(name);
+  build(g);
+  const m = new Model(g);
+  m.opsetImports = new Map<string, number>(microsoft ? [['', 17], ['com.microsoft', 1]] : [['', 17]]);
+  return m;
+}
+
 /**
  * GPTQ (Frantar et al. 2023) on fixed grids: the weight's scales and zero points stay those of
  * `q` (fitted on this weight), the levels are chosen one input column at a time, each
  * column's rounding error being spread over the columns not yet quantized through the inverse
  * Gram matrix of the layer's inputs (H = XᵀX + λI, λ = `damp` · mean diag). `w` is [n, k] (rows
- * = output channels). Returns a weight with the same grids and new levels.
+ * = output channels). With `actOrder`, columns go by descending diag(H) (the grids stay those
+ * fitted in the original order: "static groups"). Returns a weight with the same grids and new
+ * levels. For wide layers the inverse and the lazy-batch updates (blocks of 128 columns) run
+ * in onnxruntime in float64; small layers stay in JavaScript.
  */
-export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01): QuantizedWeight {
+export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false): Promise<QuantizedWeight> {
+  if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder);
   const { n, k, groups, blockSize } = q;
   const padded = groups * blockSize;
-  const h = Float64Array.from(gram);
-  const W = Float64Array.from(w);
-  let mean = 0;
-  for (let i = 0; i < k; i++) mean += h[i * k + i]! / k;
-  for (let i = 0; i < k; i++) {
-    if (h[i * k + i] === 0) {
-      // an input that is always zero: its weights do not matter
-      h[i * k + i] = 1;
-      for (let r = 0; r < n; r++) W[r * k + i] = 0;
+  const { h, W: Wrows, perm } = prepare(w, q, gram, damp, actOrder);
+  // U: upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), row-major
+  const lower = cholesky(await inverse(h, k), k);
+  const U = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) U[i * k + j] = lower[j * k + i]!;
+  // the weight column-major ([k, n]): a column is contiguous, the columns left are a tail
+  let Wt = new Float64Array(k * n);
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) Wt[i * n + r] = Wrows[r * k + i]!;
+  const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
+  const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
+  const levels = Int32Array.from(q.levels);
+  const err = new Float64Array(n);
+  for (let i1 = 0; i1 < k; i1 += LAZY_BLOCK) {
+    const i2 = Math.min(k, i1 + LAZY_BLOCK);
+    const b = i2 - i1;
+    const E = new Float64Array(b * n);
+    for (let i = i1; i < i2; i++) {
+      const d = U[i * k + i]!;
+      const col = perm[i]!;
+      const gi = Math.floor(col / blockSize);
+      for (let r = 0; r < n; r++) {
+        const s = q.scales[r * groups + gi]!;
+        const z = q.zeroPoints[r * groups + gi]!;
+        const x = Wt[i * n + r]!;
+        const level = Math.min(qmax, Math.max(qmin, Math.round(x / s) + z));
+        levels[r * padded + col] = level;
+        err[r] = (x - (level - z) * s) / d;
+      }
+      E.set(err, (i - i1) * n);
+      for (let j = i + 1; j < i2; j++) {
+        const u = U[i * k + j]!;
+        if (u === 0) continue;
+        const base = j * n;
+        for (let r = 0; r < n; r++) Wt[base + r] -= err[r]! * u;
+      }
     }
-    h[i * k + i] += damp * (mean > 0 ? mean : 1);
+    if (i2 < k) {
+      const m = k - i2;
+      const A = new Float64Array(b * m);
+      for (let i = i1; i < i2; i++) A.set(U.subarray(i * k + i2, (i + 1) * k), (i - i1) * m);
+      const tail = await trailingUpdate(Wt.subarray(i2 * n), A, E, m, b, n);
+      const next = new Float64Array(k * n);
+      next.set(Wt.subarray(0, i2 * n));
+      next.set(tail, i2 * n);
+      Wt = next;
+    }
   }
+  return { ...q, levels };
+}
+
+/** Damped Gram matrix and weight, both in the column order GPTQ goes through. */
+function prepare(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp: number, actOrder: boolean): { h: Float64Array; W: Float64Array; perm: number[] } {
+  const { n, k } = q;
+  const h0 = Float64Array.from(gram);
+  const W0 = Float64Array.from(w);
+  let mean = 0;
+  for (let i = 0; i < k; i++) mean += h0[i * k + i]! / k;
+  for (let i = 0; i < k; i++) {
+    if (h0[i * k + i] === 0) {
+      // an input that is always zero: its weights do not matter
+      h0[i * k + i] = 1;
+      for (let r = 0; r < n; r++) W0[r * k + i] = 0;
+    }
+    h0[i * k + i] += damp * (mean > 0 ? mean : 1);
+  }
+  // activation order: columns with the largest input energy first (the grids stay those of `q`,
+  // fitted in the original order, so groups keep their meaning: GPTQ's "static groups")
+  const perm = Array.from({ length: k }, (_, i) => i);
+  if (actOrder) perm.sort((a, b) => h0[b * k + b]! - h0[a * k + a]! || a - b);
+  if (!actOrder) return { h: h0, W: W0, perm };
+  const h = new Float64Array(k * k);
+  const W = new Float64Array(n * k);
+  for (let i = 0; i < k; i++) {
+    for (let j = 0; j < k; j++) h[i * k + j] = h0[perm[i]! * k + perm[j]!]!;
+    for (let r = 0; r < n; r++) W[r * k + i] = W0[r * k + perm[i]!]!;
+  }
+  return { h, W, perm };
+}
+
+/** GPTQ entirely in JavaScript (see gptqLevelsAsync, which the quantize pass uses). */
+export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false): QuantizedWeight {
+  const { n, k, groups, blockSize } = q;
+  const padded = groups * blockSize;
+  const { h, W, perm } = prepare(w, q, gram, damp, actOrder);
   // upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): the transpose of the lower factor
   const lower = cholesky(spdInverse(h, k), k);
   const U = (i: number, j: number): number => lower[j * k + i]!;
@@ -120,13 +239,14 @@ export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Arr
   const levels = Int32Array.from(q.levels);
   for (let i = 0; i < k; i++) {
     const d = U(i, i);
-    const gi = Math.floor(i / blockSize);
+    const col = perm[i]!;
+    const gi = Math.floor(col / blockSize);
     for (let r = 0; r < n; r++) {
       const s = q.scales[r * groups + gi]!;
       const z = q.zeroPoints[r * groups + gi]!;
       const x = W[r * k + i]!;
       const level = Math.min(qmax, Math.max(qmin, Math.round(x / s) + z));
-      levels[r * padded + i] = level;
+      levels[r * padded + col] = level;
       const err = (x - (level - z) * s) / d;
       for (let j = i + 1; j < k; j++) W[r * k + j] -= err * U(i, j);
     }

@@ -27,8 +27,14 @@ export type CalibrationMethod = (typeof CALIBRATION_METHODS)[number];
  *                 bound per channel), reparameterized into the LayerNorm and the following
  *                 weights so one per-tensor scale and integer zero point reproduce the
  *                 per-channel grid exactly; the weight grids are fitted again afterwards.
+ *  - gptq:        the rtn grids, levels re-chosen column by column with GPTQ error feedback on
+ *                 each layer's calibration Gram matrix (damping, optional activation order);
+ *                 any scheme.
+ *  - flexround:   the rtn grids as a start, then learned rounding by element-wise division
+ *                 (W / (s1 · S2 · s3), all in log space) against each layer's output error on
+ *                 calibration inputs (layer-wise) or each block's (block-wise); any scheme.
  */
-export const METHODS = ['rtn', 'smoothquant', 'repquant'] as const;
+export const METHODS = ['rtn', 'smoothquant', 'repquant', 'gptq', 'flexround'] as const;
 export type Method = (typeof METHODS)[number];
 
 export const SOFTMAX_MODES = ['none', 'uniform', 'log2'] as const;
@@ -52,6 +58,17 @@ export interface QuantizeOptions {
    * column against the Gram matrix of each layer's calibration inputs (default 'none').
    */
   reconstruct?: 'none' | 'gptq';
+  /**
+   * Bits of the weight grid of a static scheme, when not the scheme's own (2 to 8): w8a8 with
+   * weightBits 4 is W4A8 (4-bit weights per output channel stored in int8, 8-bit activations).
+   */
+  weightBits?: number;
+  /** GPTQ (method gptq or --reconstruct gptq): damping as a fraction of the mean Gram diagonal (default 0.01). */
+  gptqDamp?: number;
+  /** GPTQ: quantize input columns by descending input energy (default false). */
+  gptqActOrder?: boolean;
+  /** FlexRound settings (method flexround). */
+  flexround?: FlexRoundSettings;
   /** Post-softmax quantization (default 'none'). */
   softmax?: SoftmaxMode;
   /** How activation ranges are found from calibration data (w8a8 only; default minmax). */
@@ -90,4 +107,24 @@ export function activationBits(scheme: Scheme): number {
 
 export function isWeightOnly(scheme: Scheme): boolean {
   return scheme === 'w8' || scheme === 'w4' || scheme === 'w3';
+}
+
+/** FlexRound's learning settings (see quantize/flexround.ts). */
+export interface FlexRoundSettings {
+  /** Optimizer steps per layer (layer-wise) or per block (block-wise) (default 500). */
+  iters?: number;
+  /** Adam learning rate of the log-scales, cosine to 0 (default 1e-2 block-wise, 3e-3 layer-wise: the reference's W4A16 value, which it runs for 5000 steps). */
+  lr?: number;
+  /** 'layer': each linear against its own output error (fast); 'block': each transformer block against its float output, then the layers outside blocks layer-wise (default 'block'). */
+  mode?: 'layer' | 'block';
+  /** Rows (tokens) per step in layer-wise mode (default 256); calibration samples per step in block-wise mode (default 4). */
+  batch?: number;
+  /** Tokens per layer kept from the calibration data in layer-wise mode (default 4096). */
+  tokens?: number;
+  /** Calibration samples used (default all). */
+  samples?: number;
+  /** Learn s1 (the common grid size) too (default true). */
+  learnGrid?: boolean;
+  /** Seed of the mini-batch order (default 0). */
+  seed?: number;
 }

@@ -38,7 +38,7 @@ describe('recipes', () => {
   });
 
   it('names an unknown pass and lists the valid ones', () => {
-    expect(() => checkRecipe({ passes: [{ pass: 'quantise', scheme: 'w8a8' }] }, 'r.json')).toThrow(/unknown pass 'quantise' \(valid passes: cleanup, prune, quantize, pipeline\)/);
+    expect(() => checkRecipe({ passes: [{ pass: 'quantise', scheme: 'w8a8' }] }, 'r.json')).toThrow(/unknown pass 'quantise' \(valid passes: cleanup, flexround, gptq, prune, quantize, pipeline\)/);
   });
 
   it('names an unknown option and lists the valid ones', () => {

@@ -1,0 +1,63 @@
+// FlexRound and GPTQ as passes of their own, for pipelines built in code:
+//   pipeline([flexRound({ bits: 4, iters: 500 })]).apply(model, { calibration })
+// Both are the quantize pass with a method: the same grids, the same export (MatMulNBits for
+// weight-only, QDQ when activations are quantized), the same check against the float model.
+import { UserError } from '../errors.js';
+import type { FlexRoundSettings, QuantizeOptions, Scheme } from '../quantize/scheme.js';
+import type { Pass } from './pass.js';
+import { quantize } from './quantize.js';
+
+interface CommonOptions {
+  /** Weight bits (default 4). */
+  bits?: 8 | 4 | 3;
+  /** Activation bits: absent for weight-only (MatMulNBits); 8 for static W·A8 (QDQ, weights per output channel). */
+  aBits?: 8;
+  /** Input features per weight scale for weight-only schemes (default 32). */
+  blockSize?: 16 | 32 | 64 | 128;
+  exclude?: string[];
+  embeddings?: boolean;
+  verifySamples?: number;
+  batchSize?: number;
+  cacheDir?: string | false;
+}
+
+export interface FlexRoundOptions extends CommonOptions, FlexRoundSettings {}
+
+export interface GptqOptions extends CommonOptions {
+  /** Damping as a fraction of the mean Gram diagonal (default 0.01). */
+  damp?: number;
+  /** Quantize input columns by descending input energy (default false). */
+  actOrder?: boolean;
+}
+
+function base(o: CommonOptions): QuantizeOptions {
+  const bits = o.bits ?? 4;
+  if (![8, 4, 3].includes(bits)) throw new UserError(`bits must be 8, 4 or 3, not ${bits}`);
+  if (o.aBits !== undefined && o.aBits !== 8) throw new UserError(`aBits must be 8 (or absent for weight-only), not ${o.aBits}`);
+  const scheme: Scheme = o.aBits === 8 ? 'w8a8' : (`w${bits}` as Scheme);
+  return {
+    scheme,
+    ...(o.aBits === 8 && bits !== 8 ? { weightBits: bits } : {}),
+    blockSize: o.blockSize,
+    exclude: o.exclude,
+    embeddings: o.embeddings,
+    verifySamples: o.verifySamples,
+    batchSize: o.batchSize,
+    cacheDir: o.cacheDir,
+  };
+}
+
+function named(name: string, inner: Pass): Pass {
+  return { name, run: (model, ctx) => inner.run(model, ctx) };
+}
+
+/** FlexRound quantization (learned rounding by element-wise division); needs calibration data. */
+export function flexRound(options: FlexRoundOptions = {}): Pass {
+  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed } = options;
+  return named('flexround', quantize({ ...base(options), method: 'flexround', flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed } }));
+}
+
+/** GPTQ quantization (column-wise error feedback on calibration Gram matrices); needs calibration data. */
+export function gptq(options: GptqOptions = {}): Pass {
+  return named('gptq', quantize({ ...base(options), method: 'gptq', gptqDamp: options.damp, gptqActOrder: options.actOrder }));
+}

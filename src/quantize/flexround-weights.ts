@@ -1,0 +1,182 @@
+// FlexRound over a whole model: every selected linear's grid (from the range search) is the
+// start; the rounding is learned layer by layer (each layer's own output error on calibration
+// inputs) or block by block through the reconstruction engine (each transformer block's
+// output against the float block's, fed the output of the already-quantized blocks before it).
+import type { Dataset } from '../data/dataset.js';
+import { constantSource } from '../discover/constants.js';
+import type { LinearLayer } from '../discover/structure.js';
+import { UserError } from '../errors.js';
+import { transpose, weightOutIn } from '../export/linear-weight.js';
+import { DataType } from '../ir/dtype.js';
+import type { Model } from '../ir/model.js';
+import { Tensor } from '../ir/tensor.js';
+import { silentProgress, type Progress } from '../progress.js';
+import { reconstructBlocks } from '../reconstruct/engine.js';
+import { blockLinears } from '../reconstruct/plans.js';
+import type { TrainableParameter } from '../autodiff/optimizer.js';
+import { bakeFlexRound, captureRows, deltaNames, fakeQuantWeight, flexRoundLayer, zeroDeltas, type FlexRoundDeltas } from './flexround.js';
+import type { FlexRoundSettings } from './scheme.js';
+import { dequantizeWeight, type QuantizedWeight } from './weight-quantizer.js';
+
+export interface FlexRoundUnitReport {
+  /** A layer name (layer-wise) or `block N` (block-wise). */
+  unit: string;
+  lossBefore: number;
+  lossAfter: number;
+  kept: 'learned' | 'initial';
+  seconds: number;
+}
+
+export interface FlexRoundWeightsResult {
+  weights: QuantizedWeight[];
+  mode: 'layer' | 'block';
+  iters: number;
+  lr: number;
+  layers: FlexRoundUnitReport[];
+  seconds: number;
+}
+
+export interface FlexRoundRunOptions {
+  batchSize?: number;
+  threads?: number;
+  signal?: AbortSignal;
+  progress?: Progress;
+}
+
+/**
+ * Learns the rounding of every linear of `linears` (in `model`, still float), starting from
+ * the grids `start` (one per linear, in order). Returns new QuantizedWeights on the same
+ * layout; with `iters` 0 they are `start` bit for bit.
+ */
+export async function flexRoundWeights(model: Model, calibration: Dataset, linears: LinearLayer[], start: QuantizedWeight[], settings: FlexRoundSettings = {}, run: FlexRoundRunOptions = {}): Promise<FlexRoundWeightsResult> {
+  const started = performance.now();
+  const iters = settings.iters ?? 500;
+  const mode = settings.mode ?? 'block';
+  const lr = settings.lr ?? (mode === 'block' ? 1e-2 : 3e-3);
+  if (!(Number.isInteger(iters) && iters >= 0)) throw new UserError(`FlexRound iterations must be a whole number >= 0, not ${iters}`);
+  if (!(lr > 0)) throw new UserError(`FlexRound learning rate must be positive, not ${lr}`);
+  const progress = run.progress ?? silentProgress;
+  const weights = start.slice();
+  const reports: FlexRoundUnitReport[] = [];
+  let layerWise = linears.map((_, i) => i);
+  if (iters > 0 && mode === 'block') {
+    const r = await blockWise(model, calibration, linears, start, settings, iters, lr, run);
+    r.weights.forEach((w, i) => {
+      if (w) weights[i] = w;
+    });
+    reports.push(...r.reports);
+    layerWise = linears.map((_, i) => i).filter((i) => !r.weights.has(i));
+  }
+  if (iters > 0 && layerWise.length > 0) {
+    const tensors = [...new Map(layerWise.map((i) => [linears[i]!.node.input(0)!.name, { name: linears[i]!.node.input(0)!.name, k: linears[i]!.inFeatures }])).values()];
+    const rows = await captureRows(model, calibration, tensors, { tokens: settings.tokens ?? 4096, samples: settings.samples, batchSize: run.batchSize, threads: run.threads, signal: run.signal });
+    progress.start('flexround (layer-wise)', layerWise.length);
+    for (const [done, i] of layerWise.entries()) {
+      const l = linears[i]!;
+      const r = await flexRoundLayer(weightOutIn(l), start[i]!, rows.get(l.node.input(0)!.name)!, { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal });
+      weights[i] = r.weight;
+      reports.push({ unit: l.name, lossBefore: r.lossBefore, lossAfter: r.lossAfter, kept: r.kept, seconds: r.seconds });
+      progress.tick(done + 1, `${l.name}: ${r.lossBefore.toExponential(2)} -> ${r.lossAfter.toExponential(2)}`);
+    }
+    progress.end();
+  }
+  return { weights, mode, iters, lr, layers: reports, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * Block-wise FlexRound through the reconstruction engine. Linears whose weight is a plain
+ * initializer used by that linear alone are learned with their block; the others (heads,
+ * shared weights) are left to the layer-wise pass (their indices are absent from the result).
+ */
+async function blockWise(
+  model: Model,
+  calibration: Dataset,
+  linears: LinearLayer[],
+  start: QuantizedWeight[],
+  settings: FlexRoundSettings,
+  iters: number,
+  lr: number,
+  run: FlexRoundRunOptions,
+): Promise<{ weights: Map<number, QuantizedWeight>; reports: FlexRoundUnitReport[] }> {
+  const index = new Map<string, number>(); // weight initializer name -> linear index
+  const uses = new Map<string, number>();
+  linears.forEach((l, i) => {
+    const src = constantSource(l.weight);
+    if (!src?.initializer || src !== l.weight) return;
+    uses.set(src.name, (uses.get(src.name) ?? 0) + 1);
+    index.set(src.name, i);
+  });
+  for (const [name, n] of uses) if (n > 1 || model.graph.value(name)!.uses().length > 1) index.delete(name);
+  const work = model.clone();
+  const floats = new Map<number, Float32Array>(); // [n, k] float weights
+  const learned = new Map<number, FlexRoundDeltas>();
+  const result = await reconstructBlocks(work, {
+    calibration,
+    reference: model,
+    iterations: iters,
+    batchSize: settings.batch ?? 4,
+    optimizer: { kind: 'adam', lr, schedule: 'cosine' },
+    seed: settings.seed,
+    samples: settings.samples,
+    captureBatch: run.batchSize,
+    threads: run.threads,
+    progress: run.progress,
+    signal: run.signal,
+    plan: (span, block) => {
+      const mine = blockLinears(span)
+        .map((l) => l.weight.name)
+        .filter((n) => index.has(n) && block.graph.value(n)?.initializer !== undefined);
+      const names = [...new Set(mine)];
+      if (names.length === 0) return undefined;
+      const params: TrainableParameter[] = [];
+      for (const n of names) {
+        const i = index.get(n)!;
+        const q = start[i]!;
+        floats.set(i, weightOutIn(linears[i]!));
+        const z = zeroDeltas(q);
+        const d = deltaNames(n);
+        if (settings.learnGrid ?? true) params.push({ name: d.d1, dims: [q.n, q.groups], init: z.d1 });
+        params.push({ name: d.d2, dims: [q.n, q.groups * q.blockSize], init: z.d2 }, { name: d.d3, dims: [q.n], init: z.d3 });
+      }
+      return {
+        params,
+        buildBlock(graph, values) {
+          for (const n of names) {
+            const i = index.get(n)!;
+            const l = linears[i]!;
+            const q = start[i]!;
+            const d = deltaNames(n);
+            const d1 = values.get(d.d1) ?? graph.addInitializer(Tensor.from(d.d1, DataType.FLOAT, [q.n, q.groups], new Float32Array(q.n * q.groups)));
+            let wq = fakeQuantWeight(graph, n, floats.get(i)!, q, { d1, d2: values.get(d.d2)!, d3: values.get(d.d3)! });
+            if (!l.transB) wq = graph.addNode('Transpose', [wq], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
+            const v = graph.value(n)!;
+            for (const use of [...v.uses()]) use.node.setInput(use.index, wq);
+          }
+          graph.removeUnusedInitializers();
+          graph.toposort();
+        },
+        bake(target, values) {
+          for (const n of names) {
+            const i = index.get(n)!;
+            const q = start[i]!;
+            const d = deltaNames(n);
+            const z = zeroDeltas(q);
+            const deltas: FlexRoundDeltas = { d1: values.get(d.d1) ?? z.d1, d2: values.get(d.d2) ?? z.d2, d3: values.get(d.d3) ?? z.d3 };
+            learned.set(i, deltas);
+            // the next blocks see this one quantized
+            const deq = dequantizeWeight(bakeFlexRound(floats.get(i)!, q, deltas));
+            const stored = linears[i]!.transB ? deq : transpose(deq, q.n, q.k);
+            const v = target.graph.value(n)!;
+            v.graph!.setInitializer(v, Tensor.fromBytes(n, DataType.FLOAT, [...v.initializer!.dims], new Uint8Array(stored.buffer.slice(0))));
+          }
+        },
+      };
+    },
+  });
+  const weights = new Map<number, QuantizedWeight>();
+  for (const [i, d] of learned) weights.set(i, bakeFlexRound(floats.get(i)!, start[i]!, d));
+  const reports: FlexRoundUnitReport[] = result.blocks
+    .filter((b) => b.kept !== 'untouched')
+    .map((b) => ({ unit: `block ${b.index}`, lossBefore: b.lossBefore, lossAfter: b.lossAfter, kept: b.kept === 'learned' ? 'learned' : 'initial', seconds: b.seconds }));
+  return { weights, reports };
+}

@@ -1,0 +1,260 @@
+// FlexRound (Lee et al., ICML 2023): learnable rounding by element-wise division.
+//
+//   Ŵ = s1 · (clamp(⌊W ⊘ (s1 ⊙ S2 ⊙ s3)⌉ + z, qmin, qmax) − z)
+//
+// s1 is the common grid size (one per output channel and group, started at the grid the range
+// search found), S2 one scale per weight, s3 one per output channel. All three are learned in
+// log space as offsets from the start: the divisor is s1·exp(δ1 + δ2 + δ3) and the
+// dequantization multiplies by s1·exp(δ1), with δ = 0 at the start, so that step 0 is exactly
+// round-to-nearest on the starting grid. Rounding passes gradients straight through (STE).
+//
+// The objective graphs run in onnxruntime through the gradient engine (src/autodiff); the
+// result is an ordinary QuantizedWeight (levels, scales, zero points): nothing FlexRound-specific
+// reaches the exported model.
+import { Trainer, type OptimizerOptions } from '../autodiff/optimizer.js';
+import { Random } from '../autodiff/random.js';
+import { batches, bindDataset } from '../data/bind.js';
+import type { Dataset } from '../data/dataset.js';
+import type { ArrayTensor } from '../ir/array-tensor.js';
+import { DataType } from '../ir/dtype.js';
+import { Graph } from '../ir/graph.js';
+import { Model } from '../ir/model.js';
+import { Tensor } from '../ir/tensor.js';
+import type { Value } from '../ir/value.js';
+import { Session } from '../runtime/session.js';
+import type { QuantizedWeight } from './weight-quantizer.js';
+
+/** The learned log-offsets of one weight: δ1 [n, groups], δ2 [n, groups·blockSize], δ3 [n]. */
+export interface FlexRoundDeltas {
+  d1: Float32Array;
+  d2: Float32Array;
+  d3: Float32Array;
+}
+
+export interface FlexRoundLayerOptions {
+  /** Optimizer steps (default 500). */
+  iters?: number;
+  /** Adam learning rate (default 3e-3), cosine schedule to 0. */
+  lr?: number;
+  /** Rows per step (default 256). */
+  batch?: number;
+  /** Learn δ1 (the grid size) too (default true); false keeps the starting grid. */
+  learnGrid?: boolean;
+  seed?: number;
+  threads?: number;
+  signal?: AbortSignal;
+}
+
+export interface FlexRoundLayerResult {
+  weight: QuantizedWeight;
+  /** Mean squared output error over all rows with the start (RTN) and with the learned values. */
+  lossBefore: number;
+  lossAfter: number;
+  kept: 'learned' | 'initial';
+  seconds: number;
+}
+
+const X = 'flexround_x';
+const LOSS = 'flexround_loss';
+
+/** Names of the learnable inputs of a weight's fake-quantizer, by a prefix. */
+export function deltaNames(prefix: string): { d1: string; d2: string; d3: string } {
+  return { d1: `${prefix}__flexround_d1`, d2: `${prefix}__flexround_d2`, d3: `${prefix}__flexround_d3` };
+}
+
+/**
+ * Adds the fake-quantized weight Ŵ (in [n, k], output-channel-major) to `g`, computed from the
+ * float weight `w` ([n, k]), the starting grid `q` and the three δ inputs. Returns Ŵ.
+ */
+export function fakeQuantWeight(g: Graph, prefix: string, w: Float32Array, q: QuantizedWeight, deltas: { d1: Value; d2: Value; d3: Value }): Value {
+  const { n, k, groups, blockSize } = q;
+  const padded = groups * blockSize;
+  const wp = new Float32Array(n * padded);
+  for (let r = 0; r < n; r++) wp.set(w.subarray(r * k, (r + 1) * k), r * padded);
+  const c = (name: string, dims: number[], values: ArrayLike<number>, dtype = DataType.FLOAT): Value => g.addInitializer(Tensor.from(`${prefix}__flexround_${name}`, dtype, dims, values));
+  const op = (type: string, inputs: Value[], attrs: Record<string, number | number[]> = {}): Value => {
+    const attributes = Object.fromEntries(Object.entries(attrs).map(([key, v]) => [key, Array.isArray(v) ? { type: 'ints' as const, value: v } : { type: 'int' as const, value: v }]));
+    return g.addNode(type, inputs, 1, { attributes }).output(0);
+  };
+  const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
+  const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
+  const W = c('w', [n, groups, blockSize], wp);
+  const s1 = c('s1', [n, groups, 1], q.scales);
+  const z = c('z', [n, groups, 1], Float32Array.from(q.zeroPoints));
+  const d1 = op('Reshape', [deltas.d1, c('shape_d1', [3], [n, groups, 1], DataType.INT64)]);
+  const d2 = op('Reshape', [deltas.d2, c('shape_d2', [3], [n, groups, blockSize], DataType.INT64)]);
+  const d3 = op('Reshape', [deltas.d3, c('shape_d3', [3], [n, 1, 1], DataType.INT64)]);
+  const divisor = op('Mul', [s1, op('Exp', [op('Add', [op('Add', [d1, d3]), d2])])]);
+  const codes = op('Clip', [op('Add', [op('Round', [op('Div', [W, divisor])]), z]), c('qmin', [], [qmin]), c('qmax', [], [qmax])]);
+  const deq = op('Mul', [op('Sub', [codes, z]), op('Mul', [s1, op('Exp', [d1])])]);
+  let flat = op('Reshape', [deq, c('shape_flat', [2], [n, padded], DataType.INT64)]);
+  if (padded !== k) flat = op('Slice', [flat, c('starts', [1], [0], DataType.INT64), c('ends', [1], [k], DataType.INT64), c('axes', [1], [1], DataType.INT64)]);
+  return flat;
+}
+
+/** Zero δ's for a grid (the start: round to nearest). */
+export function zeroDeltas(q: QuantizedWeight): FlexRoundDeltas {
+  return { d1: new Float32Array(q.n * q.groups), d2: new Float32Array(q.n * q.groups * q.blockSize), d3: new Float32Array(q.n) };
+}
+
+/** Rounds half to even, as onnxruntime's Round does. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * The deployable weight: integer levels ⌊W ⊘ (s1·exp(δ1+δ2+δ3))⌉ on the grid s1·exp(δ1) with the
+ * starting zero points. With all δ = 0 the levels and scales are those of `q`, bit for bit.
+ */
+export function bakeFlexRound(w: Float32Array, q: QuantizedWeight, d: FlexRoundDeltas): QuantizedWeight {
+  const { n, k, groups, blockSize } = q;
+  const padded = groups * blockSize;
+  const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
+  const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
+  const levels = new Int32Array(n * padded);
+  const scales = new Float32Array(n * groups);
+  for (let r = 0; r < n; r++) {
+    const e3 = d.d3[r]!;
+    for (let gi = 0; gi < groups; gi++) {
+      const s1 = q.scales[r * groups + gi]!;
+      const e1 = d.d1[r * groups + gi]!;
+      const z = q.zeroPoints[r * groups + gi]!;
+      scales[r * groups + gi] = Math.fround(s1 * Math.fround(Math.exp(e1)));
+      const e13 = Math.fround(e1 + e3);
+      for (let j = 0; j < blockSize; j++) {
+        const i = gi * blockSize + j;
+        if (i >= k) break;
+        const div = Math.fround(s1 * Math.fround(Math.exp(Math.fround(e13 + d.d2[r * padded + i]!))));
+        const level = roundHalfEven(Math.fround(w[r * k + i]! / div)) + z;
+        levels[r * padded + i] = Math.min(qmax, Math.max(qmin, level));
+      }
+    }
+  }
+  return { ...q, levels, scales };
+}
+
+function objective(w: Float32Array, q: QuantizedWeight, learnGrid: boolean): { model: Model; names: { d1: string; d2: string; d3: string } } {
+  const g = new Graph('flexround_layer');
+  const names = deltaNames('w');
+  const x = g.addInput(X, { kind: 'tensor', dtype: DataType.FLOAT, shape: ['rows', q.k] });
+  const d1 = learnGrid ? g.addInput(names.d1, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n, q.groups] }) : g.addInitializer(Tensor.from(names.d1, DataType.FLOAT, [q.n, q.groups], new Float32Array(q.n * q.groups)));
+  const d2 = g.addInput(names.d2, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n, q.groups * q.blockSize] });
+  const d3 = g.addInput(names.d3, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n] });
+  const wq = fakeQuantWeight(g, 'w', w, q, { d1, d2, d3 });
+  const perm = { attributes: { perm: { type: 'ints' as const, value: [1, 0] } } };
+  const wT = g.addInitializer(Tensor.from('w_float_t', DataType.FLOAT, [q.k, q.n], transposeNK(w, q.n, q.k)));
+  const y = g.addNode('MatMul', [x, g.addNode('Transpose', [wq], 1, perm).output(0)], 1).output(0);
+  const target = g.addNode('MatMul', [x, wT], 1).output(0);
+  const diff = g.addNode('Sub', [y, target], 1).output(0);
+  const loss = g.addNode('ReduceMean', [g.addNode('Mul', [diff, diff], 1).output(0)], [LOSS], { attributes: { keepdims: { type: 'int', value: 0 } } }).output(0);
+  g.outputs.push(loss);
+  const m = new Model(g);
+  m.opsetImports = new Map([['', 17]]);
+  return { model: m, names };
+}
+
+function transposeNK(w: Float32Array, n: number, k: number): Float32Array {
+  const t = new Float32Array(n * k);
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) t[i * n + r] = w[r * k + i]!;
+  return t;
+}
+
+/**
+ * Layer-wise FlexRound: learns δ1, δ2, δ3 of one weight (`w` in [n, k]) so that the layer's
+ * output on the calibration inputs `x` ([rows, k]) stays close to the float one, starting at
+ * the grid `q`. Keeps the start when learning does not lower the output error.
+ */
+export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Float32Array, options: FlexRoundLayerOptions = {}): Promise<FlexRoundLayerResult> {
+  const started = performance.now();
+  const iters = options.iters ?? 500;
+  const rows = x.length / q.k;
+  const zero = zeroDeltas(q);
+  if (iters <= 0 || rows === 0) return { weight: bakeFlexRound(w, q, zero), lossBefore: NaN, lossAfter: NaN, kept: 'initial', seconds: (performance.now() - started) / 1000 };
+  const learnGrid = options.learnGrid ?? true;
+  const { model, names } = objective(w, q, learnGrid);
+  const params = [
+    ...(learnGrid ? [{ name: names.d1, dims: [q.n, q.groups], init: zero.d1 }] : []),
+    { name: names.d2, dims: [q.n, q.groups * q.blockSize], init: zero.d2 },
+    { name: names.d3, dims: [q.n], init: zero.d3 },
+  ];
+  const optimizer: OptimizerOptions = { kind: 'adam', lr: options.lr ?? 3e-3, schedule: 'cosine' };
+  const trainer = await Trainer.create({ model, loss: LOSS, params, optimizer, steps: iters, threads: options.threads });
+  try {
+    const batch = Math.min(options.batch ?? 256, rows);
+    const rowsOf = (idx: number[]): ArrayTensor => {
+      const data = new Float32Array(idx.length * q.k);
+      idx.forEach((r, i) => data.set(x.subarray(r * q.k, (r + 1) * q.k), i * q.k));
+      return { dtype: DataType.FLOAT, dims: [idx.length, q.k], data };
+    };
+    const all: ArrayTensor = { dtype: DataType.FLOAT, dims: [rows, q.k], data: x };
+    const initial = new Map(params.map((p) => [p.name, p.init]));
+    const lossBefore = await trainer.evaluate({ [X]: all }, initial);
+    const rng = new Random(options.seed ?? 0);
+    let order: number[] = [];
+    let at = 0;
+    for (let i = 0; i < iters; i++) {
+      options.signal?.throwIfAborted();
+      if (at + batch > order.length) {
+        order = rng.shuffle(Array.from({ length: rows }, (_, r) => r));
+        at = 0;
+      }
+      await trainer.step({ [X]: rowsOf(order.slice(at, at + batch)) });
+      at += batch;
+    }
+    const learned = trainer.parameters();
+    const lossAfter = await trainer.evaluate({ [X]: all }, learned);
+    const better = lossAfter < lossBefore;
+    const d: FlexRoundDeltas = better ? { d1: learned.get(names.d1) ?? zero.d1, d2: learned.get(names.d2)!, d3: learned.get(names.d3)! } : zero;
+    return { weight: bakeFlexRound(w, q, d), lossBefore, lossAfter, kept: better ? 'learned' : 'initial', seconds: (performance.now() - started) / 1000 };
+  } finally {
+    await trainer.release();
+  }
+}
+
+/**
+ * Rows of each named tensor (flattened to [tokens, k]) from running `model` over `data`: at
+ * most `tokens` rows per tensor, taken at an even stride from every batch.
+ */
+export async function captureRows(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { tokens?: number; samples?: number; batchSize?: number; threads?: number; signal?: AbortSignal } = {}): Promise<Map<string, Float32Array>> {
+  const budget = options.tokens ?? 4096;
+  const samples = Math.min(options.samples ?? data.size, data.size);
+  const parts = new Map<string, Float32Array[]>(tensors.map((t) => [t.name, []]));
+  if (tensors.length === 0) return new Map();
+  const session = await Session.create(model, { expose: tensors.map((t) => t.name), threads: options.threads, memoryArena: false });
+  try {
+    let seen = 0;
+    for (const batch of batches(bindDataset(data, model), options.batchSize ?? 8)) {
+      options.signal?.throwIfAborted();
+      if (seen >= samples) break;
+      const acts = await session.run(batch.feeds, tensors.map((t) => t.name));
+      const share = Math.max(1, Math.ceil((budget * Math.min(batch.count, samples - seen)) / samples));
+      for (const t of tensors) {
+        const a = acts[t.name]!.data as Float32Array;
+        const total = a.length / t.k;
+        const take = Math.min(total, share);
+        const out = new Float32Array(take * t.k);
+        for (let i = 0; i < take; i++) {
+          const r = Math.floor((i * total) / take);
+          out.set(a.subarray(r * t.k, (r + 1) * t.k), i * t.k);
+        }
+        parts.get(t.name)!.push(out);
+      }
+      seen += batch.count;
+    }
+  } finally {
+    await session.release();
+  }
+  const out = new Map<string, Float32Array>();
+  for (const [name, list] of parts) {
+    const len = list.reduce((a, b) => a + b.length, 0);
+    const all = new Float32Array(len);
+    let at = 0;
+    for (const p of list) {
+      all.set(p, at);
+      at += p.length;
+    }
+    out.set(name, all);
+  }
+  return out;
+}
