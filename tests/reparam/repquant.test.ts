@@ -147,13 +147,16 @@ describe.skipIf(!have)('quantize CLI: --method', () => {
     expect(j.method).toBe('repquant');
     expect(j.activationBits).toBe(6);
     expect(j.reconstruct).toBe('gptq');
-    expect(j.report.some((e: { message: string }) => /GPTQ reconstruction of \d+ weight/.test(e.message))).toBe(true);
+    expect(j.report.some((e: { message: string }) => /GPTQ \(damping [^)]*\) of \d+ weight/.test(e.message))).toBe(true);
     expect(j.reparam.folded).toHaveLength(8);
     expect(fs.existsSync(out)).toBe(true);
     const bad = cli('quantize', outlierFile, '-o', path.join(dir, 'x.onnx'), '--calib', calibDir, '--scheme', 'w4', '--method', 'smoothquant');
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/needs a static scheme/);
     expect(cli('quantize', outlierFile, '-o', path.join(dir, 'x.onnx'), '--calib', calibDir, '--method', 'smoothquant', '--alpha', '2').stderr).toMatch(/--alpha must be/);
-    expect(cli('quantize', outlierFile, '-o', path.join(dir, 'x.onnx'), '--calib', calibDir, '--method', 'gptq').code).toBe(2);
+    // flexround learns the rounding itself: asking for GPTQ reconstruction on top is refused
+    const both = cli('quantize', outlierFile, '-o', path.join(dir, 'x.onnx'), '--calib', calibDir, '--scheme', 'w4', '--method', 'flexround', '--reconstruct', 'gptq');
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/does not combine with --reconstruct gptq/);
   });
 });
