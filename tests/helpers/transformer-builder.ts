@@ -6,6 +6,7 @@ import { DataType } from '../../src/ir/dtype.js';
 import { Graph } from '../../src/ir/graph.js';
 import { Model } from '../../src/ir/model.js';
 import { Tensor } from '../../src/ir/tensor.js';
+import { Random as Rng } from '../../src/autodiff/random.js';
 import type { Value } from '../../src/ir/value.js';
 
 export interface TransformerOptions {
@@ -110,23 +111,8 @@ export function buildTransformer(options: TransformerOptions = {}): BuiltTransfo
   return { model, options: o, feeds };
 }
 
-/** Seeded PRNG (mulberry32) with normal samples by Box-Muller. */
-export class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  uniform(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  normal(): number {
-    const u = Math.max(this.uniform(), 1e-12);
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.uniform());
-  }
-}
+/** Seeded PRNG (mulberry32) with normal samples by Box-Muller; the one autodiff uses. */
+export { Rng };
 
 /** Writes nodes into a graph named the way torch names them ("/blocks.0/attn/MatMul_1"). */
 export class GraphWriter {

@@ -2,8 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openDataset } from '../../src/data/dataset.js';
-import { tensorFromArray } from '../../src/ir/array-tensor.js';
-import { loadModel, saveModel, writeTensorFile } from '../../src/onnx/index.js';
+import { loadModel, saveModel } from '../../src/onnx/index.js';
 import { gptq } from '../../src/passes/flexround.js';
 import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
@@ -12,17 +11,14 @@ import { dequantizeWeight, quantizeWeight } from '../../src/quantize/weight-quan
 import { Random } from '../../src/autodiff/random.js';
 import { cli } from '../helpers/cli.js';
 import { runBoth, sameOutputs } from '../helpers/compare.js';
+import { writeSamples } from '../helpers/samples.js';
 import { tempDir } from '../helpers/tmp.js';
 import { buildTransformer } from '../helpers/transformer-builder.js';
 
 const dir = tempDir();
 const built = buildTransformer({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 7 });
 const calibDir = path.join(dir, 'calib');
-for (let i = 0; i < 16; i++) {
-  const d = path.join(calibDir, `test_data_set_${i}`);
-  fs.mkdirSync(d, { recursive: true });
-  Object.entries(built.feeds(1)).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
-}
+writeSamples(calibDir, () => built.feeds(1), 16);
 const modelFile = path.join(dir, 'model.onnx');
 saveModel(built.model, modelFile);
 const calibration = openDataset(calibDir);

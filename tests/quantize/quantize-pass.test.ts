@@ -13,17 +13,14 @@ import type { Scheme } from '../../src/quantize/scheme.js';
 import { Session } from '../../src/runtime/session.js';
 import { cli } from '../helpers/cli.js';
 import { runBoth, sameOutputs } from '../helpers/compare.js';
+import { writeSamples } from '../helpers/samples.js';
 import { tempDir } from '../helpers/tmp.js';
 import { buildTransformer } from '../helpers/transformer-builder.js';
 
 const dir = tempDir();
 const built = buildTransformer({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 3 });
 const calibDir = path.join(dir, 'calib');
-for (let i = 0; i < 24; i++) {
-  const d = path.join(calibDir, `test_data_set_${i}`);
-  fs.mkdirSync(d, { recursive: true });
-  Object.entries(built.feeds(1)).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
-}
+writeSamples(calibDir, () => built.feeds(1), 24);
 const modelFile = path.join(dir, 'model.onnx');
 saveModel(built.model, modelFile);
 const linears = 2 * 6;
