@@ -28,9 +28,13 @@ function matmulGrads(ctx: RuleContext, a: Operand, b: Operand, dy: Value, yDims:
   let db: Value | undefined;
   if (b.rank === 2) {
     // y[..., m, n] = a[..., m, k] @ b[k, n]: a carries every batch axis of y
-    if (want[0]) da = ctx.emit('MatMul', [dy, ctx.emit('Transpose', [b.value], { perm: ints([1, 0]) })]);
+    const rows = (v: Value): Value => (a.rank === 2 ? v : ctx.emit('Flatten', [v], { axis: int(-1) }));
+    if (want[0]) {
+      // Gemm with transB reads b as stored: no per-step Transpose copy of the weight
+      const flat = ctx.emit('Gemm', [rows(dy), b.value], { transB: int(1) });
+      da = a.rank === 2 ? flat : ctx.emit('Reshape', [flat, ctx.shapeOf(a.value)]);
+    }
     if (want[1]) {
-      const rows = (v: Value): Value => (a.rank === 2 ? v : ctx.emit('Flatten', [v], { axis: int(-1) }));
       db = ctx.emit('Gemm', [rows(a.value), rows(dy)], { transA: int(1) });
     }
     return [da, db];
