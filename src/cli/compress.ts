@@ -10,6 +10,7 @@ import { DEFAULT_RECIPE, fromRecipe, loadRecipe } from '../pipeline/recipe.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import type { CompressReport } from '../report/compress-report.js';
 import { renderReport, reportJson, size, summaryRows, textTable, trialRows } from '../report/render.js';
+import { checkReportTarget, writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
 import { autoCompress } from '../search/auto.js';
 import { parseLimits } from '../validate/limits.js';
 import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
@@ -25,6 +26,7 @@ interface CompressFlags {
   maxDrop?: string;
   auto?: boolean;
   report: string[];
+  junit?: string;
   threads?: string;
   latencyRuns: string;
   json?: boolean;
@@ -44,6 +46,7 @@ export function registerCompress(program: Command): void {
     .option('--max-drop <limit>', 'largest allowed accuracy drop (0.005 absolute, or 0.5% relative); with --data, exit 1 when exceeded')
     .option('--auto', 'search for the smallest model within --max-drop (needs --data and --max-drop)')
     .option('--report <file>', 'also write the report: .json, .md or .html (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
+    .option('--junit <file>', 'write the accuracy check (and the auto search result) as JUnit XML for CI')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--latency-runs <n>', 'timed runs per model for the latency figure', '20')
     .option('--json', 'print the report as one JSON object')
@@ -55,6 +58,7 @@ export function registerCompress(program: Command): void {
         for (const r of flags.report) if (!/\.(json|md|html?)$/.test(r)) throw new UserError(`--report ${r}: the file must end in .json, .md or .html`);
         if (flags.auto && (!flags.data || !flags.maxDrop)) throw new UserError('--auto needs --data (labelled evaluation data) and --max-drop (the accuracy limit)');
         if (flags.auto && flags.recipe) throw new UserError('--auto chooses its own recipe; leave out --recipe');
+        if (flags.junit) checkReportTarget(flags.junit, 'JUnit report');
         const limit = flags.maxDrop ? parseLimits({ maxDrop: [flags.maxDrop] }).all : undefined;
         if (flags.maxDrop && !limit) throw new UserError(`--max-drop takes one VALUE or VALUE%, not '${flags.maxDrop}'`);
         if (limit && !flags.data) throw new UserError('--max-drop needs --data (labelled evaluation data) to measure the drop');
@@ -98,6 +102,7 @@ export function registerCompress(program: Command): void {
         report.size.after = fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0);
         report.size.before = fileBytes(modelPath);
         for (const file of flags.report) writeAtomic(file, renderReport(report, file));
+        if (flags.junit) writeJunit(flags.junit, junitSuite(report, modelPath, flags.auto === true));
         if (flags.json) process.stdout.write(reportJson(report).replace(/\n\s*/g, '') + '\n');
         else if (!flags.quiet) {
           const lines = [`${modelPath} -> ${flags.output}  (recipe ${report.recipe.name}: ${report.recipe.passes.join(', ')})`, '', textTable(summaryRows(report))];
@@ -124,4 +129,24 @@ function writeAtomic(file: string, text: string): void {
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
   fs.writeFileSync(tmp, text);
   fs.renameSync(tmp, file);
+}
+
+/** The compress run as JUnit: the accuracy check, and for --auto whether any trial passed. */
+function junitSuite(report: CompressReport, modelPath: string, auto: boolean): JunitSuite {
+  const cases: JunitCase[] = [];
+  const a = report.accuracy;
+  const name = a ? `${a.metric} within ${a.limit ?? 'no limit'}` : 'accuracy';
+  const detail = a ? `${a.metric} ${a.before} -> ${a.after} on ${a.samples} samples` : '';
+  if (!a) cases.push({ name, classname: 'slimformer.compress', skipped: 'no --data: accuracy not measured' });
+  else if (a.pass === null) cases.push({ name, classname: 'slimformer.compress', skipped: `no --max-drop: ${detail}`, systemOut: detail });
+  else if (a.pass) cases.push({ name, classname: 'slimformer.compress', systemOut: detail });
+  else cases.push({ name, classname: 'slimformer.compress', failure: { message: `${detail} exceeds ${a.limit}`, type: 'LimitExceeded' } });
+  if (auto) {
+    cases.push(
+      report.chosen === null
+        ? { name: 'auto search', classname: 'slimformer.compress', failure: { message: `none of ${report.trials.length} trials passed; kept the closest`, type: 'NoPassingTrial' } }
+        : { name: 'auto search', classname: 'slimformer.compress', systemOut: `chose trial ${report.chosen} of ${report.trials.length}` },
+    );
+  }
+  return { name: `compress ${modelPath}`, timestamp: new Date(), properties: { output: report.output ?? '', recipe: report.recipe.name }, cases };
 }

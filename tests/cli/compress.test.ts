@@ -26,6 +26,26 @@ describe('slimformer compress', () => {
     expect(fs.readdirSync(dir).filter((f) => f.includes('.tmp'))).toEqual([]);
   });
 
+  it('writes the accuracy check as JUnit: a pass, and a failure (exit 1) when the limit is exceeded', () => {
+    const junit = path.join(dir, 'compress.xml');
+    const ok = compressCli(model, '-o', path.join(dir, 'j-ok.onnx'), '--calib', calib, '--data', evalData, '--max-drop', '0.005', '--latency-runs', '1', '--quiet', '--junit', junit);
+    expect(ok.code, ok.stderr).toBe(0);
+    const pass = fs.readFileSync(junit, 'utf8');
+    expect(pass).toMatch(/<testsuites name="slimformer" tests="1" failures="0"/);
+    expect(pass).toMatch(/<testcase name="top1 within max drop 0\.005"/);
+    // w3 round-to-nearest loses 1.4 points on this model (measured): a 0.5 point limit fails
+    const recipe = path.join(dir, 'w3.json');
+    fs.writeFileSync(recipe, JSON.stringify({ name: 'w3', passes: [{ pass: 'quantize', scheme: 'w3' }] }));
+    const bad = compressCli(model, '-o', path.join(dir, 'j-bad.onnx'), '--calib', calib, '--recipe', recipe, '--data', evalData, '--max-drop', '0.005', '--latency-runs', '1', '--quiet', '--junit', junit);
+    expect(bad.code, bad.stderr).toBe(1);
+    const fail = fs.readFileSync(junit, 'utf8');
+    expect(fail).toMatch(/failures="1"/);
+    expect(fail).toMatch(/<failure message="top1 0\.974 -&gt; 0\.\d+ on 500 samples exceeds max drop 0\.005" type="LimitExceeded"/);
+    const missing = compressCli(model, '-o', path.join(dir, 'j-x.onnx'), '--calib', calib, '--junit', path.join(dir, 'no-such-folder', 'r.xml'));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/cannot write the JUnit report .*no-such-folder/);
+  });
+
   it('prints JSON and writes JSON, Markdown and HTML reports', () => {
     const out = path.join(dir, 'json.onnx');
     const r = compressCli(model, '-o', out, '--calib', calib, '--json', '--latency-runs', '2', '--report', path.join(dir, 'r.md'), '--report', path.join(dir, 'r.html'), '--report', path.join(dir, 'r.json'));
