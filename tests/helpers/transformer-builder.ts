@@ -7,6 +7,7 @@ import { Graph } from '../../src/ir/graph.js';
 import { Model } from '../../src/ir/model.js';
 import { Tensor } from '../../src/ir/tensor.js';
 import { Random as Rng } from '../../src/autodiff/random.js';
+import type { FixtureArchitecture } from './fixtures.js';
 import type { Value } from '../../src/ir/value.js';
 
 export interface TransformerOptions {
@@ -44,14 +45,7 @@ export interface BuiltTransformer {
 }
 
 /** What discovery should report for a built model (the fixtures' "architecture" plus norm facts). */
-export function expectedArchitecture(o: Required<TransformerOptions>): {
-  blocks: number;
-  heads: number;
-  headSize: number;
-  hidden: number;
-  mlpWidth: number;
-  activation: string;
-  norm: 'pre-ln' | 'post-ln';
+export function expectedArchitecture(o: Required<TransformerOptions>): Omit<FixtureArchitecture, 'opset'> & {
   normKind: 'layernorm' | 'rmsnorm';
   normForm: 'fused' | 'decomposed';
 } {

@@ -14,6 +14,7 @@ import { runBoth, sameOutputs } from '../helpers/compare.js';
 import { writeSamples } from '../helpers/samples.js';
 import { tempDir } from '../helpers/tmp.js';
 import { buildTransformer } from '../helpers/transformer-builder.js';
+import { outputError } from '../helpers/output-error.js';
 
 const dir = tempDir();
 const built = buildTransformer({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 7 });
@@ -23,19 +24,6 @@ const modelFile = path.join(dir, 'model.onnx');
 saveModel(built.model, modelFile);
 const calibration = openDataset(calibDir);
 const summaryOf = (r: { report: { passes: { summary?: Record<string, unknown> }[] } }): QuantizeSummary => r.report.passes[0]!.summary as unknown as QuantizeSummary;
-
-/** ‖X (W - Ŵ)ᵀ‖² for W, Ŵ in [n, k] and X in [m, k]. */
-function outputError(x: Float64Array, m: number, k: number, w: Float32Array, wq: Float32Array, n: number): number {
-  let e = 0;
-  for (let a = 0; a < m; a++) {
-    for (let r = 0; r < n; r++) {
-      let d = 0;
-      for (let i = 0; i < k; i++) d += x[a * k + i]! * (w[r * k + i]! - wq[r * k + i]!);
-      e += d * d;
-    }
-  }
-  return e;
-}
 
 describe('GPTQ as a method', () => {
   it('activation order and groups: grids kept, levels in range, output error below RTN', async () => {

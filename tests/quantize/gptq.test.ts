@@ -1,23 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { gptqLevels } from '../../src/quantize/gptq.js';
 import { dequantizeWeight, quantizeWeight } from '../../src/quantize/weight-quantizer.js';
+import { outputError } from '../helpers/output-error.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
   return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32 - 0.5);
-}
-
-/** ‖X Wᵀ - X Ŵᵀ‖² for W, Ŵ in [n, k] and X in [m, k]. */
-function outputError(x: Float64Array, m: number, k: number, w: Float32Array, wq: Float32Array, n: number): number {
-  let e = 0;
-  for (let a = 0; a < m; a++) {
-    for (let r = 0; r < n; r++) {
-      let d = 0;
-      for (let i = 0; i < k; i++) d += x[a * k + i]! * (w[r * k + i]! - wq[r * k + i]!);
-      e += d * d;
-    }
-  }
-  return e;
 }
 
 describe('GPTQ weight reconstruction', () => {
