@@ -26,7 +26,7 @@ interface PruneFlags {
 export function registerPrune(program: Command): void {
   program
     .command('prune')
-    .description('remove MLP neurons, attention heads or attention sublayers for real: a smaller dense model, no retraining')
+    .description('remove MLP neurons, attention heads, or whole attention or MLP sublayers for real: a smaller dense model, no retraining')
     .argument('<model>', 'float ONNX model')
     .requiredOption('-o, --output <file>', 'where to write the pruned model')
     .option('--calib <path>', 'calibration dataset (needed by every method but magnitude --ratio)')
@@ -34,7 +34,7 @@ export function registerPrune(program: Command): void {
     .option('--ratio <r>', 'share of MLP neurons to remove (0..1)')
     .option('--flops <f>', 'FLOP budget: the pruned model keeps this fraction of the FLOPs (0..1]')
     .option('--max-increase <e>', 'mlp: largest rise of the prediction entropy accepted per MLP, in nats (default 0.005)')
-    .option('--count <n>', 'drop-attention: attention sublayers to drop (default 1)')
+    .option('--count <n>', 'drop-attention / drop-mlp: attention (MLP) sublayers to drop (default 1)')
     .option('--samples <n>', 'calibration samples used for scoring (default 32)')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--json', 'print the summary as one JSON object')

@@ -4,20 +4,20 @@ import { UserError } from '../errors.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import type { Model } from '../ir/model.js';
 import { calibrationBatch, firstSample, measureFlops, mlpParameters, tokensPerSample, unitCosts } from '../prune/cost.js';
-import { attentionSimilarity, magnitudeScores, MaskRunner, optinScores, taylorScores, type Scores } from '../prune/importance.js';
+import { magnitudeScores, MaskRunner, optinScores, sublayerSimilarity, taylorScores, type Scores } from '../prune/importance.js';
 import { maskLayout, type MaskLayout } from '../prune/mask.js';
 import { ampSearch, planFromMask, selectFlops, selectFlopsVerified, selectMlpRatio } from '../prune/select.js';
 import { applyPrunePlan, type PrunePlan } from '../prune/surgery.js';
 import type { Pass, PassContext } from './pass.js';
 
-export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention'] as const;
+export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention', 'drop-mlp'] as const;
 export type PruneMethod = (typeof PRUNE_METHODS)[number];
 
 export interface PruneOptions {
   /**
    * magnitude: weight norms (baseline, no data needed for --ratio); mlp: AMP, Taylor importance
    * of the prediction entropy and a per-MLP width search; optin: forward-only trajectory
-   * importance of heads and neurons; drop-attention: LLM-Drop.
+   * importance of heads and neurons; drop-attention / drop-mlp: LLM-Drop (whole sublayers).
    */
   method: PruneMethod;
   /** Share of MLP neurons (and so of MLP parameters) to remove, 0..1. */
@@ -26,7 +26,7 @@ export interface PruneOptions {
   flops?: number;
   /** AMP: largest rise of the prediction entropy (nats) accepted per MLP (default 0.005). */
   maxIncrease?: number;
-  /** drop-attention: how many attention sublayers to drop (default 1). */
+  /** drop-attention / drop-mlp: how many attention (MLP) sublayers to drop (default 1). */
   count?: number;
   /** Calibration samples used for scoring (default 32). */
   samples?: number;
@@ -49,7 +49,7 @@ export interface PruneSummary {
   blocks: { index: number; heads: number | null; mlpWidth: number | null; attentionDropped: boolean; mlpDropped: boolean }[];
   /** AMP: entropy of the predictions on the calibration batch before and after. */
   entropy?: { before: number; after: number };
-  /** drop-attention: similarity of each attention sublayer's input and output, most similar first. */
+  /** drop-attention / drop-mlp: similarity of each such sublayer's input and output, most similar first. */
   similarity?: { block: number; similarity: number }[];
 }
 
@@ -76,11 +76,13 @@ export function prune(options: PruneOptions): Pass {
       const extra: Partial<PruneSummary> = {};
       let plan: PrunePlan;
       if (options.plan) plan = options.plan;
-      else if (options.method === 'drop-attention') {
-        const sim = await attentionSimilarity(model, structure, batch!.feeds, ctx.threads);
+      else if (options.method === 'drop-attention' || options.method === 'drop-mlp') {
+        const kind = options.method === 'drop-attention' ? 'attention' : 'mlp';
+        const sim = await sublayerSimilarity(model, structure, batch!.feeds, kind, ctx.threads);
         const count = options.count ?? 1;
-        if (count > sim.length) throw new UserError(`--count ${count} is more than the ${sim.length} attention sublayers of ${where}`);
-        plan = { dropAttention: sim.slice(0, count).map((s) => s.block) };
+        if (count > sim.length) throw new UserError(`--count ${count} is more than the ${sim.length} ${kind === 'attention' ? 'attention' : 'MLP'} sublayers of ${where}`);
+        const drop = sim.slice(0, count).map((s) => s.block);
+        plan = kind === 'attention' ? { dropAttention: drop } : { dropMlp: drop };
         extra.similarity = sim;
       } else {
         plan = await choose(model, structure, layout, batch, sample, flopsBefore, options, ctx, extra);
@@ -176,7 +178,7 @@ function validate(o: PruneOptions): void {
   if (o.flops !== undefined && !(Number.isFinite(o.flops) && o.flops > 0 && o.flops <= 1)) throw new UserError(`--flops must be a fraction in (0, 1], not ${o.flops}`);
   if (o.maxIncrease !== undefined && !(Number.isFinite(o.maxIncrease) && o.maxIncrease >= 0)) throw new UserError(`--max-increase must be a number >= 0, not ${o.maxIncrease}`);
   if (o.ratio !== undefined && o.flops !== undefined) throw new UserError('give either --ratio or --flops, not both');
-  if (o.method === 'drop-attention' && (o.ratio !== undefined || o.flops !== undefined)) throw new UserError('--method drop-attention takes --count, not --ratio or --flops');
+  if ((o.method === 'drop-attention' || o.method === 'drop-mlp') && (o.ratio !== undefined || o.flops !== undefined)) throw new UserError(`--method ${o.method} takes --count, not --ratio or --flops`);
   if (o.count !== undefined && !(Number.isInteger(o.count) && o.count >= 0)) throw new UserError(`--count must be a whole number >= 0, not ${o.count}`);
   if (o.samples !== undefined && !(Number.isInteger(o.samples) && o.samples > 0)) throw new UserError(`--samples must be a whole number > 0, not ${o.samples}`);
   if (o.method === 'magnitude' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError('--method magnitude needs --ratio or --flops');

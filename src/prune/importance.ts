@@ -282,12 +282,14 @@ export async function taylorScores(model: Model, structure: Structure, layout: M
 }
 
 /**
- * LLM-Drop: for each attention sublayer, the mean over tokens of cos(X, X + Attn(X)) where X is
- * the residual input. Returns [block index, similarity] sorted most similar first.
+ * LLM-Drop: for each attention (or MLP) sublayer, the mean over tokens of cos(X, X + F(X)) where
+ * X is the residual input and F the sublayer. Returns [block index, similarity] sorted most
+ * similar first: the sublayers that change the residual stream least.
  */
-export async function attentionSimilarity(model: Model, structure: Structure, feeds: Record<string, ArrayTensor>, threads?: number): Promise<{ block: number; similarity: number }[]> {
-  const pairs = structure.blocks.filter((b) => b.attentionResidual).map((b) => ({ block: b.index, x: b.attentionResidual!.skip.name, y: b.attentionResidual!.add.output(0).name }));
-  if (pairs.length === 0) throw new UserError(`no attention sublayer of ${model.sourcePath ?? 'the model'} has a residual Add, so none can be dropped`);
+export async function sublayerSimilarity(model: Model, structure: Structure, feeds: Record<string, ArrayTensor>, kind: 'attention' | 'mlp', threads?: number): Promise<{ block: number; similarity: number }[]> {
+  const residual = (b: Structure['blocks'][number]) => (kind === 'attention' ? b.attentionResidual : b.mlpResidual);
+  const pairs = structure.blocks.filter((b) => residual(b)).map((b) => ({ block: b.index, x: residual(b)!.skip.name, y: residual(b)!.add.output(0).name }));
+  if (pairs.length === 0) throw new UserError(`no ${kind === 'attention' ? 'attention' : 'MLP'} sublayer of ${model.sourcePath ?? 'the model'} has a residual Add, so none can be dropped`);
   const names = [...new Set(pairs.flatMap((p) => [p.x, p.y]))];
   const session = await Session.create(model, { expose: names, threads });
   try {
@@ -315,4 +317,9 @@ export async function attentionSimilarity(model: Model, structure: Structure, fe
   } finally {
     await session.release();
   }
+}
+
+/** sublayerSimilarity of the attention sublayers. */
+export function attentionSimilarity(model: Model, structure: Structure, feeds: Record<string, ArrayTensor>, threads?: number): Promise<{ block: number; similarity: number }[]> {
+  return sublayerSimilarity(model, structure, feeds, 'attention', threads);
 }

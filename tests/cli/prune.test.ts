@@ -47,6 +47,29 @@ describe('slimformer prune', () => {
     expect(discoverStructure(loadModel(out)).mlps.every((m) => m.width === 96)).toBe(true);
   });
 
+  it('--method drop-mlp and drop-attention --count N remove whole sublayers', () => {
+    for (const [method, count] of [
+      ['drop-mlp', 2],
+      ['drop-attention', 3],
+    ] as const) {
+      const out = path.join(dir, `vit.${method}.onnx`);
+      const r = prune(vit.model, '-o', out, '--calib', vit.calibration, '--method', method, '--count', String(count), '--samples', '4', '--json');
+      expect(r.code, r.stderr).toBe(0);
+      const j = JSON.parse(r.stdout);
+      expect(j.method).toBe(method);
+      expect(j.sublayersRemoved).toBe(count);
+      const dropped = j.blocks.filter((b: { attentionDropped: boolean; mlpDropped: boolean }) => (method === 'drop-mlp' ? b.mlpDropped : b.attentionDropped)).map((b: { index: number }) => b.index);
+      expect(dropped.sort()).toEqual(j.similarity.slice(0, count).map((x: { block: number }) => x.block).sort());
+      const s = discoverStructure(loadModel(out));
+      expect(method === 'drop-mlp' ? s.mlps.length : s.attentions.length).toBe(4 - count);
+      expect(method === 'drop-mlp' ? s.attentions.length : s.mlps.length).toBe(4);
+    }
+    // more sublayers than the model has is a user error
+    const r = prune(vit.model, '-o', path.join(dir, 'never.onnx'), '--calib', vit.calibration, '--method', 'drop-mlp', '--count', '5', '--samples', '4');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--count 5 is more than the 4 MLP sublayers/);
+  });
+
   it('user errors exit 2 with one sentence and write nothing', () => {
     const out = path.join(dir, 'never.onnx');
     for (const args of [

@@ -14,6 +14,7 @@ import { runBoth, sameOutputs } from '../helpers/compare.js';
 import { fixtures } from '../helpers/fixtures.js';
 import { tempDir } from '../helpers/tmp.js';
 import { buildTransformer, type TransformerOptions } from '../helpers/transformer-builder.js';
+import { maxRelDiff } from './helpers.js';
 
 interface Case {
   name: string;
@@ -59,16 +60,6 @@ function maskFor(layout: MaskLayout, plan: PrunePlan, rows: number): ArrayTensor
   const data = new Float32Array(rows * row.length);
   for (let r = 0; r < rows; r++) data.set(row, r * row.length);
   return { dtype: DataType.FLOAT, dims: [rows, row.length], data };
-}
-
-function maxRelDiff(a: ArrayTensor, b: ArrayTensor): number {
-  const x = a.data as Float32Array;
-  const y = b.data as Float32Array;
-  let scale = 1e-6;
-  for (const v of x) scale = Math.max(scale, Math.abs(v));
-  let d = 0;
-  for (let i = 0; i < x.length; i++) d = Math.max(d, Math.abs(x[i]! - y[i]!));
-  return d / scale;
 }
 
 describe.each(cases)('pruning $name', (c) => {
