@@ -1,20 +1,27 @@
-// Comparison: float / RTN / GPTQ / FlexRound at w4 and w3 weight-only (MatMulNBits, 32-wide
+// Comparison: float / RTN / GPTQ / FlexRound at w4, w3 and w2 weight-only (MatMulNBits, 32-wide
 // blocks) and, for the classifiers, w4a8 (4-bit weights per output channel, 8-bit static
-// activations), on each bundled fixture, with the metric and the time each method took
-// (quantization including calibration, not evaluation), measured in one run.
+// activations), on each bundled fixture, with the metric, the fidelity to the float model and
+// the time each method took (quantization including calibration, not evaluation), in one run.
 //
 //   npm run build && node dist/benchmarks/flexround-compare.js [--models vit_mnist,bert_spam,gpt_moby]
-//       [--schemes w4,w3,w4a8] [--methods rtn,gptq,flexround] [--iters 300] [--lr 0.003]
+//       [--schemes w4,w3,w2,w4a8] [--methods rtn,gptq,flexround] [--iters 300] [--lr 0.003]
 //       [--mode block|layer] [--act-order] [--embeddings] [--eval 500] [--threads N]
 //
 // With --bert-base [--blocks 12] [--samples 32] [--iters 500]: instead, the time GPTQ and FlexRound
 // (w4, default settings) take on a BERT-base-sized encoder (hidden 768, 12 heads, MLP 3072,
 // sequence 128, random weights and inputs): the issue's target is under 30 minutes on 2 cores.
-// FlexRound's time grows linearly with --iters and --blocks, so a shorter run can be scaled.
+// FlexRound's time grows linearly with --iters and --blocks, so a shorter run is scaled: the script
+// prints the measured time and, apart, its extrapolation to 12 blocks and 500 steps (optimizer
+// steps scaled by blocks x steps, the rest by blocks), and the CPU time used, with the
+// extrapolation scaled to both cores busy throughout (the wall time on shared cores depends on
+// the other jobs).
 //
 // Metric: top1 (%) for the classifiers (vit_mnist, bert_spam), with their nll after a slash
 // (top1 saturates on these small models); nll (nats per token, lower is better) for the
-// language model (gpt_moby). Embedding tables stay in float unless --embeddings is given (they
+// language model (gpt_moby). Fidelity, measured against the float model on the same evaluation
+// samples (quantize/flexround-fidelity.ts): KL = mean KL(float softmax ‖ quantized softmax) per
+// sample (classifiers) or per token (gpt_moby), in nats; agree = argmax agreement with float;
+// SQNR = output SQNR in dB. Embedding tables stay in float unless --embeddings is given (they
 // are rounded to nearest by every method alike, and at 3 bits they hide the differences
 // between the methods on the linear layers). Calibration: calibration/<name>/calib (128 samples);
 // evaluation: calibration/<name>/eval (500 samples, or --eval N).
@@ -29,13 +36,15 @@ import { buildTransformer } from '../tests/helpers/transformer-builder.js';
 import { quantize } from '../src/passes/quantize.js';
 import { pipeline } from '../src/pipeline/pipeline.js';
 import type { Method, QuantizeOptions } from '../src/quantize/scheme.js';
+import type { QuantizeSummary } from '../src/passes/quantize.js';
 import { evaluate } from '../src/validate/evaluate.js';
+import { FloatReference, type Fidelity } from '../src/quantize/flexround-fidelity.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string): string => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
 const models = arg('--models', 'vit_mnist,bert_spam,gpt_moby').split(',');
-const schemes = arg('--schemes', 'w4,w3,w4a8').split(',');
+const schemes = arg('--schemes', 'w4,w3,w2,w4a8').split(',');
 const methods = arg('--methods', 'rtn,gptq,flexround').split(',') as Method[];
 const iters = Number(arg('--iters', '500'));
 const lr = Number(arg('--lr', '0.01'));
@@ -80,9 +89,19 @@ async function bertBase(): Promise<void> {
     console.log(`BERT-base-sized encoder (${blocks} blocks, hidden 768, MLP 3072, sequence 128), ${samples} calibration samples, w4:`);
     for (const method of methods) {
       const t0 = performance.now();
-      await pipeline([quantize({ scheme: 'w4', method, gptqActOrder: actOrder, flexround: { iters, lr, mode }, cacheDir: false, verifySamples: 2 })]).apply(loadModel(file), { calibration: calib, threads });
+      const cpu0 = process.cpuUsage();
+      const { report } = await pipeline([quantize({ scheme: 'w4', method, gptqActOrder: actOrder, flexround: { iters, lr, mode }, cacheDir: false, verifySamples: 2 })]).apply(loadModel(file), { calibration: calib, threads });
       const seconds = (performance.now() - t0) / 1000;
-      console.log(`  ${method.padEnd(10)} ${seconds.toFixed(1)} s${method === 'flexround' ? ` (${mode}-wise, ${iters} steps; scaled linearly to 12 blocks and 500 steps, fixed per-block costs included, so an upper bound: about ${((seconds * 12 * 500) / (blocks * Math.max(1, iters)) / 60).toFixed(1)} min)` : ''}`);
+      const used = process.cpuUsage(cpu0);
+      const cpu = (used.user + used.system) / 1e6;
+      const fr = (report.passes[0]!.summary as unknown as QuantizeSummary).flexround;
+      // optimizer steps scale with blocks x steps; everything else (grids, captures, losses, the check) with blocks
+      const steps = fr ? fr.units.reduce((a, u) => a + (u.stepSeconds ?? u.seconds), 0) : 0;
+      const full = ((seconds - steps) * 12) / blocks + (steps * 12 * 500) / (blocks * Math.max(1, fr?.iters ?? 500));
+      console.log(`  ${method.padEnd(10)} measured ${seconds.toFixed(1)} s on ${blocks} block(s)${fr ? ` (${mode}-wise, ${fr.iters} steps per block: ${steps.toFixed(1)} s in optimizer steps, ${((1000 * steps) / (blocks * Math.max(1, fr.iters))).toFixed(0)} ms per step)` : ''}`);
+      if (blocks !== 12 || (fr && fr.iters !== 500)) console.log(`  ${''.padEnd(10)} extrapolated to 12 blocks${fr ? ' and 500 steps' : ''}: ${(full / 60).toFixed(1)} min (an extrapolation, not a measurement: each part scaled linearly)`);
+      // on shared cores the wall time depends on the other jobs; the CPU time this process used does much less
+      console.log(`  ${''.padEnd(10)} CPU time ${cpu.toFixed(1)} s (${(cpu / seconds).toFixed(2)} cores busy on average); with both cores busy throughout, the extrapolation would be ${((full * cpu) / seconds / 2 / 60).toFixed(1)} min`);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -102,7 +121,10 @@ for (const name of models) {
   const calib = openDataset(path.join(ROOT, 'calibration', name, 'calib'));
   const evalData = head(openDataset(path.join(ROOT, 'calibration', name, 'eval')), evalSamples);
   const metrics: ('top1' | 'nll')[] = lm ? ['nll'] : ['top1', 'nll'];
-  const f = await evaluate(loadModel(file), evalData, { metrics, batchSize: 32, threads });
+  const floatModel = loadModel(file);
+  const f = await evaluate(floatModel, evalData, { metrics, batchSize: 32, threads });
+  const reference = await FloatReference.create(floatModel, evalData, { batchSize: 32, threads });
+  const fid = (x: Fidelity): string => `KL ${x.kl.toExponential(2)}, agree ${(100 * x.agreement).toFixed(1)}%, SQNR ${x.sqnr.toFixed(1)} dB`;
   lines.push('', `${name}: ${lm ? 'nll (nats/token, lower is better)' : 'top1 (%) / nll'} on ${evalData.size} evaluation samples; float ${show(f.metrics)}`);
   lines.push(`| scheme | ${methods.join(' | ')} |`, `|---|${methods.map(() => '---').join('|')}|`);
   for (const scheme of schemes) {
@@ -122,8 +144,9 @@ for (const name of models) {
       const { model } = await pipeline([quantize(options)]).apply(loadModel(file), { calibration: calib, threads });
       const seconds = (performance.now() - t0) / 1000;
       const q = await evaluate(model, evalData, { metrics, batchSize: 32, threads });
-      cells.push(`${show(q.metrics)} (${seconds.toFixed(1)} s)`);
-      console.error(`${name} ${scheme} ${method}: ${metric} ${show(q.metrics)} (${seconds.toFixed(1)} s)`);
+      const x = await reference.compare(model, evalData, { threads });
+      cells.push(`${show(q.metrics)}; ${fid(x)} (${seconds.toFixed(1)} s)`);
+      console.error(`${name} ${scheme} ${method}: ${metric} ${show(q.metrics)}; ${fid(x)} (${seconds.toFixed(1)} s)`);
     }
     lines.push(`| ${scheme} | ${cells.join(' | ')} |`);
   }

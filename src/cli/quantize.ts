@@ -8,7 +8,7 @@ import { saveModel } from '../onnx/save.js';
 import { quantize, type QuantizeSummary } from '../passes/quantize.js';
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
-import { CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
+import { BLOCK_SIZES, CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, parseGranularity, type BlockSize, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
 import { positiveInt } from './eval.js';
 import { runCommand } from './run-command.js';
 
@@ -30,6 +30,7 @@ interface QuantizeFlags {
   calibMethod: string;
   perChannel: boolean;
   blockSize: string;
+  granularity?: string;
   exclude: string[];
   embeddings: boolean;
   threads?: string;
@@ -55,12 +56,13 @@ export function registerQuantize(program: Command): void {
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
     .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.01 block-wise, 0.003 layer-wise)')
     .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
-    .option('--a-bits <n>', 'with --scheme w4 or w3: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
+    .option('--a-bits <n>', 'with --scheme w8, w4, w3 or w2: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
     .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')
     .option('--calib-method <method>', `activation ranges: ${CALIBRATION_METHODS.join(' | ')}`, 'minmax')
     .option('--per-channel', 'one weight scale per output channel (the default)', true)
-    .option('--no-per-channel', 'one weight scale per tensor instead (int8 schemes)')
-    .option('--block-size <n>', 'input features per scale for w8/w4/w3: 16, 32, 64 or 128', '32')
+    .option('--no-per-channel', 'one weight scale per tensor instead (the same as --granularity tensor)')
+    .option('--block-size <n>', 'input features per scale for w8/w4/w3/w2: 16, 32, 64 or 128 (the same as --granularity block:N)', '32')
+    .option('--granularity <g>', 'weights sharing one scale: tensor | channel (one per output channel) | block:N (N inputs of one output channel, N = 16, 32, 64 or 128; weight-only schemes); overrides --block-size and --per-channel')
     .option('--exclude <pattern...>', 'keep matching layers in float (glob like "*.attn.*" or /regex/)', [])
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--threads <n>', 'onnxruntime intra-op threads')
@@ -91,12 +93,13 @@ export function registerQuantize(program: Command): void {
         let weightBits: number | undefined;
         if (flags.aBits !== undefined) {
           if (flags.aBits !== '8') throw new UserError(`--a-bits must be 8, not '${flags.aBits}'`);
-          if (!['w8', 'w4', 'w3'].includes(flags.scheme)) throw new UserError(`--a-bits goes with a weight-only scheme (w8, w4 or w3), not ${flags.scheme}`);
+          if (!['w8', 'w4', 'w3', 'w2'].includes(flags.scheme)) throw new UserError(`--a-bits goes with a weight-only scheme (w8, w4, w3 or w2), not ${flags.scheme}`);
           weightBits = Number(flags.scheme.slice(1));
           scheme = 'w8a8';
         }
         const blockSize = positiveInt(flags.blockSize, '--block-size');
-        if (![16, 32, 64, 128].includes(blockSize)) throw new UserError(`--block-size must be 16, 32, 64 or 128, not ${blockSize}`);
+        if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) throw new UserError(`--block-size must be ${BLOCK_SIZES.join(', ')}, not ${blockSize}`);
+        const granularity = flags.granularity === undefined ? { perChannel: flags.perChannel, blockSize: blockSize as BlockSize } : parseGranularity(flags.granularity, scheme);
         if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the quantized model to another file`);
         const model = loadModel(modelPath);
         const calibration = flags.calib ? openDataset(flags.calib) : undefined;
@@ -115,8 +118,7 @@ export function registerQuantize(program: Command): void {
             reconstruct: flags.reconstruct as 'none' | 'gptq',
             repquantObserver: flags.repquantBounds as 'mse' | 'percentile' | 'minmax',
             calibMethod: flags.calibMethod as CalibrationMethod,
-            perChannel: flags.perChannel,
-            blockSize: blockSize as 16 | 32 | 64 | 128,
+            ...granularity,
             exclude: flags.exclude,
             embeddings: flags.embeddings,
             cacheDir: flags.cache ? flags.cacheDir : false,
@@ -148,7 +150,7 @@ export function registerQuantize(program: Command): void {
         if (summary.flexround) {
           const fr = summary.flexround;
           const learned = fr.units.filter((u) => u.kept === 'learned').length;
-          lines.push(`flexround   ${fr.mode}-wise, ${fr.iters} steps at lr ${fr.lr}: ${learned} of ${fr.units.length} ${fr.mode === 'layer' ? 'layers' : 'units'} improved on calibration data (${fr.seconds.toFixed(1)} s)`);
+          lines.push(`flexround   ${fr.mode}-wise, ${fr.iters} steps at lr ${fr.lr}: ${learned} of ${fr.units.length} ${fr.mode === 'layer' ? 'layers' : 'units'} improved on calibration data${fr.activations.length ? `, ${fr.activations.length} activation step sizes learned` : ''} (${fr.seconds.toFixed(1)} s)`);
         }
         if (summary.softmax) {
           const sm = summary.softmax;

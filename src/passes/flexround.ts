@@ -3,17 +3,19 @@
 // Both are the quantize pass with a method: the same grids, the same export (MatMulNBits for
 // weight-only, QDQ when activations are quantized), the same check against the float model.
 import { UserError } from '../errors.js';
-import type { FlexRoundSettings, QuantizeOptions, Scheme } from '../quantize/scheme.js';
+import { parseGranularity, type BlockSize, type FlexRoundSettings, type Granularity, type QuantizeOptions, type Scheme } from '../quantize/scheme.js';
 import type { Pass } from './pass.js';
 import { quantize } from './quantize.js';
 
 interface CommonOptions {
   /** Weight bits (default 4). */
-  bits?: 8 | 4 | 3;
+  bits?: 8 | 4 | 3 | 2;
   /** Activation bits: absent for weight-only (MatMulNBits); 8 for static W·A8 (QDQ, weights per output channel). */
   aBits?: 8;
   /** Input features per weight scale for weight-only schemes (default 32). */
-  blockSize?: 16 | 32 | 64 | 128;
+  blockSize?: BlockSize;
+  /** Weights per scale: 'tensor', 'channel' or 'block:N' (weight-only); overrides blockSize. */
+  granularity?: Granularity;
   exclude?: string[];
   embeddings?: boolean;
   verifySamples?: number;
@@ -32,13 +34,14 @@ export interface GptqOptions extends CommonOptions {
 
 function base(o: CommonOptions): QuantizeOptions {
   const bits = o.bits ?? 4;
-  if (![8, 4, 3].includes(bits)) throw new UserError(`bits must be 8, 4 or 3, not ${bits}`);
+  if (![8, 4, 3, 2].includes(bits)) throw new UserError(`bits must be 8, 4, 3 or 2, not ${bits}`);
   if (o.aBits !== undefined && o.aBits !== 8) throw new UserError(`aBits must be 8 (or absent for weight-only), not ${o.aBits}`);
   const scheme: Scheme = o.aBits === 8 ? 'w8a8' : (`w${bits}` as Scheme);
   return {
     scheme,
     ...(o.aBits === 8 && bits !== 8 ? { weightBits: bits } : {}),
     blockSize: o.blockSize,
+    ...(o.granularity !== undefined ? parseGranularity(o.granularity, scheme) : {}),
     exclude: o.exclude,
     embeddings: o.embeddings,
     verifySamples: o.verifySamples,
@@ -53,8 +56,8 @@ function named(name: string, inner: Pass): Pass {
 
 /** FlexRound quantization (learned rounding by element-wise division); needs calibration data. */
 export function flexRound(options: FlexRoundOptions = {}): Pass {
-  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed } = options;
-  return named('flexround', quantize({ ...base(options), method: 'flexround', flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed } }));
+  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } = options;
+  return named('flexround', quantize({ ...base(options), method: 'flexround', flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } }));
 }
 
 /** GPTQ quantization (column-wise error feedback on calibration Gram matrices); needs calibration data. */

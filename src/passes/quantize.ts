@@ -14,9 +14,9 @@ import { calibrate } from '../calibrate/index.js';
 import { type QuantizeOptions, activationBits, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { repQuantReparam } from '../reparam/repquant.js';
 import { smoothQuant } from '../reparam/smoothquant.js';
-import { assertNotQuantized, selectLayers } from '../quantize/select.js';
+import { assertNotQuantized, namePattern, selectLayers, type Selection } from '../quantize/select.js';
 import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
-import { flexRoundWeights, type FlexRoundUnitReport } from '../quantize/flexround-weights.js';
+import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
 import { cleanup } from './cleanup.js';
@@ -33,7 +33,7 @@ export interface QuantizeSummary {
   /** Post-softmax quantization: the form written, and what the other form would have given. */
   softmax: { mode: string; bits: number; attentions: number; outputSqnr: number | null; alternative: { mode: string; outputSqnr: number | null } } | null;
   /** FlexRound (method flexround): the mode, settings and each unit's calibration output error before (rtn) and after. */
-  flexround: { mode: 'layer' | 'block'; iters: number; lr: number; units: FlexRoundUnitReport[]; seconds: number } | null;
+  flexround: { mode: 'layer' | 'block'; iters: number; lr: number; units: FlexRoundUnitReport[]; activations: LearnedActivation[]; seconds: number } | null;
   reparam: { method: string; alpha?: number; observer?: string; folded: string[]; skipped: { name: string; reason: string }[] } | null;
   /** Activation calibration (w8a8): samples seen, and whether the ranges came from the cache. */
   calibration: { samples: number; fromCache: boolean; seconds: number } | null;
@@ -54,7 +54,7 @@ export interface QuantizeSummary {
  * in onnxruntime against the float model on calibration samples before the pass returns, and
  * the report gives each layer's output SQNR and the end-to-end SQNR.
  */
-export function quantize(options: QuantizeOptions): Pass {
+export function quantize(options: QuantizePassOptions): Pass {
   return {
     name: 'quantize',
     async run(model: Model, ctx: PassContext) {
@@ -84,17 +84,21 @@ export function quantize(options: QuantizeOptions): Pass {
       if (sel.linears.length === 0 && sel.embeddings.length === 0) {
         throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by --exclude` : ''})`);
       }
-      for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
-      for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches --exclude ${e.pattern})`, { target: e.name });
       const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
       if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
+      const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
+      if (sel.linears.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
+      for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
+      for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
+      const bitsOf = (name: string): number => overrides.get(name) ?? bits;
+      if (overrides.size > 0) ctx.report.info('quantize', `layerBits: ${[...new Set([...sel.linears.map((l) => bitsOf(l.name))])].sort().map((b) => `${sel.linears.filter((l) => bitsOf(l.name) === b).length} layer(s) at ${b} bits`).join(', ')}`);
       const weightOnly = isWeightOnly(scheme);
       const staticScheme = isStatic(scheme);
       const aBits = activationBits(scheme);
       const spec: WeightQuantSpec = weightOnly
-        ? { bits, symmetric: true, blockSize: options.blockSize ?? 32, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
+        ? { bits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
         : { bits: scheme === 'dynamic' ? 8 : bits, symmetric: true, blockSize: 0, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') };
-      const perTensorWeights = !weightOnly && options.perChannel === false;
+      const perTensorWeights = options.perChannel === false;
       const softmaxMode = options.softmax ?? 'none';
       let softmaxSites: SoftmaxSite[] = [];
       if (softmaxMode !== 'none') {
@@ -128,7 +132,8 @@ export function quantize(options: QuantizeOptions): Pass {
       for (const l of sel.linears) {
         ctx.signal.throwIfAborted();
         const w = weightOutIn(l);
-        const q = perTensorWeights ? await perTensor(w, l, spec) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(spec, l.inFeatures));
+        const own = layerSpec(spec, bitsOf(l.name), options.weightSearch);
+        const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
         weights.push(q);
         ctx.progress.tick(weights.length, l.name);
       }
@@ -150,24 +155,30 @@ export function quantize(options: QuantizeOptions): Pass {
         ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
       }
       let flexSummary: QuantizeSummary['flexround'] = null;
+      let learnedActivations: LearnedActivation[] = [];
       if (method === 'flexround' && sel.linears.length > 0) {
         if (!ctx.calibration) throw new UserError('--method flexround needs calibration data (--calib DIR)');
-        const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress });
+        // static schemes: the calibrated activation quantizers are the start of the learned ones
+        const acts = new Map(staticScheme ? sel.linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges!.get(n)!.min, ranges!.get(n)!.max, aBits)] as const) : []);
+        const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts);
         r.weights.forEach((w, i) => (weights[i] = w));
+        for (const [n, a] of r.activations) fixed.set(n, a);
+        learnedActivations = [...r.activations].map(([name, a]) => ({ name, start: acts.get(name)!.scale, learned: a.scale }));
         for (const x of r.layers) {
           ctx.report.info('quantize', `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (rtn) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : ', kept rtn (no better)'}`, { target: x.unit, data: { ...x } });
         }
-        flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, seconds: r.seconds };
+        flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, activations: learnedActivations, seconds: r.seconds };
       }
       const tables: QuantizedWeight[] = [];
       for (const e of sel.embeddings) {
         ctx.signal.throwIfAborted();
         const t = constantTensor(e.table)!.toFloat32();
         // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
-        const blocked = fitBlock({ bits, symmetric: true, blockSize: options.blockSize ?? 32, search: 'mse' }, e.width);
+        const tableBits = bitsOf(e.table.name);
+        const blocked = fitBlock({ bits: tableBits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: 'mse' }, e.width);
         // static low-bit schemes keep tables at int8 (like RepQ-ViT keeps the patch embedding at 8 bits)
         tables.push(
-          !staticScheme && bits <= 4 && e.width % blocked.blockSize === 0
+          !staticScheme && tableBits <= 4 && e.width % blocked.blockSize === 0
             ? await quantizeWeight(t, e.rows, e.width, blocked)
             : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
         );
@@ -256,7 +267,7 @@ export function quantize(options: QuantizeOptions): Pass {
         reparam,
         flexround: flexSummary,
         calibration: calibrationInfo,
-        layers: sel.linears.map((l) => ({ name: l.name, bits: spec.bits, sqnr: sqnr.get(l.name) ?? null })),
+        layers: sel.linears.map((l) => ({ name: l.name, bits: bitsOf(l.name), sqnr: sqnr.get(l.name) ?? null })),
         embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
         excluded: sel.excluded,
         skipped: sel.skipped,
@@ -270,10 +281,83 @@ export function quantize(options: QuantizeOptions): Pass {
   };
 }
 
-/** One scale for the whole weight (--no-per-channel): the largest per-channel range. */
-async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec): Promise<QuantizedWeight> {
+/** A layer's precision when not the scheme's: 2 to 8 bits, or 'float' (left unquantized). */
+export type LayerBits = number | 'float';
+
+export interface QuantizePassOptions extends QuantizeOptions {
+  /**
+   * Per-layer precision: globs (`blocks.3.*`) or /regex/ (as `exclude` takes them, matched
+   * against layer, node and embedding-table names) mapped to the weight bits of the layers
+   * they match (2 to 8; weight-only schemes write each layer as MatMulNBits with its own bits)
+   * or 'float'. The first matching pattern wins (in key order); `exclude` wins over all. A
+   * pattern that matches no layer is an error naming it.
+   */
+  layerBits?: Record<string, LayerBits>;
+}
+
+/**
+ * Resolves `layerBits` against the selection: layers mapped to 'float' move to
+ * `sel.excluded`; the others get their bits in the returned map (by layer or table name).
+ */
+export function applyLayerBits(layerBits: Record<string, LayerBits> | undefined, sel: Selection, linears: readonly LinearLayer[], scheme: QuantizeOptions['scheme'], file: string): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!layerBits) return out;
+  const patterns = Object.entries(layerBits).map(([p, b]) => {
+    if (!(b === 'float' || (typeof b === 'number' && Number.isInteger(b) && b >= 2 && b <= 8))) throw new UserError(`layerBits '${p}': bits must be a whole number from 2 to 8 or 'float', not ${JSON.stringify(b)}`);
+    if (scheme === 'dynamic' && b !== 'float' && b !== 8) throw new UserError(`layerBits '${p}': scheme dynamic quantizes weights to 8 bits; ${b} bits needs a weight-only (w8, w4) or static scheme`);
+    let re: RegExp;
+    try {
+      re = namePattern(p);
+    } catch (e) {
+      throw new UserError((e as Error).message.replace('--exclude pattern', 'layerBits pattern'));
+    }
+    return { p, b, re };
+  });
+  const match = (...names: string[]): (typeof patterns)[number] | undefined => patterns.find(({ re }) => names.some((n) => re.test(n)));
+  // a pattern must match some layer the model has (quantized, excluded or skipped)
+  const known = [...linears.flatMap((l) => [l.name, l.node.name]), ...sel.embeddings.flatMap((e) => [e.table.name, e.node.name]), ...sel.excluded.map((e) => e.name), ...sel.skipped.map((s) => s.name)];
+  for (const { p, re } of patterns) {
+    if (!known.some((n) => re.test(n))) {
+      const some = linears.slice(0, 4).map((l) => l.name);
+      throw new UserError(`layerBits pattern '${p}' matches no layer of ${file} (layers are named like ${some.join(', ')}${linears.length > some.length ? ', ...' : ''})`);
+    }
+  }
+  const keep = <T>(list: T[], names: (x: T) => string[], key: (x: T) => string): T[] =>
+    list.filter((x) => {
+      const m = match(...names(x));
+      if (!m) return true;
+      if (m.b === 'float') {
+        sel.excluded.push({ name: key(x), pattern: `layerBits ${m.p}` });
+        return false;
+      }
+      out.set(key(x), m.b);
+      return true;
+    });
+  sel.linears = keep(sel.linears, (l) => [l.name, l.node.name], (l) => l.name);
+  sel.embeddings = keep(sel.embeddings, (e) => [e.table.name, e.node.name], (e) => e.table.name);
+  return out;
+}
+
+/** The weight grid of one layer at `bits` (range search as the scheme's default for those bits unless set). */
+function layerSpec(spec: WeightQuantSpec, bits: number, search: QuantizeOptions['weightSearch']): WeightQuantSpec {
+  return bits === spec.bits ? spec : { ...spec, bits, search: search ?? (bits < 8 ? 'mse' : 'minmax') };
+}
+
+/**
+ * One scale for the whole weight (--no-per-channel, --granularity tensor), searched over all of
+ * it, laid out as one group per output channel of `blockSize` (>= inputs; zero-padded) inputs.
+ */
+async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec, blockSize: number): Promise<QuantizedWeight> {
   const q = await quantizeWeight(w, 1, w.length, { ...spec, blockSize: 0 });
-  return { ...q, n: l.outFeatures, k: l.inFeatures, groups: 1, blockSize: l.inFeatures, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures) };
+  const k = l.inFeatures;
+  const levels = new Int32Array(l.outFeatures * blockSize);
+  for (let r = 0; r < l.outFeatures; r++) levels.set(q.levels.subarray(r * k, (r + 1) * k), r * blockSize);
+  return { ...q, n: l.outFeatures, k, groups: 1, blockSize, levels, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures) };
+}
+
+/** Input features per weight-only scale; 0 (one scale per output channel) is a block that always covers every input. */
+function blockSizeOf(b: number | undefined): number {
+  return b === 0 ? 2 ** 30 : (b ?? 32);
 }
 
 /**

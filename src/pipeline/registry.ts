@@ -1,9 +1,10 @@
 import { UserError } from '../errors.js';
 import { cleanup } from '../passes/cleanup.js';
 import type { Pass } from '../passes/pass.js';
-import { quantize } from '../passes/quantize.js';
+import { quantize, type QuantizePassOptions } from '../passes/quantize.js';
+import { namePattern } from '../quantize/select.js';
 import { flexRound, gptq, type FlexRoundOptions, type GptqOptions } from '../passes/flexround.js';
-import { CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, type QuantizeOptions } from '../quantize/scheme.js';
+import { CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES } from '../quantize/scheme.js';
 import type { CleanupOptions } from '../passes/cleanup.js';
 import { PRUNE_METHODS, prune, type PruneOptions } from '../passes/prune.js';
 
@@ -13,7 +14,9 @@ export type OptionSpec =
   | { type: 'number'; min?: number; max?: number; integer?: boolean; required?: boolean; doc: string }
   | { type: 'boolean'; required?: boolean; doc: string }
   | { type: 'string'; required?: boolean; doc: string }
-  | { type: 'string[]'; required?: boolean; doc: string };
+  | { type: 'string[]'; required?: boolean; doc: string }
+  /** A mapping from layer-name patterns (globs or /regex/) to one of `values`. */
+  | { type: 'pattern-map'; values: readonly (string | number)[]; required?: boolean; doc: string };
 
 /** A pass the recipes and the CLI can name: its options and the factory that builds it. */
 export interface PassEntry {
@@ -22,6 +25,9 @@ export interface PassEntry {
   options: Record<string, OptionSpec>;
   create(options: Record<string, unknown>): Pass;
 }
+
+/** The values a quantize layerBits entry takes. */
+const LAYER_BITS = [8, 7, 6, 5, 4, 3, 2, 'float'] as const;
 
 const registry = new Map<string, PassEntry>();
 
@@ -72,6 +78,18 @@ export function checkOptions(entry: PassEntry, options: Record<string, unknown>,
       case 'string[]':
         if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw bad('a list of strings');
         break;
+      case 'pattern-map': {
+        if (typeof v !== 'object' || v === null || Array.isArray(v) || Object.keys(v).length === 0) throw bad(`a mapping of layer patterns to ${spec.values.join(', ')} (like { 'blocks.3.*': 8 })`);
+        for (const [p, x] of Object.entries(v)) {
+          if (!spec.values.includes(x as string | number)) throw new UserError(`${where}: option '${key}' of pass '${entry.name}': pattern '${p}' must map to one of ${spec.values.join(', ')}, not ${JSON.stringify(x)}`);
+          try {
+            namePattern(p);
+          } catch (e) {
+            throw new UserError(`${where}: option '${key}' of pass '${entry.name}': ${(e as Error).message.replace('--exclude pattern', 'pattern')}`);
+          }
+        }
+        break;
+      }
     }
   }
   return options;
@@ -102,11 +120,12 @@ registerPass({
     gptqDamp: { type: 'number', min: 0, doc: 'GPTQ damping, a fraction of the mean Gram diagonal (default 0.01)' },
     gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default false)' },
     exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
+    layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
     embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
     verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
     batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
   },
-  create: (o) => quantize(o as unknown as QuantizeOptions),
+  create: (o) => quantize(o as unknown as QuantizePassOptions),
 });
 
 registerPass({
@@ -117,7 +136,7 @@ registerPass({
     ratio: { type: 'number', min: 0, max: 1, doc: 'share of MLP neurons to remove' },
     flops: { type: 'number', min: 0, max: 1, doc: 'FLOP budget as a fraction of the original' },
     maxIncrease: { type: 'number', min: 0, doc: 'AMP: largest entropy rise per MLP (nats)' },
-    count: { type: 'number', integer: true, min: 1, doc: 'drop-attention: sublayers to drop' },
+    count: { type: 'number', integer: true, min: 1, doc: 'drop-attention / drop-mlp: sublayers to drop' },
     samples: { type: 'number', integer: true, min: 1, doc: 'calibration samples for scoring' },
   },
   create: (o) => prune(o as unknown as PruneOptions),
@@ -125,9 +144,10 @@ registerPass({
 
 /** Options the flexround and gptq passes share (see src/passes/flexround.ts). */
 const weightPassOptions = {
-  bits: { type: 'enum', values: [8, 4, 3], doc: 'weight bits (default 4)' },
+  bits: { type: 'enum', values: [8, 4, 3, 2], doc: 'weight bits (default 4)' },
   aBits: { type: 'enum', values: [8], doc: 'activation bits: absent for weight-only, 8 for static W·A8' },
   blockSize: { type: 'enum', values: [16, 32, 64, 128], doc: 'input features per weight scale (default 32)' },
+  granularity: { type: 'string', doc: "weights per scale: 'tensor', 'channel' or 'block:N' (N = 16, 32, 64, 128; weight-only); overrides blockSize" },
   exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
   embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
   verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },

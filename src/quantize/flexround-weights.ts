@@ -2,6 +2,8 @@
 // start; the rounding is learned layer by layer (each layer's own output error on calibration
 // inputs) or block by block through the reconstruction engine (each transformer block's
 // output against the float block's, fed the output of the already-quantized blocks before it).
+// When activations are quantized (static schemes), block-wise mode also learns the step size of
+// each linear input's activation quantizer (LSQ-style, in log space, from the calibrated one).
 import type { Dataset } from '../data/dataset.js';
 import { constantSource } from '../discover/constants.js';
 import type { LinearLayer } from '../discover/structure.js';
@@ -10,6 +12,9 @@ import { transpose, weightOutIn } from '../export/linear-weight.js';
 import { DataType } from '../ir/dtype.js';
 import type { Model } from '../ir/model.js';
 import { Tensor } from '../ir/tensor.js';
+import type { Graph } from '../ir/graph.js';
+import type { Value } from '../ir/value.js';
+import type { ActivationParams } from '../export/qdq.js';
 import { silentProgress, type Progress } from '../progress.js';
 import { reconstructBlocks } from '../reconstruct/engine.js';
 import { blockLinears } from '../reconstruct/plans.js';
@@ -25,6 +30,8 @@ export interface FlexRoundUnitReport {
   lossAfter: number;
   kept: 'learned' | 'initial';
   seconds: number;
+  /** Of `seconds`, the time in optimizer steps (block-wise units). */
+  stepSeconds?: number;
 }
 
 export interface FlexRoundWeightsResult {
@@ -33,7 +40,30 @@ export interface FlexRoundWeightsResult {
   iters: number;
   lr: number;
   layers: FlexRoundUnitReport[];
+  /** Learned activation quantizers (block-wise with quantized activations), by input tensor name. */
+  activations: Map<string, ActivationParams>;
   seconds: number;
+}
+
+/** One learned activation step: the calibrated scale and the learned one. */
+export interface LearnedActivation {
+  name: string;
+  start: number;
+  learned: number;
+}
+
+/**
+ * The activation step size is s0·exp(ACT_LOG_RATE·α) with α the learned parameter: the factor
+ * makes the log-step move twenty times slower than the weights' log-scales under the same Adam
+ * learning rate (the reference learns activation steps at a far lower rate than the weights; on
+ * vit_mnist w4a8, factors 0.01 to 0.3 gave eval KL 3.4e-4 to 6.1e-4 with 0.05 the lowest, and
+ * larger factors clip more of the calibration set's range than the evaluation data tolerates).
+ */
+export const ACT_LOG_RATE = 0.05;
+
+/** The learned step size of an activation quantizer (float32, as exported); α = 0 gives `start`. */
+export function learnedStep(start: number, alpha: number): number {
+  return alpha === 0 ? start : Math.fround(start * Math.exp(Math.fround(ACT_LOG_RATE * alpha)));
 }
 
 export interface FlexRoundRunOptions {
@@ -48,7 +78,15 @@ export interface FlexRoundRunOptions {
  * the grids `start` (one per linear, in order). Returns new QuantizedWeights on the same
  * layout; with `iters` 0 they are `start` bit for bit.
  */
-export async function flexRoundWeights(model: Model, calibration: Dataset, linears: LinearLayer[], start: QuantizedWeight[], settings: FlexRoundSettings = {}, run: FlexRoundRunOptions = {}): Promise<FlexRoundWeightsResult> {
+export async function flexRoundWeights(
+  model: Model,
+  calibration: Dataset,
+  linears: LinearLayer[],
+  start: QuantizedWeight[],
+  settings: FlexRoundSettings = {},
+  run: FlexRoundRunOptions = {},
+  activations: ReadonlyMap<string, ActivationParams> = new Map(),
+): Promise<FlexRoundWeightsResult> {
   const started = performance.now();
   const iters = settings.iters ?? 500;
   const mode = settings.mode ?? 'block';
@@ -59,11 +97,14 @@ export async function flexRoundWeights(model: Model, calibration: Dataset, linea
   const weights = start.slice();
   const reports: FlexRoundUnitReport[] = [];
   let layerWise = linears.map((_, i) => i);
+  const learnedActs = new Map<string, ActivationParams>();
   if (iters > 0 && mode === 'block') {
-    const r = await blockWise(model, calibration, linears, start, settings, iters, lr, run);
+    const acts = (settings.learnActivations ?? true) ? activations : new Map<string, ActivationParams>();
+    const r = await blockWise(model, calibration, linears, start, settings, iters, lr, run, acts);
     r.weights.forEach((w, i) => {
       if (w) weights[i] = w;
     });
+    for (const [k, v] of r.activations) learnedActs.set(k, v);
     reports.push(...r.reports);
     layerWise = linears.map((_, i) => i).filter((i) => !r.weights.has(i));
   }
@@ -80,7 +121,7 @@ export async function flexRoundWeights(model: Model, calibration: Dataset, linea
     }
     progress.end();
   }
-  return { weights, mode, iters, lr, layers: reports, seconds: (performance.now() - started) / 1000 };
+  return { weights, mode, iters, lr, layers: reports, activations: learnedActs, seconds: (performance.now() - started) / 1000 };
 }
 
 /**
@@ -97,7 +138,8 @@ async function blockWise(
   iters: number,
   lr: number,
   run: FlexRoundRunOptions,
-): Promise<{ weights: Map<number, QuantizedWeight>; reports: FlexRoundUnitReport[] }> {
+  activations: ReadonlyMap<string, ActivationParams>,
+): Promise<{ weights: Map<number, QuantizedWeight>; reports: FlexRoundUnitReport[]; activations: Map<string, ActivationParams> }> {
   const index = new Map<string, number>(); // weight initializer name -> linear index
   const uses = new Map<string, number>();
   linears.forEach((l, i) => {
@@ -110,6 +152,7 @@ async function blockWise(
   const work = model.clone();
   const floats = new Map<number, Float32Array>(); // [n, k] float weights
   const learned = new Map<number, FlexRoundDeltas>();
+  const learnedActs = new Map<string, ActivationParams>();
   const result = await reconstructBlocks(work, {
     calibration,
     reference: model,
@@ -138,9 +181,18 @@ async function blockWise(
         if (settings.learnGrid ?? true) params.push({ name: d.d1, dims: [q.n, q.groups], init: z.d1 });
         params.push({ name: d.d2, dims: [q.n, q.groups * q.blockSize], init: z.d2 }, { name: d.d3, dims: [q.n], init: z.d3 });
       }
+      // the inputs of the learned linears whose activations are quantized: one step size each
+      const inputsOf = new Map(names.map((n) => [n, linears[index.get(n)!]!.node.input(0)!.name]));
+      const actInputs = [...new Set(inputsOf.values())].filter((x) => activations.has(x));
+      for (const x of actInputs) params.push({ name: actParamName(x), dims: [1], init: new Float32Array(1) });
       return {
         params,
         buildBlock(graph, values) {
+          const fq = new Map(actInputs.map((x) => [x, fakeQuantActivation(graph, x, activations.get(x)!, values.get(actParamName(x))!)]));
+          for (const n of names) {
+            const x = fq.get(inputsOf.get(n)!);
+            if (x) for (const node of linearNodes(graph, n)) node.setInput(0, x);
+          }
           for (const n of names) {
             const i = index.get(n)!;
             const l = linears[i]!;
@@ -169,6 +221,15 @@ async function blockWise(
             const v = target.graph.value(n)!;
             v.graph!.setInitializer(v, Tensor.fromBytes(n, DataType.FLOAT, [...v.initializer!.dims], new Uint8Array(stored.buffer.slice(0))));
           }
+          // the next blocks see this one's activations quantized with the learned steps, as exported
+          for (const x of actInputs) {
+            const a = activations.get(x)!;
+            const act: ActivationParams = { ...a, scale: learnedStep(a.scale, values.get(actParamName(x))?.[0] ?? 0) };
+            learnedActs.set(x, act);
+            const deq = qdqActivation(target.graph, x, act);
+            for (const n of names) if (inputsOf.get(n) === x) for (const node of linearNodes(target.graph, n)) node.setInput(0, deq);
+          }
+          target.graph.toposort();
         },
       };
     },
@@ -177,6 +238,39 @@ async function blockWise(
   for (const [i, d] of learned) weights.set(i, bakeFlexRound(floats.get(i)!, start[i]!, d));
   const reports: FlexRoundUnitReport[] = result.blocks
     .filter((b) => b.kept !== 'untouched')
-    .map((b) => ({ unit: `block ${b.index}`, lossBefore: b.lossBefore, lossAfter: b.lossAfter, kept: b.kept === 'learned' ? 'learned' : 'initial', seconds: b.seconds }));
-  return { weights, reports };
+    .map((b) => ({ unit: `block ${b.index}`, lossBefore: b.lossBefore, lossAfter: b.lossAfter, kept: b.kept === 'learned' ? 'learned' : 'initial', seconds: b.seconds, stepSeconds: b.stepSeconds }));
+  return { weights, reports, activations: learnedActs };
+}
+
+function actParamName(input: string): string {
+  return `${input}__flexround_act_log_step`;
+}
+
+/** The nodes reading initializer `weight` as their weight input (input 1 of MatMul/Gemm). */
+function linearNodes(graph: Graph, weight: string) {
+  return graph.value(weight)!.uses().filter((u) => u.index === 1).map((u) => u.node);
+}
+
+/**
+ * x̂ = (clamp(⌊x / s⌉ + z, 0, qmax) − z) · s with s = s0·exp(ACT_LOG_RATE·α): the activation
+ * quantizer of `input` in differentiable form (Round passes gradients straight through, so the
+ * gradient of s is LSQ's). With α = 0 it computes what QuantizeLinear/DequantizeLinear do.
+ */
+export function fakeQuantActivation(g: Graph, input: string, a: ActivationParams, alpha: Value): Value {
+  const c = (name: string, v: number): Value => g.addInitializer(Tensor.from(`${input}__flexround_act_${name}`, DataType.FLOAT, [], [v]));
+  const op = (type: string, inputs: Value[]): Value => g.addNode(type, inputs, 1).output(0);
+  const s = op('Mul', [c('s0', a.scale), op('Exp', [op('Mul', [alpha, c('rate', ACT_LOG_RATE)])])]);
+  const z = c('z', a.zeroPoint);
+  const codes = op('Clip', [op('Add', [op('Round', [op('Div', [g.value(input)!, s])]), z]), c('qmin', 0), c('qmax', a.qmax ?? 255)]);
+  return op('Mul', [op('Sub', [codes, z]), s]);
+}
+
+/** QuantizeLinear → (Clip) → DequantizeLinear of `input` with fixed parameters (uint8 codes). */
+function qdqActivation(g: Graph, input: string, a: ActivationParams): Value {
+  const c = (name: string, dtype: DataType, v: number): Value => g.addInitializer(Tensor.from(`${input}__flexround_act_${name}`, dtype, [], [v]));
+  const scale = c('scale', DataType.FLOAT, a.scale);
+  const zp = c('zero_point', DataType.UINT8, a.zeroPoint);
+  let q = g.addNode('QuantizeLinear', [g.value(input)!, scale, zp], 1).output(0);
+  if ((a.qmax ?? 255) < 255) q = g.addNode('Clip', [q, c('qmin', DataType.UINT8, 0), c('qmax', DataType.UINT8, a.qmax!)], 1).output(0);
+  return g.addNode('DequantizeLinear', [q, scale, zp], 1).output(0);
 }

@@ -1,3 +1,5 @@
+import { UserError } from '../errors.js';
+
 /**
  * The quantization schemes:
  *  - w8a8:    static INT8. Weights int8 per output channel, symmetric; activations uint8 per
@@ -9,10 +11,10 @@
  *             (stored int8), activations per tensor on a 6/4-bit grid (uint8 storage, a Clip
  *             between QuantizeLinear and DequantizeLinear keeps the codes in [0, 2^b - 1]).
  *             onnxruntime has no 6/4-bit activation kernels: these schemes measure accuracy.
- *  - w8/w4/w3: weight-only, block-wise (MatMulNBits; 3-bit levels are stored in 4-bit slots,
- *             since onnxruntime's kernel takes 2, 4 or 8 bits).
+ *  - w8/w4/w3/w2: weight-only, block-wise (MatMulNBits; 3-bit levels are stored in 4-bit
+ *             slots, since onnxruntime's kernel takes 2, 4 or 8 bits; 2-bit levels in 2-bit slots).
  */
-export const SCHEMES = ['w8a8', 'w6a6', 'w4a4', 'dynamic', 'w8', 'w4', 'w3'] as const;
+export const SCHEMES = ['w8a8', 'w6a6', 'w4a4', 'dynamic', 'w8', 'w4', 'w3', 'w2'] as const;
 export type Scheme = (typeof SCHEMES)[number];
 
 export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy', 'mse'] as const;
@@ -73,10 +75,10 @@ export interface QuantizeOptions {
   softmax?: SoftmaxMode;
   /** How activation ranges are found from calibration data (w8a8 only; default minmax). */
   calibMethod?: CalibrationMethod;
-  /** Weight scales per output channel (default) or one per tensor (int8 schemes only). */
+  /** Weight scales per output channel (default) or one per tensor (false). */
   perChannel?: boolean;
-  /** Input features sharing a scale for weight-only schemes (default 32). */
-  blockSize?: 16 | 32 | 64 | 128;
+  /** Input features sharing a scale for weight-only schemes (default 32); 0: all of them (one scale per output channel). */
+  blockSize?: 0 | BlockSize;
   /** Weight range search: full range, or the MSE-minimising shrink (default: mse for 3/4 bits). */
   weightSearch?: 'minmax' | 'mse';
   /** Layers kept in float: globs (`*.attn.*`) or /regex/ matched against layer and node names. */
@@ -91,8 +93,36 @@ export interface QuantizeOptions {
   cacheDir?: string | false;
 }
 
+/** Block sizes MatMulNBits (and GatherBlockQuantized) take for weight-only schemes. */
+export const BLOCK_SIZES = [16, 32, 64, 128] as const;
+export type BlockSize = (typeof BLOCK_SIZES)[number];
+
+/**
+ * How many weights share one scale: 'tensor' (one scale per weight tensor), 'channel' (one per
+ * output channel) or 'block:N' (N consecutive input features of one output channel; weight-only
+ * schemes, N in BLOCK_SIZES).
+ */
+export type Granularity = 'tensor' | 'channel' | `block:${number}`;
+
+/**
+ * The perChannel / blockSize options a granularity stands for (blockSize 0: one block per
+ * output channel). Throws a UserError naming the value when it is not one of the forms, or
+ * when block-wise scales are asked of a scheme that quantizes activations (static and
+ * dynamic schemes keep one scale per output channel or per tensor).
+ */
+export function parseGranularity(g: string, scheme: Scheme): { perChannel: boolean; blockSize?: 0 | BlockSize } {
+  if (g === 'tensor') return { perChannel: false, ...(isWeightOnly(scheme) ? { blockSize: 0 } : {}) };
+  if (g === 'channel') return { perChannel: true, ...(isWeightOnly(scheme) ? { blockSize: 0 } : {}) };
+  const m = /^block:(\d+)$/.exec(g);
+  if (!m) throw new UserError(`unknown granularity '${g}' (choose from tensor, channel, block:N with N one of ${BLOCK_SIZES.join(', ')})`);
+  const n = Number(m[1]);
+  if (!(BLOCK_SIZES as readonly number[]).includes(n)) throw new UserError(`granularity block:${m[1]} is not supported: N must be one of ${BLOCK_SIZES.join(', ')} (the block sizes MatMulNBits takes)`);
+  if (!isWeightOnly(scheme)) throw new UserError(`granularity block:${n} needs a weight-only scheme (w8, w4, w3, w2 without activation bits); ${scheme} keeps one weight scale per output channel or per tensor`);
+  return { perChannel: true, blockSize: n as BlockSize };
+}
+
 export function weightBits(scheme: Scheme): number {
-  return scheme === 'w4' || scheme === 'w4a4' ? 4 : scheme === 'w3' ? 3 : scheme === 'w6a6' ? 6 : 8;
+  return scheme === 'w4' || scheme === 'w4a4' ? 4 : scheme === 'w3' ? 3 : scheme === 'w2' ? 2 : scheme === 'w6a6' ? 6 : 8;
 }
 
 /** Static schemes: activations quantized per tensor with ranges from calibration. */
@@ -106,7 +136,7 @@ export function activationBits(scheme: Scheme): number {
 }
 
 export function isWeightOnly(scheme: Scheme): boolean {
-  return scheme === 'w8' || scheme === 'w4' || scheme === 'w3';
+  return scheme === 'w8' || scheme === 'w4' || scheme === 'w3' || scheme === 'w2';
 }
 
 /** FlexRound's learning settings (see quantize/flexround.ts). */
@@ -127,4 +157,9 @@ export interface FlexRoundSettings {
   learnGrid?: boolean;
   /** Seed of the mini-batch order (default 0). */
   seed?: number;
+  /**
+   * Block-wise with quantized activations (static schemes, --a-bits 8): learn the step size of
+   * each linear input's activation quantizer with the block, from the calibrated one (default true).
+   */
+  learnActivations?: boolean;
 }

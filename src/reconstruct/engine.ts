@@ -77,6 +77,8 @@ export interface BlockReport {
   /** Mini-batch loss at every step. */
   curve: number[];
   seconds: number;
+  /** Of `seconds`, the time spent in optimizer steps (the part that grows with the iterations). */
+  stepSeconds: number;
 }
 
 export interface ReconstructResult {
@@ -142,7 +144,7 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
       const sideFeeds = (idx: number[]): Record<string, ArrayTensor> => sideFeedsOf(piece.sideInputs, idx);
       const planned = wanted.has(span.index) ? options.plan(span, piece.model, model) : undefined;
       const plan = planned && planned.params.length > 0 ? planned : undefined;
-      const report: BlockReport = { index: span.index, lossBefore: NaN, lossAfter: NaN, kept: 'untouched', curve: [], seconds: 0 };
+      const report: BlockReport = { index: span.index, lossBefore: NaN, lossAfter: NaN, kept: 'untouched', curve: [], seconds: 0, stepSeconds: 0 };
       if (plan) {
         const target = fp.stores.get(span.output)!;
         const trainModel = lossModel(piece.model, plan, span);
@@ -170,6 +172,7 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
           report.lossBefore = await evaluate(initial);
           const sampler = new MiniBatches(rows, Math.min(options.batchSize ?? 8, rows), (options.seed ?? 0) + span.index * 7919);
           progress.start(`reconstruct block ${span.index}`, iterations);
+          const stepsStarted = performance.now();
           for (let i = 0; i < iterations; i++) {
             options.signal?.throwIfAborted();
             const loss = await trainer.step(feeds(sampler.next()));
@@ -177,6 +180,7 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
             options.onStep?.(span.index, i, loss);
             progress.tick(i + 1, `loss ${loss.toPrecision(4)}`);
           }
+          report.stepSeconds = (performance.now() - stepsStarted) / 1000;
           const learned = trainer.parameters();
           report.lossAfter = await evaluate(learned);
           const keep = (options.keepBest ?? true) && !(report.lossAfter < report.lossBefore);

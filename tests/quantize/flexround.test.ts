@@ -4,6 +4,14 @@ import { openDataset } from '../../src/data/dataset.js';
 import { loadModel, saveModel } from '../../src/onnx/index.js';
 import { flexRound } from '../../src/passes/flexround.js';
 import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
+import type { QuantizeOptions } from '../../src/quantize/scheme.js';
+import { Session } from '../../src/runtime/session.js';
+import { Trainer } from '../../src/autodiff/optimizer.js';
+import { ACT_LOG_RATE, fakeQuantActivation } from '../../src/quantize/flexround-weights.js';
+import { DataType } from '../../src/ir/dtype.js';
+import { Graph } from '../../src/ir/graph.js';
+import { Model } from '../../src/ir/model.js';
+import { Tensor } from '../../src/ir/tensor.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
 import { bakeFlexRound, flexRoundLayer, zeroDeltas } from '../../src/quantize/flexround.js';
 import { dequantizeWeight, quantizeWeight } from '../../src/quantize/weight-quantizer.js';
@@ -69,10 +77,16 @@ describe('FlexRound', () => {
     expect(dequantizeWeight(r.weight).every(Number.isFinite)).toBe(true);
   });
 
-  for (const scheme of ['w4', 'w8a8'] as const) {
-    it(`${scheme}: zero iterations give the RTN model bit for bit`, async () => {
-      const rtn = await pipeline([quantize({ scheme, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
-      const fr = await pipeline([quantize({ scheme, method: 'flexround', flexround: { iters: 0 }, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
+  const zeroCases: [string, QuantizeOptions][] = [
+    ['w4', { scheme: 'w4' }],
+    ['w2', { scheme: 'w2' }],
+    ['w8a8', { scheme: 'w8a8' }],
+    ['w4a8 (learned activation steps)', { scheme: 'w8a8', weightBits: 4 }],
+  ];
+  for (const [label, options] of zeroCases) {
+    it(`${label}: zero iterations give the RTN model bit for bit`, async () => {
+      const rtn = await pipeline([quantize({ ...options, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
+      const fr = await pipeline([quantize({ ...options, method: 'flexround', flexround: { iters: 0 }, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
       const a = rtn.model.graph.initializers.map((v) => [v.name, Buffer.from(v.initializer!.bytes).toString('base64')]);
       const b = fr.model.graph.initializers.map((v) => [v.name, Buffer.from(v.initializer!.bytes).toString('base64')]);
       expect(b).toEqual(a);
@@ -108,7 +122,107 @@ describe('FlexRound', () => {
     expect(s.outputs[0]!.sqnr).toBeGreaterThan(rtn.outputs[0]!.sqnr);
   });
 
+  it('w4a8 block-wise learns the activation step sizes: they move from the calibrated ones, the export uses them, the calibration loss falls', async () => {
+    const iters = 40;
+    const rtn = await pipeline([quantize({ scheme: 'w8a8', weightBits: 4, cacheDir: false, verifySamples: 16 })]).apply(loadModel(modelFile), { calibration });
+    const r = await pipeline([flexRound({ bits: 4, aBits: 8, iters, lr: 1e-2, mode: 'block', verifySamples: 16 })]).apply(loadModel(modelFile), { calibration });
+    const off = await pipeline([flexRound({ bits: 4, aBits: 8, iters, lr: 1e-2, mode: 'block', verifySamples: 16, learnActivations: false })]).apply(loadModel(modelFile), { calibration });
+    const s = summaryOf(r);
+    // per block: q/k/v input, attention output, MLP input, MLP hidden
+    expect(s.flexround!.activations.length).toBe(2 * 4);
+    expect(summaryOf(off).flexround!.activations).toEqual([]);
+    const blocks = s.flexround!.units.filter((u) => u.unit.startsWith('block '));
+    expect(blocks).toHaveLength(2);
+    for (const b of blocks) {
+      expect(b.kept).toBe('learned');
+      expect(b.lossAfter).toBeLessThan(b.lossBefore);
+    }
+    const moved = s.flexround!.activations.filter((a) => a.learned !== a.start);
+    expect(moved.length).toBeGreaterThan(s.flexround!.activations.length / 2);
+    for (const a of s.flexround!.activations) {
+      expect(a.learned / a.start).toBeGreaterThan(0.5);
+      expect(a.learned / a.start).toBeLessThan(2);
+    }
+    // the exported QuantizeLinear of each input carries the learned step; without learning, the calibrated one
+    const scaleOf = (m: typeof r.model, input: string): number => {
+      const qn = m.graph.nodes.find((n) => n.opType === 'QuantizeLinear' && n.input(0)!.name === input)!;
+      return qn.input(1)!.initializer!.toFloat32()[0]!;
+    };
+    for (const a of s.flexround!.activations) {
+      expect(scaleOf(r.model, a.name)).toBe(a.learned);
+      expect(scaleOf(rtn.model, a.name)).toBe(a.start);
+      expect(scaleOf(off.model, a.name)).toBe(a.start);
+    }
+    // the model's output on the calibration samples is closer to the float model's than RTN's
+    expect(s.outputs[0]!.sqnr).toBeGreaterThan(summaryOf(rtn).outputs[0]!.sqnr);
+  });
+
+  it('w2: FlexRound output loads and runs in onnxruntime (2-bit MatMulNBits) and beats RTN on calibration SQNR', async () => {
+    const rtn = summaryOf(await pipeline([quantize({ scheme: 'w2', cacheDir: false, verifySamples: 8 })]).apply(loadModel(modelFile), { calibration }));
+    const r = await pipeline([flexRound({ bits: 2, iters: 40, lr: 1e-2, mode: 'block', verifySamples: 8 })]).apply(loadModel(modelFile), { calibration });
+    const nbits = r.model.graph.nodes.filter((n) => n.opType === 'MatMulNBits');
+    expect(nbits).toHaveLength(12);
+    for (const n of nbits) expect(n.attributes.get('bits')).toEqual({ type: 'int', value: 2 });
+    expect(summaryOf(r).outputs[0]!.sqnr).toBeGreaterThan(rtn.outputs[0]!.sqnr);
+    const file = path.join(dir, 'w2.onnx');
+    saveModel(r.model, file);
+    const s = await Session.create(loadModel(file));
+    try {
+      const out = Object.values(await s.run(built.feeds(2)))[0]!;
+      expect(Array.from(out.data as Float32Array).every(Number.isFinite)).toBe(true);
+    } finally {
+      await s.release();
+    }
+  });
+
   it('rejects a bad iteration count in one sentence', async () => {
     await expect(pipeline([flexRound({ bits: 4, iters: -1 })]).apply(loadModel(modelFile), { calibration })).rejects.toThrow(/iterations/);
+  });
+});
+
+describe('learned activation step (LSQ)', () => {
+  it('the fake quantizer equals QuantizeLinear→DequantizeLinear at α = 0, and its step gradient is LSQ\'s (relative tolerance 1e-4)', async () => {
+    const rng = new Random(8);
+    const count = 64;
+    const x = Float32Array.from({ length: count }, () => 3 * rng.normal());
+    const c = Float32Array.from({ length: count }, () => rng.normal());
+    const act = { scale: Math.fround(4 / 255), zeroPoint: 128 }; // [-4.27, 4.0]: some of x is clipped
+    const g = new Graph('lsq');
+    const xv = g.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: [count] });
+    const alpha = g.addInput('alpha', { kind: 'tensor', dtype: DataType.FLOAT, shape: [1] });
+    const xq = fakeQuantActivation(g, 'x', act, alpha);
+    g.outputs.push(xq);
+    const loss = g.addNode('ReduceSum', [g.addNode('Mul', [xq, g.addInitializer(Tensor.from('c', DataType.FLOAT, [count], c))], 1).output(0)], ['loss'], { attributes: { keepdims: { type: 'int', value: 0 } } }).output(0);
+    g.outputs.push(loss);
+    const m = new Model(g);
+    m.opsetImports = new Map([['', 17]]);
+    // forward at α = 0 against QuantizeLinear/DequantizeLinear in onnxruntime
+    const qdq = new Graph('qdq');
+    const qx = qdq.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: [count] });
+    const sc = qdq.addInitializer(Tensor.from('s', DataType.FLOAT, [], [act.scale]));
+    const zp = qdq.addInitializer(Tensor.from('z', DataType.UINT8, [], [act.zeroPoint]));
+    qdq.outputs.push(qdq.addNode('DequantizeLinear', [qdq.addNode('QuantizeLinear', [qx, sc, zp], 1).output(0), sc, zp], ['y']).output(0));
+    const qm = new Model(qdq);
+    qm.opsetImports = new Map([['', 17]]);
+    const feeds = { x: { dtype: DataType.FLOAT, dims: [count], data: x } };
+    const [a, b] = await runBoth(m, qm, { ...feeds, alpha: { dtype: DataType.FLOAT, dims: [1], data: new Float32Array(1) } } as never);
+    expect(Array.from(a[xq.name]!.data as Float32Array)).toEqual(Array.from(b.y!.data as Float32Array));
+    // one SGD step of lr 1 from α = 0 moves α by minus the gradient
+    const tr = await Trainer.create({ model: m, loss: 'loss', params: [{ name: 'alpha', dims: [1], init: new Float32Array(1) }], optimizer: { kind: 'sgd', lr: 1, schedule: 'constant' }, steps: 1 });
+    try {
+      await tr.step(feeds);
+      const grad = -tr.parameters().get('alpha')![0]!;
+      // LSQ: dx̂/ds = (q − z) − x/s inside the grid, (q − z) where clamped; ds/dα = s·ACT_LOG_RATE at α = 0
+      let want = 0;
+      for (let i = 0; i < count; i++) {
+        const u = Math.round(x[i]! / act.scale) + act.zeroPoint;
+        const q = Math.min(255, Math.max(0, u));
+        const d = u === q ? q - act.zeroPoint - x[i]! / act.scale : q - act.zeroPoint;
+        want += c[i]! * d * act.scale * ACT_LOG_RATE;
+      }
+      expect(Math.abs(grad - want)).toBeLessThanOrEqual(1e-4 * Math.abs(want));
+    } finally {
+      await tr.release();
+    }
   });
 });
