@@ -28,7 +28,7 @@ export { ComparisonAccumulator, COMPARISON_METRICS, type ComparisonMetricName } 
 export { parseLimits, type Limit, type Limits } from './validate/limits.js';
 export { gateJson, gateTable, gateJunitSuite } from './validate/gate-report.js';
 export { junitXml, writeJunit, type JunitSuite, type JunitCase } from './report/junit.js';
-export { quantize, type QuantizeSummary } from './passes/quantize.js';
+export { quantize, type QuantizeSummary, type QuantizePassOptions, type LayerBits } from './passes/quantize.js';
 export { calibrate, createObserver, quantParams, NonFiniteError, type CalibrateOptions, type CalibrationResult, type Observer, type ObserverKind, type ObserverOptions, type ObserverSpec, type TensorRange, type QuantParams } from './calibrate/index.js';
 export { SCHEMES, CALIBRATION_METHODS, METHODS, SOFTMAX_MODES, type Scheme, type CalibrationMethod, type Method, type SoftmaxMode, type QuantizeOptions } from './quantize/scheme.js';
 export { findFoldSites, applyFold, weightAbsMaxPerInput, type FoldSite, type FoldSearch, type AffineFold } from './reparam/fold.js';
@@ -58,6 +58,6 @@ export { reconstructBlocks, reconstructionPass, weightPlan, blockSpans, blockLin
 export { fromRecipe, loadRecipe, parseRecipe, checkRecipe, DEFAULT_RECIPE, type Recipe, type RecipeStep } from './pipeline/recipe.js';
 export { registerPass, passNames, passEntry, type PassEntry, type OptionSpec } from './pipeline/registry.js';
 export { compressModel, measure, measureLatency, type CompressOptions, type CompressResult } from './pipeline/compress.js';
-export { autoCompress, trialRecipe, type AutoOptions, type AutoResult } from './search/auto.js';
+export { autoCompress, rankLayers, trialRecipe, type AutoOptions, type AutoResult, type Sensitivity, type TrialConfig } from './search/auto.js';
 export { reportJson, reportMarkdown, reportHtml, renderReport } from './report/render.js';
 export type { CompressReport, Trial } from './report/compress-report.js';

@@ -1,3 +1,5 @@
+import { outlierRows } from '../report/compress-report.js';
+import { outlierCharts } from '../report/render.js';
 import type { AnalysisResult } from './analyze.js';
 
 const f = (x: number, d = 3): string => (Number.isFinite(x) ? x.toFixed(d) : String(x));
@@ -53,6 +55,7 @@ export function analysisHtml(r: AnalysisResult): string {
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style></head><body>
 <h1>Outlier analysis: ${esc(r.model)}</h1>
 <p>${r.samples} samples of ${esc(r.dataset)}. Max inf norm ${f(r.summary.maxInfNorm)} (${esc(r.summary.maxInfNormLayer ?? '-')}), avg kurtosis ${f(r.summary.avgKurtosis, 2)}, max kurtosis ${f(r.summary.maxKurtosis, 2)} (${esc(r.summary.maxKurtosisLayer ?? '-')}).</p>
+${outlierRows(r).length ? `<h2>Outliers per block</h2>${outlierCharts(outlierRows(r))}` : ''}
 <h2>Layers</h2><table><tr><th>layer</th><th>tensor</th><th>inf norm</th><th></th><th>kurtosis</th><th></th><th>outlier channels</th></tr>
 ${rows}</table>
 <h2>Attention heads</h2><table><tr><th>block</th><th>head</th><th>form</th><th>first token</th><th>sink key</th><th>entropy</th><th>update / residual</th><th></th></tr>

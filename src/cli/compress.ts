@@ -2,13 +2,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { openDataset } from '../data/dataset.js';
-import { UserError } from '../errors.js';
+import { UserError, isUserError } from '../errors.js';
 import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
 import { compressModel } from '../pipeline/compress.js';
 import { DEFAULT_RECIPE, fromRecipe, loadRecipe } from '../pipeline/recipe.js';
 import { consoleProgress, silentProgress } from '../progress.js';
-import type { CompressReport } from '../report/compress-report.js';
+import { analyzeModel } from '../analyze/analyze.js';
+import { type CompressReport, outlierRows } from '../report/compress-report.js';
 import { renderReport, reportJson, size, summaryRows, textTable, trialRows } from '../report/render.js';
 import { checkReportTarget, writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
 import { autoCompress } from '../search/auto.js';
@@ -87,6 +88,7 @@ export function registerCompress(program: Command): void {
             progress,
             signal,
             latencyRuns,
+            onRanking: (ranked) => log(`sensitivity (output SQNR with one layer alone at 4 bits, most sensitive first): ${ranked.slice(0, 8).map((x) => `${x.name} ${x.outputSqnr.toFixed(1)} dB`).join(', ')}${ranked.length > 8 ? `, ... (${ranked.length} in all)` : ''}`),
             onTrial: (t) => log(`trial ${t.index}: ${t.label.padEnd(44)} ${size(t.bytes).padStart(10)}  ${flags.metric} ${t.accuracy === null ? '-' : (t.accuracy * 100).toFixed(2) + '%'}  ${t.pass ? 'pass' : 'fail'}`),
           });
           out = r.model;
@@ -97,6 +99,15 @@ export function registerCompress(program: Command): void {
           report = r.report;
         }
         signal.throwIfAborted();
+        if (flags.report.length > 0) {
+          // the report plots the original model's outliers per block (as `slimformer analyze` measures them)
+          try {
+            report.outliers = outlierRows(await analyzeModel(model, calibration, { samples: Math.min(32, calibration.size), threads, signal, progress }));
+          } catch (e) {
+            if (!isUserError(e)) throw e;
+            report.entries.push({ pass: 'analyze', level: 'warning', message: `outlier metrics not measured: ${e.message}` });
+          }
+        }
         const saved = saveModel(out, flags.output);
         report.output = flags.output;
         report.size.after = fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0);
@@ -107,7 +118,7 @@ export function registerCompress(program: Command): void {
         else if (!flags.quiet) {
           const lines = [`${modelPath} -> ${flags.output}  (recipe ${report.recipe.name}: ${report.recipe.passes.join(', ')})`, '', textTable(summaryRows(report))];
           if (report.trials.length) {
-            lines.push('', textTable(trialRows(report)), '', report.chosen === null ? `no trial passed the gate (${flags.maxDrop}); kept the closest` : `chosen: trial ${report.chosen}`);
+            lines.push('', textTable(trialRows(report)), '', report.chosen === null ? `no trial passed the gate (${flags.maxDrop}); kept the closest` : `chosen: trial ${report.chosen}${chosenLayers(report)}`);
           }
           for (const e of report.entries.filter((x) => x.level === 'warning')) lines.push(`warning: ${e.target ? `${e.target}: ` : ''}${e.message}`);
           process.stdout.write(lines.join('\n') + '\n');
@@ -116,6 +127,13 @@ export function registerCompress(program: Command): void {
         if (flags.auto && report.chosen === null) return 1;
       }),
     );
+}
+
+/** The per-layer precision of the chosen trial, as the recipe writes it. */
+function chosenLayers(report: CompressReport): string {
+  const t = report.trials.find((x) => x.index === report.chosen);
+  const entries = Object.entries(t?.layerBits ?? {});
+  return entries.length ? ` (${t!.scheme}; ${entries.map(([n, b]) => `${n}: ${b}`).join(', ')})` : '';
 }
 
 function fileBytes(f: string): number {

@@ -1,3 +1,4 @@
+import type { AnalysisResult } from '../analyze/analyze.js';
 import type { GateResult } from '../validate/gate.js';
 import type { PassRecord, ReportEntry } from './report.js';
 
@@ -7,9 +8,8 @@ export interface Trial {
   /** Short description: scheme and the layers kept at higher precision. */
   label: string;
   scheme: string;
-  exclude: string[];
-  /** Whether embedding tables were quantized. */
-  embeddings: boolean;
+  /** Layers (and embedding tables) at other bits than the scheme's, or 'float'. */
+  layerBits: Record<string, number | 'float'>;
   /** AMP entropy budget of MLP pruning in front of quantization (null: no pruning). */
   prune: number | null;
   bytes: number;
@@ -39,6 +39,18 @@ export interface CompressReport {
   trials: Trial[];
   /** Auto mode: the trial kept, or null when none passed (then the closest was kept). */
   chosen: number | null;
+  /** Auto mode: layers by sensitivity, most sensitive first (output SQNR with that layer alone quantized). */
+  sensitivity?: { name: string; outputSqnr: number }[];
+  /** Activation outliers per transformer block output (analyze's metrics), when measured. */
+  outliers?: OutlierRow[] | null;
+}
+
+/** Outlier metrics of one tensor (Quantizable Transformers: kurtosis and inf norm of block outputs). */
+export interface OutlierRow {
+  layer: string;
+  block: number | null;
+  kurtosis: number;
+  infNorm: number;
 }
 
 export function gateCheck(g: GateResult): CompressReport['check'] {
@@ -56,4 +68,9 @@ export function layerData(passes: PassRecord[]): Pick<CompressReport, 'layers' |
     if (p.pass === 'prune' && Array.isArray(s.blocks)) for (const b of s.blocks) pruned.push({ block: b.index, heads: b.heads, mlpWidth: b.mlpWidth });
   }
   return { layers, pruned };
+}
+
+/** The outlier rows a report carries: each transformer block's output (analyze's block-output tensors). */
+export function outlierRows(a: AnalysisResult): OutlierRow[] {
+  return a.layers.filter((l) => l.kinds.includes('block-output')).map((l) => ({ layer: l.layer, block: l.block, kurtosis: l.kurtosis, infNorm: l.infNorm }));
 }

@@ -1,4 +1,4 @@
-import type { CompressReport } from './compress-report.js';
+import type { CompressReport, OutlierRow } from './compress-report.js';
 
 /** JSON: Infinity (an exact match) is written as null. */
 export function reportJson(r: CompressReport): string {
@@ -46,6 +46,8 @@ export function reportMarkdown(r: CompressReport): string {
   const out = [`# slimformer compress: ${r.input}`, '', `Recipe **${r.recipe.name}** (${r.recipe.passes.join(' → ')}), ${r.seconds.toFixed(1)} s.${r.output ? ` Written to \`${r.output}\`.` : ''}`, '', mdTable(summaryRows(r)), ''];
   if (r.trials.length) out.push('## Auto-mode trials', '', mdTable(trialRows(r)), '', r.chosen === null ? 'No trial passed the gate; the closest was kept.' : `Chosen: trial ${r.chosen}.`, '');
   if (r.layers.length) out.push('## Per-layer SQNR', '', mdTable([['layer', 'bits', 'SQNR'], ...r.layers.map((l) => [l.name, l.bits === null ? '-' : String(l.bits), db(l.sqnr)])]), '');
+  if (r.sensitivity?.length) out.push('## Layer sensitivity (auto mode)', '', mdTable([['layer', 'output SQNR alone', 'in the kept model'], ...r.sensitivity.map((x) => [x.name, db(x.outputSqnr), String(r.trials.find((t) => t.index === r.chosen)?.layerBits[x.name] ?? 'scheme')])]), '');
+  if (r.outliers?.length) out.push('## Activation outliers per block', '', mdTable([['tensor', 'kurtosis', 'inf norm'], ...r.outliers.map((o) => [o.layer, o.kurtosis.toFixed(2), o.infNorm.toFixed(3)])]), '');
   if (r.pruned.length) out.push('## Pruned widths', '', mdTable([['block', 'heads', 'MLP width'], ...r.pruned.map((b) => [String(b.block), String(b.heads ?? '-'), String(b.mlpWidth ?? '-')])]), '');
   const notes = r.entries.filter((e) => e.level !== 'info');
   if (notes.length) out.push('## Warnings and skips', '', ...notes.map((e) => `- ${e.level} (${e.pass})${e.target ? ` \`${e.target}\`` : ''}: ${e.message}`), '');
@@ -55,7 +57,7 @@ export function reportMarkdown(r: CompressReport): string {
 const escHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 /** A horizontal bar chart as inline SVG (one bar per item). */
-export function barChart(id: string, title: string, items: { label: string; value: number; color?: string }[], unit: string): string {
+export function barChart(id: string, title: string, items: { label: string; value: number; color?: string }[], unit: string, digits = unit ? 1 : 0): string {
   const finite = items.filter((i) => Number.isFinite(i.value));
   const max = Math.max(1e-9, ...finite.map((i) => i.value));
   const rowH = 18;
@@ -67,11 +69,20 @@ export function barChart(id: string, title: string, items: { label: string; valu
       const v = Number.isFinite(it.value) ? it.value : max;
       const w = Math.max(1, (Math.max(0, v) / max) * barW);
       const y = 24 + i * rowH;
-      const text = Number.isFinite(it.value) ? (unit ? `${it.value.toFixed(1)} ${unit}` : String(Math.round(it.value))) : 'exact';
+      const text = Number.isFinite(it.value) ? `${it.value.toFixed(digits)}${unit ? ` ${unit}` : ''}` : 'exact';
       return `<text x="${labelW - 6}" y="${y + 12}" text-anchor="end" font-size="11">${escHtml(it.label)}</text><rect class="bar" x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 4}" fill="${it.color ?? '#3b7dd8'}"><title>${escHtml(it.label)}: ${text}</title></rect><text x="${labelW + w + 4}" y="${y + 12}" font-size="10">${text}</text>`;
     })
     .join('');
   return `<svg id="${id}" xmlns="http://www.w3.org/2000/svg" width="${labelW + barW + 80}" height="${h}" role="img" aria-label="${escHtml(title)}"><text x="0" y="14" font-size="13" font-weight="bold">${escHtml(title)}</text>${bars}</svg>`;
+}
+
+/** Kurtosis and inf norm of each block's output (the outlier metrics of `analyze`), as two bar charts. */
+export function outlierCharts(rows: readonly OutlierRow[]): string {
+  const items = (v: (o: OutlierRow) => number, color: string): { label: string; value: number; color: string }[] => rows.map((o) => ({ label: o.layer, value: v(o), color }));
+  return (
+    barChart('plot-kurtosis', 'Kurtosis of the block outputs (3 for a Gaussian; high means outliers)', items((o) => o.kurtosis, '#8a5cd1'), '', 2) +
+    barChart('plot-inf-norm', 'Inf norm (max |x|, mean over samples) of the block outputs', items((o) => o.infNorm, '#d0453a'), '', 2)
+  );
 }
 
 /** A scatter plot as inline SVG (accuracy against size across trials). */
@@ -100,6 +111,10 @@ export function reportHtml(r: CompressReport): string {
     const colors: Record<number, string> = { 8: '#3b7dd8', 6: '#8a5cd1', 4: '#e0902f', 3: '#d0453a' };
     parts.push('<h2>Per-layer SQNR</h2>', barChart('plot-sqnr', 'Output SQNR per quantized layer (dB, higher is better)', r.layers.map((l) => ({ label: `${l.name} (${l.bits ?? '?'}b)`, value: l.sqnr ?? NaN, color: colors[l.bits ?? 8] })), 'dB'));
   }
+  if (r.sensitivity?.length) {
+    parts.push('<h2>Layer sensitivity (auto mode)</h2>', barChart('plot-sensitivity', 'Output SQNR with only this layer quantized (dB, lower is more sensitive; green: kept at higher precision)', r.sensitivity.map((x) => ({ label: x.name, value: x.outputSqnr, color: r.trials.find((t) => t.index === r.chosen)?.layerBits[x.name] !== undefined ? '#2e9d4b' : '#3b7dd8' })), 'dB'));
+  }
+  if (r.outliers?.length) parts.push('<h2>Activation outliers per block</h2>', outlierCharts(r.outliers));
   if (r.pruned.length) parts.push('<h2>Pruned widths</h2>', barChart('plot-pruned', 'MLP width per block after pruning', r.pruned.map((b) => ({ label: `block ${b.block}`, value: b.mlpWidth ?? 0 })), ''));
   if (r.trials.length) {
     parts.push('<h2>Auto-mode trials</h2>', scatterChart('plot-trials', 'Accuracy against size across trials (green: passed the gate)', r.trials.filter((t) => t.accuracy !== null).map((t) => ({ x: t.bytes / 1024, y: t.accuracy! * 100, label: `${t.index}: ${t.label}`, pass: t.pass })), 'KiB', 'accuracy (%)'), table(trialRows(r)));

@@ -1,14 +1,17 @@
 import type { Dataset } from '../data/dataset.js';
-import { isUserError } from '../errors.js';
+import { UserError, isUserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
 import { modelToBytes } from '../onnx/save.js';
+import type { LayerBits, QuantizeSummary } from '../passes/quantize.js';
 import { type Progress, silentProgress } from '../progress.js';
-import type { Scheme } from '../quantize/scheme.js';
+import { type Scheme, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { type CompressReport, type Trial, layerData } from '../report/compress-report.js';
+import type { PassRecord, ReportEntry } from '../report/report.js';
 import { measure } from '../pipeline/compress.js';
 import { fromRecipe, type Recipe } from '../pipeline/recipe.js';
-import { gate } from '../validate/gate.js';
-import type { Limit } from '../validate/limits.js';
+import { evaluate } from '../validate/evaluate.js';
+import { GATE_METRIC_INFO } from '../validate/gate-metrics.js';
+import { checkLimit, type Limit } from '../validate/limits.js';
 import type { MetricName } from '../validate/metrics.js';
 
 export interface AutoOptions {
@@ -16,20 +19,33 @@ export interface AutoOptions {
   data: Dataset;
   limit: Limit;
   metric?: MetricName;
-  /** Schemes tried first, most aggressive first (default w4, w8, w8a8; w3 is stored in 4-bit slots, so it is no smaller than w4). */
+  /**
+   * Weight-only schemes from the most aggressive up (default w4, w8). The search starts with
+   * every layer at the first; the most sensitive layers move to the next one's bits, then to
+   * float (w3 is stored in 4-bit slots, so it is no smaller than w4).
+   */
   schemes?: Scheme[];
-  /** Try structured MLP pruning (AMP) in front of the best quantization (default true). */
+  /** Try structured MLP pruning (AMP) in front of quantization (default true). */
   prune?: boolean;
   /** AMP entropy budgets tried, most aggressive first (default 0.05, 0.02, 0.01, 0.005, 0.002 nats). */
   pruneBudgets?: number[];
-  /** Trials at most (default 16). */
+  /** Trials at most (default 20). */
   maxTrials?: number;
   threads?: number;
   progress?: Progress;
   /** Called after each trial (the CLI prints it). */
   onTrial?: (t: Trial) => void;
+  /** Called once the layers are ranked by sensitivity (most sensitive first). */
+  onRanking?: (ranked: Sensitivity[]) => void;
   signal?: AbortSignal;
   latencyRuns?: number;
+}
+
+/** How much one layer (or embedding table) alone costs when quantized at the search's lowest precision. */
+export interface Sensitivity {
+  name: string;
+  /** Output SQNR (dB) vs the float model on calibration data with only this layer quantized. */
+  outputSqnr: number;
 }
 
 export interface AutoResult {
@@ -37,126 +53,252 @@ export interface AutoResult {
   report: CompressReport;
   /** The recipe that reproduces the kept model. */
   recipe: Recipe;
+  /** The layers, most sensitive first. */
+  ranking: Sensitivity[];
 }
 
-/** The recipe of one trial: one scheme, sensitive layers kept in float. */
-export function trialRecipe(scheme: Scheme, exclude: string[], embeddings = true, prune: number | null = null): Recipe {
+/** One point of the search space: MLP pruning budget, base scheme, per-layer precision. */
+export interface TrialConfig {
+  scheme: Scheme;
+  /** Layers (exact names) at other bits than the scheme's, or in float. */
+  layerBits?: Record<string, LayerBits>;
+  /** AMP entropy budget of MLP pruning in front (null or absent: no pruning). */
+  prune?: number | null;
+}
+
+/** The recipe of one trial: optional MLP pruning, then one scheme with per-layer precision. */
+export function trialRecipe(c: TrialConfig): Recipe {
+  const prune = c.prune ?? null;
+  const lb = c.layerBits ?? {};
+  const counts = countBits(lb);
   return {
-    name: `auto-${prune !== null ? `prune${prune}-` : ''}${scheme}${exclude.length ? `-float${exclude.length}` : ''}${embeddings ? '' : '-float-embeddings'}`,
+    name: `auto-${prune !== null ? `prune${prune}-` : ''}${c.scheme}${counts.map(([b, n]) => `-${b === 'float' ? 'float' : `${b}bit`}${n}`).join('')}`,
     passes: [
       ...(prune !== null ? [{ pass: 'prune', method: 'mlp', maxIncrease: prune }] : []),
-      { pass: 'quantize', scheme, ...(exclude.length ? { exclude } : {}), ...(embeddings ? {} : { embeddings: false }) },
+      { pass: 'quantize', scheme: c.scheme, ...(Object.keys(lb).length ? { layerBits: lb } : {}) },
       { pass: 'cleanup' },
     ],
   };
 }
 
+function countBits(lb: Record<string, LayerBits>): [LayerBits, number][] {
+  const m = new Map<LayerBits, number>();
+  for (const b of Object.values(lb)) m.set(b, (m.get(b) ?? 0) + 1);
+  return [...m].sort((a, b) => (a[0] === 'float' ? 1 : b[0] === 'float' ? -1 : a[0] - b[0]));
+}
+
+function trialLabel(c: TrialConfig): string {
+  const parts = countBits(c.layerBits ?? {}).map(([b, n]) => `${n} layer(s) ${b === 'float' ? 'float' : `${b}-bit`}`);
+  return `${c.prune != null ? `prune mlp ${c.prune} + ` : ''}${c.scheme}${parts.length ? `, ${parts.join(', ')}` : ''}`;
+}
+
 /**
- * Accuracy-driven search. First each scheme as is, most aggressive first (4-bit weights
- * everywhere), until one passes; then, for the schemes that failed, the layers with the lowest
- * output SQNR in the quantize summary (the most sensitive) are kept in float, doubling their
- * number each trial, while the model stays smaller than the best passing one. The smallest passing model is kept; when none passes, the closest (highest
- * accuracy) is kept and the report says so.
+ * Ranks the layers and embedding tables of `model` by how much quantizing each one alone to
+ * `scheme` changes the model's output on calibration data (output SQNR, lowest first): the
+ * quantize pass runs once per layer with every other layer kept in float.
+ */
+export async function rankLayers(model: Model, scheme: Scheme, names: string[], calibration: Dataset, options: { threads?: number; signal?: AbortSignal; progress?: Progress } = {}): Promise<Sensitivity[]> {
+  const out: Sensitivity[] = [];
+  const progress = options.progress ?? silentProgress;
+  progress.start('auto: layer sensitivity', names.length);
+  for (const name of names) {
+    options.signal?.throwIfAborted();
+    const recipe: Recipe = { name: 'sensitivity', passes: [{ pass: 'quantize', scheme, layerBits: { [name]: weightBits(scheme), '*': 'float' }, verifySamples: 8 }] };
+    const { report } = await fromRecipe(recipe).apply(model, { calibration, threads: options.threads, progress: silentProgress, signal: options.signal });
+    const s = quantizeSummary(report.passes);
+    out.push({ name, outputSqnr: s?.outputs[0]?.sqnr ?? Infinity });
+    progress.tick(out.length, name);
+  }
+  progress.end();
+  // most sensitive first; ties keep the graph order
+  return out.map((s, i) => ({ s, i })).sort((a, b) => a.s.outputSqnr - b.s.outputSqnr || a.i - b.i).map((x) => x.s);
+}
+
+function quantizeSummary(passes: PassRecord[]): QuantizeSummary | undefined {
+  return passes.find((p) => p.pass === 'quantize')?.summary as QuantizeSummary | undefined;
+}
+
+/**
+ * Accuracy-driven search for the smallest model within the limit:
+ *  1. start aggressive: MLP pruning at the largest budget plus every layer at the lowest
+ *     precision (w4); when that fails, the same precision without pruning;
+ *  2. rank layers and embedding tables by sensitivity (output SQNR on calibration data when
+ *     that layer alone is quantized) and move the most sensitive ones to the next precision
+ *     (8-bit, then float): 1, 2, 4, ... of them until the gate passes, then bisect for the
+ *     fewest;
+ *  3. relax pruning: in front of the smallest passing precision, the pruning budgets from the
+ *     most aggressive down, until one passes; at the last budget that failed, when it missed
+ *     by less than the limit allows, 1, 2, 4 more layers one step up.
+ * Models are compared with the gate's metric against the float model's value (evaluated
+ * once). The smallest passing model is kept; when none passes, the closest is kept and the
+ * report says so.
  */
 export async function autoCompress(model: Model, options: AutoOptions): Promise<AutoResult> {
   const started = Date.now();
   const metric = options.metric ?? 'top1';
-  const schemes = options.schemes ?? ['w4', 'w8', 'w8a8'];
-  const maxTrials = options.maxTrials ?? 16;
+  const schemes = options.schemes ?? ['w4', 'w8'];
+  for (const s of schemes) if (!isWeightOnly(s)) throw new UserError(`auto mode searches weight-only schemes (w8, w4, w3), not ${s}`);
+  const maxTrials = options.maxTrials ?? 20;
+  const budgets = options.pruneBudgets ?? [0.05, 0.02, 0.01, 0.005, 0.002];
+  let canPrune = (options.prune ?? true) && budgets.length > 0;
+  const progress = options.progress ?? silentProgress;
   const trials: Trial[] = [];
-  interface Kept { model: Model; trial: Trial; recipe: Recipe; passes: CompressReport['passes']; entries: CompressReport['entries'] }
+  interface Kept { model: Model; trial: Trial; config: TrialConfig; passes: PassRecord[]; entries: ReportEntry[] }
   let best: Kept | undefined;
   let closest: Kept | undefined;
-  const ranked = new Map<Scheme, string[]>();
-  const embeddingCount = new Map<Scheme, number>();
-  const tryOne = async (scheme: Scheme, exclude: string[], embeddings = true, prune: number | null = null): Promise<Trial> => {
+  const ctx = { calibration: options.calibration, threads: options.threads, progress: silentProgress, signal: options.signal };
+  const baseline = (await evaluate(model, options.data, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
+  const { threshold } = checkLimit(metric, baseline, baseline, options.limit);
+  const higher = GATE_METRIC_INFO[metric].direction === 'higher';
+  // pruning depends only on the budget: each budget is pruned once and reused
+  const pruned = new Map<number, { model: Model; passes: PassRecord[]; entries: ReportEntry[] }>();
+  const prunedModel = async (budget: number) => {
+    if (!pruned.has(budget)) {
+      const r = await fromRecipe({ name: 'prune', passes: [{ pass: 'prune', method: 'mlp', maxIncrease: budget }] }).apply(model, ctx);
+      pruned.set(budget, { model: r.model, passes: r.report.passes, entries: r.report.entries });
+    }
+    return pruned.get(budget)!;
+  };
+  const tried = new Map<string, Trial>();
+  const summaries = new Map<string, PassRecord[]>();
+  const key = (c: TrialConfig): string => JSON.stringify([c.prune ?? null, c.scheme, Object.entries(c.layerBits ?? {}).sort()]);
+  const full = (): boolean => trials.length >= maxTrials;
+
+  const tryOne = async (c: TrialConfig): Promise<Trial> => {
     options.signal?.throwIfAborted();
-    const recipe = trialRecipe(scheme, exclude, embeddings, prune);
-    const { model: out, report } = await fromRecipe(recipe).apply(model, { calibration: options.calibration, threads: options.threads, progress: silentProgress, signal: options.signal });
-    const g = await gate({ baseline: model, candidate: out, dataset: options.data, metrics: [metric], limits: { [metric]: options.limit }, threads: options.threads, signal: options.signal });
-    const r = g.metrics[0]!;
+    const seen = tried.get(key(c));
+    if (seen) return seen;
+    const recipe = trialRecipe(c);
+    const front = c.prune != null ? await prunedModel(c.prune) : { model, passes: [], entries: [] };
+    const rest = { ...recipe, passes: recipe.passes.filter((p) => p.pass !== 'prune') };
+    const { model: out, report } = await fromRecipe(rest).apply(front.model, ctx);
+    const accuracy = (await evaluate(out, options.data, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
+    const check = checkLimit(metric, baseline, accuracy, options.limit);
     const trial: Trial = {
       index: trials.length + 1,
-      label: `${prune !== null ? `prune mlp ${prune} + ` : ''}${scheme}${exclude.length ? `, ${exclude.length} layer(s) float` : ''}${embeddings ? '' : ', embeddings float'}`,
-      scheme,
-      exclude,
-      embeddings,
-      prune,
+      label: trialLabel(c),
+      scheme: c.scheme,
+      layerBits: c.layerBits ?? {},
+      prune: c.prune ?? null,
       bytes: modelToBytes(out).byteLength,
-      accuracy: r.candidate,
-      pass: r.pass,
-      message: r.message,
+      accuracy,
+      pass: check.pass,
+      message: check.message,
     };
     trials.push(trial);
+    tried.set(key(c), trial);
+    summaries.set(key(c), report.passes);
     options.onTrial?.(trial);
-    const kept: Kept = { model: out, trial, recipe, passes: report.passes, entries: report.entries };
-    if (!closest || r.candidate > closest.trial.accuracy!) closest = kept;
-    if (r.pass && (!best || trial.bytes < best.trial.bytes)) best = kept;
-    if (!ranked.has(scheme)) {
-      const q = report.passes.find((x) => x.pass === 'quantize')?.summary as { embeddings?: unknown[] } | undefined;
-      embeddingCount.set(scheme, q?.embeddings?.length ?? 0);
-      const layers = layerData(report.passes).layers.filter((l) => l.sqnr !== null);
-      ranked.set(scheme, layers.sort((a, b) => a.sqnr! - b.sqnr!).map((l) => l.name));
-    }
+    const kept: Kept = { model: out, trial, config: c, passes: [...front.passes, ...report.passes], entries: [...front.entries, ...report.entries] };
+    if (!closest || (higher ? accuracy > closest.trial.accuracy! : accuracy < closest.trial.accuracy!)) closest = kept;
+    if (trial.pass && (!best || trial.bytes < best.trial.bytes)) best = kept;
     return trial;
   };
-  // 1. each scheme as is, most aggressive first, until one passes (the later ones are larger)
-  const failed: Scheme[] = [];
-  for (const scheme of schemes) {
-    if (trials.length >= maxTrials) break;
-    const t = await tryOne(scheme, []);
-    if (t.pass) break;
-    failed.push(scheme);
-  }
-  // 2. the schemes that failed, relaxed step by step: the most sensitive layers (lowest output
-  //    SQNR in the first trial's summary) kept in float, 1, 2, 4, ... of them, each count
-  //    with and without the embedding tables in float (when the model has any), while the
-  //    model stays smaller than the best passing one
-  for (const scheme of failed) {
-    const order = ranked.get(scheme) ?? [];
-    const hasEmbeddings = embeddingCount.get(scheme)! > 0;
-    let stop = false;
-    for (let k = 0; k < order.length && !stop; k = k === 0 ? 1 : k * 2) {
-      for (const embeddings of hasEmbeddings ? [true, false] : [true]) {
-        if (k === 0 && embeddings) continue; // the plain trial of phase 1
-        if (trials.length >= maxTrials) {
-          stop = true;
+  /** Like tryOne, but a model that MLP pruning cannot handle turns pruning off (null). */
+  const tryPruned = async (c: TrialConfig): Promise<Trial | null> => {
+    try {
+      return await tryOne(c);
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      canPrune = false;
+      return null;
+    }
+  };
+
+  // 1. the most aggressive point, then (when it fails) the same precision without pruning
+  const low = schemes[0]!;
+  const first = canPrune ? await tryPruned({ scheme: low, prune: budgets[0]! }) : null;
+  const plain = first?.pass ? first : await tryOne({ scheme: low });
+
+  // 2. precision: the most sensitive layers one step up the ladder (w4 -> 8-bit -> float)
+  let ranking: Sensitivity[] = [];
+  const rank = async (): Promise<string[]> => {
+    if (ranking.length === 0) {
+      const q = quantizeSummary(summaries.get(key({ scheme: low })) ?? [])!;
+      const names = [...q.layers.map((l) => l.name), ...q.embeddings.map((e) => e.name)];
+      ranking = await rankLayers(model, low, names, options.calibration, { threads: options.threads, signal: options.signal, progress });
+      options.onRanking?.(ranking);
+    }
+    return ranking.map((r) => r.name);
+  };
+  const ladder: LayerBits[] = [...schemes.slice(1).map(weightBits), 'float'];
+  /** `base` with the k most sensitive layers at `up` bits (every layer: the next scheme itself, or nothing for float). */
+  const promote = (order: string[], base: Scheme, up: LayerBits, k: number): TrialConfig | undefined => {
+    if (k < order.length) return { scheme: base, layerBits: Object.fromEntries(order.slice(0, k).map((n) => [n, up])) };
+    const next = schemes.find((x) => weightBits(x) === up);
+    return next ? { scheme: next } : undefined;
+  };
+  let chosen: { config: TrialConfig; up: number; k: number } | undefined = plain.pass && plain.prune === null ? { config: { scheme: low }, up: 0, k: 0 } : undefined;
+  if (!plain.pass) {
+    const order = await rank();
+    let base: Scheme = low;
+    for (const [u, up] of ladder.entries()) {
+      if (full()) break;
+      let lo = 0;
+      let hi: number | undefined;
+      // 1, 2, 4, ... layers up, then every layer (the next scheme)
+      for (let k = 1; !full(); k = Math.min(k * 2, order.length)) {
+        const c = promote(order, base, up, k);
+        if (c && (await tryOne(c)).pass) {
+          hi = k;
           break;
         }
-        const t = await tryOne(scheme, order.slice(0, k), embeddings);
-        if (t.pass || (best && t.bytes >= best.trial.bytes)) {
-          stop = true;
-          break;
-        }
+        if (k === order.length) break;
+        lo = k;
       }
+      if (hi === undefined) {
+        const next = schemes.find((x) => weightBits(x) === up);
+        if (!next) break;
+        base = next;
+        continue;
+      }
+      // bisect for the fewest
+      while (hi - lo > 1 && !full()) {
+        const mid = Math.floor((lo + hi) / 2);
+        if ((await tryOne(promote(order, base, up, mid)!)).pass) hi = mid;
+        else lo = mid;
+      }
+      chosen = hi < order.length ? { config: promote(order, base, up, hi)!, up: u, k: hi } : { config: promote(order, base, up, hi)!, up: u + 1, k: 0 };
+      break;
     }
   }
-  // 3. pruning in front of the best passing point: AMP (MLP widths searched per MLP under an
-  //    entropy budget), most aggressive budget first, relaxed until the gate passes
-  if (best && (options.prune ?? true)) {
-    const base = best.trial;
-    for (const budget of options.pruneBudgets ?? [0.05, 0.02, 0.01, 0.005, 0.002]) {
-      if (trials.length >= maxTrials) break;
-      let t: Trial;
-      try {
-        t = await tryOne(base.scheme as Scheme, base.exclude, base.embeddings, budget);
-      } catch (e) {
-        // a model discovery cannot prune (no MLP blocks found): pruning is left out
-        if (isUserError(e)) break;
-        throw e;
-      }
+
+  // 3. pruning relaxed step by step in front of the chosen precision; then, at the last
+  //    budget that failed, a few more layers one step up, while smaller than the best
+  if (chosen && canPrune) {
+    let failed: Trial | undefined;
+    for (const budget of budgets) {
+      if (full()) break;
+      const t = await tryPruned({ ...chosen.config, prune: budget });
+      if (t === null) break;
       if (t.pass) break;
+      failed = t;
+    }
+    const up = ladder[chosen.up];
+    // only when that trial missed by less than the limit allows (more precision will not win back more)
+    const near = failed !== undefined && Math.abs(failed.accuracy! - threshold) <= Math.abs(baseline - threshold);
+    if (canPrune && failed !== undefined && near && up !== undefined && best) {
+      const order = await rank();
+      const base = chosen.config.scheme;
+      for (let extra = 1; extra <= 4 && chosen.k + extra < order.length && !full(); extra *= 2) {
+        const c = promote(order, base, up, chosen.k + extra)!;
+        const t = await tryOne({ ...c, prune: failed.prune });
+        if (t.pass || t.bytes >= best.trial.bytes) break;
+      }
     }
   }
+
   const kept = best ?? closest!;
   const m = await measure(model, kept.model, { calibration: options.calibration, data: options.data, metric, limit: options.limit, threads: options.threads, signal: options.signal, latencyRuns: options.latencyRuns, progress: options.progress });
+  const recipe = trialRecipe(kept.config);
   return {
     model: kept.model,
-    recipe: kept.recipe,
+    recipe,
+    ranking,
     report: {
       input: model.sourcePath ?? '<memory>',
       output: null,
-      recipe: { name: kept.recipe.name!, passes: kept.recipe.passes.map((p) => p.pass) },
+      recipe: { name: recipe.name!, passes: recipe.passes.map((p) => p.pass) },
       seconds: (Date.now() - started) / 1000,
       ...m,
       ...layerData(kept.passes),
@@ -164,6 +306,7 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
       entries: kept.entries,
       trials,
       chosen: best ? best.trial.index : null,
+      sensitivity: ranking,
     },
   };
 }

@@ -58,7 +58,18 @@ describe('slimformer compress', () => {
     expect(j.layers.length).toBe(25);
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).layers.length).toBe(25);
     expect(fs.readFileSync(path.join(dir, 'r.md'), 'utf8')).toMatch(/\| size \| 591\.1 KiB/);
-    expect(fs.readFileSync(path.join(dir, 'r.html'), 'utf8')).toMatch(/<svg id="plot-sqnr"/);
+    const html = fs.readFileSync(path.join(dir, 'r.html'), 'utf8');
+    for (const id of ['plot-sqnr', 'plot-kurtosis', 'plot-inf-norm']) expect(html).toContain(`<svg id="${id}"`);
+    // the report carries the original model's outlier metrics, one row per block output
+    const outliers = JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).outliers as { layer: string; block: number; kurtosis: number; infNorm: number }[];
+    expect(outliers.map((o) => o.block)).toEqual(outliers.map((_, i) => i));
+    for (const o of outliers) {
+      expect(o.layer).toBe(`blocks.${o.block}.output`);
+      expect(o.kurtosis).toBeGreaterThan(0);
+      expect(o.infNorm).toBeGreaterThan(0);
+    }
+    const blocks = new Set(j.layers.map((l: { name: string }) => /^blocks\.(\d+)\./.exec(l.name)?.[1]).filter(Boolean));
+    expect(outliers.length).toBe(blocks.size);
   });
 
   it('rejects an unknown pass in a recipe with exit 2, naming it, and writes nothing', () => {
@@ -73,12 +84,23 @@ describe('slimformer compress', () => {
 
   it('auto mode prints trials and keeps a passing model smaller than w8a8', () => {
     const out = path.join(dir, 'auto.onnx');
-    const r = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.005', '--auto', '--latency-runs', '0', '--json');
-    expect(r.code, r.stderr).toBe(0);
-    const j = JSON.parse(r.stdout);
+    const json = path.join(dir, 'auto.json');
+    const text = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.005', '--auto', '--latency-runs', '0', '--report', json);
+    expect(text.code, text.stderr).toBe(0);
+    const j = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(j.trials.length).toBeGreaterThan(0);
     expect(j.chosen).not.toBeNull();
     expect(j.accuracy.pass).toBe(true);
+    // starts aggressive (pruning + 4-bit); every trial smaller than the kept one failed
+    expect(j.trials[0]).toMatchObject({ scheme: 'w4', prune: 0.05 });
+    type T = { index: number; bytes: number; pass: boolean; prune: number | null; layerBits: Record<string, unknown> };
+    const chosen = (j.trials as T[]).find((t) => t.index === j.chosen)!;
+    for (const t of j.trials as T[]) if (t.bytes < chosen.bytes) expect(t.pass, `trial ${t.index}`).toBe(false);
+    expect(j.recipe.passes).toEqual([...(chosen.prune === null ? [] : ['prune']), 'quantize', 'cleanup']);
+    // the trials are printed as a table with the chosen one marked
+    expect(text.stdout).toMatch(new RegExp(`\\n${j.chosen}\\s+.*pass <- chosen\\n`));
+    expect(text.stdout).toMatch(new RegExp(`chosen: trial ${j.chosen}`));
+    expect(text.stderr).toMatch(/trial 1: prune mlp 0\.05 \+ w4/);
     const w8a8 = fs.statSync(path.join(dir, 'w8a8.onnx')).size;
     expect(fs.statSync(out).size).toBeLessThan(w8a8);
   });
