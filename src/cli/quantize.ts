@@ -5,7 +5,7 @@ import { UserError } from '../errors.js';
 import { openDataset } from '../data/dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
-import { quantize, type QuantizeSummary } from '../passes/quantize.js';
+import { quantize, type LayerBits, type QuantizeSummary } from '../passes/quantize.js';
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { BLOCK_SIZES, CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, parseGranularity, type BlockSize, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
@@ -32,6 +32,7 @@ interface QuantizeFlags {
   blockSize: string;
   granularity?: string;
   exclude: string[];
+  layerBits: string[];
   embeddings: boolean;
   threads?: string;
   cacheDir?: string;
@@ -64,6 +65,7 @@ export function registerQuantize(program: Command): void {
     .option('--block-size <n>', 'input features per scale for w8/w4/w3/w2: 16, 32, 64 or 128 (the same as --granularity block:N)', '32')
     .option('--granularity <g>', 'weights sharing one scale: tensor | channel (one per output channel) | block:N (N inputs of one output channel, N = 16, 32, 64 or 128; weight-only schemes); overrides --block-size and --per-channel')
     .option('--exclude <pattern...>', 'keep matching layers in float (glob like "*.attn.*" or /regex/)', [])
+    .option('--layer-bits <pattern=bits...>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float, e.g. "lm_head=8" "blocks.0.*=float"; the first matching pattern wins', [])
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--cache-dir <dir>', 'calibration cache folder (default .slimformer-cache, or SLIMFORMER_CACHE_DIR)')
@@ -120,6 +122,7 @@ export function registerQuantize(program: Command): void {
             calibMethod: flags.calibMethod as CalibrationMethod,
             ...granularity,
             exclude: flags.exclude,
+            ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
             embeddings: flags.embeddings,
             cacheDir: flags.cache ? flags.cacheDir : false,
           }),
@@ -144,7 +147,7 @@ export function registerQuantize(program: Command): void {
         const lines = [
           `${modelPath} -> ${flags.output}  (${summary.scheme}, ${summary.method}${summary.calibMethod ? `, ${summary.calibMethod} calibration on ${summary.calibration?.samples} samples${summary.calibration?.fromCache ? ' (from cache)' : ''}` : ''})`,
           `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
-          `layers      ${summary.layers.length} quantized to ${summary.layers[0]?.bits ?? '-'} bits, ${summary.embeddings.length} embedding tables, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
+          `layers      ${summary.layers.length} quantized to ${bitsCounts(summary.layers)}, ${summary.embeddings.length} embedding tables${summary.embeddings.length ? ` (${bitsCounts(summary.embeddings)})` : ''}, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];
         if (summary.reparam) lines.push(`reparam     ${summary.reparam.method}${summary.reparam.alpha !== undefined ? ` (alpha ${summary.reparam.alpha})` : ''}${summary.reparam.observer ? ` (${summary.reparam.observer} per-channel bounds)` : ''}: ${summary.reparam.folded.length} norm outputs folded, ${summary.reparam.skipped.length} skipped`);
         if (summary.flexround) {
@@ -164,6 +167,28 @@ export function registerQuantize(program: Command): void {
         process.stdout.write(lines.join('\n') + '\n');
       }),
     );
+}
+
+/** `--layer-bits pattern=bits` pairs (the last '=' splits, so a /regex/ may hold one). */
+export function parseLayerBits(pairs: string[]): Record<string, LayerBits> {
+  const out: Record<string, LayerBits> = {};
+  for (const pair of pairs) {
+    const at = pair.lastIndexOf('=');
+    const pattern = pair.slice(0, at);
+    const value = pair.slice(at + 1);
+    if (at <= 0 || !/^([2-8]|float)$/.test(value)) throw new UserError(`--layer-bits '${pair}' must be PATTERN=BITS with BITS 2 to 8 or float (e.g. "lm_head=8")`);
+    out[pattern] = value === 'float' ? 'float' : Number(value);
+  }
+  return out;
+}
+
+/** "12 layers at 4 bits" or, with per-layer bits, "10 at 4 bits, 2 at 8 bits". */
+function bitsCounts(layers: readonly { bits: number }[]): string {
+  if (layers.length === 0) return '- bits';
+  const counts = new Map<number, number>();
+  for (const l of layers) counts.set(l.bits, (counts.get(l.bits) ?? 0) + 1);
+  if (counts.size === 1) return `${layers[0]!.bits} bits`;
+  return [...counts].sort((a, b) => a[0] - b[0]).map(([b, n]) => `${n} at ${b} bits`).join(', ');
 }
 
 function statSize(f: string): number {
