@@ -8,7 +8,7 @@ import type { Node } from '../ir/node.js';
 import { Tensor, elementCount } from '../ir/tensor.js';
 import type { Value } from '../ir/value.js';
 import { Session } from '../runtime/session.js';
-import { buildGradientGraph, promoteInitializer } from './gradient.js';
+import { buildGradientGraph, type GradientOptions, promoteInitializer } from './gradient.js';
 import { inferTypes, isFloat } from './infer.js';
 import { toDouble } from './precision.js';
 import { declareInputShapes } from './subgraph.js';
@@ -29,6 +29,8 @@ export interface GradientCheckOptions {
   directions?: number;
   seed?: number;
   rules?: RuleTable;
+  /** Multi-node patterns differentiated as one op (as buildGradientGraph's option). */
+  patterns?: GradientOptions['patterns'];
   /** 'auto' (default): float64 when onnxruntime can run both graphs in double, else float32. */
   precision?: 'auto' | 'double' | 'float';
   threads?: number;
@@ -80,7 +82,7 @@ export async function checkGradients(model: Model, options: GradientCheckOptions
   declareInputShapes(base, Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dims])));
   const loss = options.loss ?? (await addProjectionLoss(base, feeds, rng, options.threads));
 
-  const grad = buildGradientGraph(base, { loss, wrt: options.wrt, rules: options.rules });
+  const grad = buildGradientGraph(base, { loss, wrt: options.wrt, rules: options.rules, patterns: options.patterns });
   const surrogate = steSurrogate(base);
   const want = options.precision ?? 'auto';
   let precision: 'double' | 'float' = want === 'float' ? 'float' : 'double';

@@ -9,9 +9,11 @@ import { Node } from '../ir/node.js';
 import { Tensor } from '../ir/tensor.js';
 import { type Dim, Value } from '../ir/value.js';
 import { inferNode, inferTypes, isFloat, isIntType, type TensorInfo } from './infer.js';
-import { type Composite, findComposites } from './patterns.js';
+import { type Composite, findComposites, type Pattern } from './patterns.js';
 import { defaultRules } from './rules/index.js';
 import { type OpRule, type RuleContext, type RuleTable, int, ruleKey } from './rules/types.js';
+
+const MS_DOMAIN = 'com.microsoft';
 
 export interface GradientOptions {
   /** The value to differentiate: the gradient is that of the sum of its elements. */
@@ -26,10 +28,11 @@ export interface GradientOptions {
   /** Keep the model's own outputs besides the loss and gradients (default false). */
   keepOutputs?: boolean;
   /**
-   * Differentiate known multi-node patterns (the erf GELU exporters write) as one op, with
-   * fewer passes over memory (default: on with the built-in rules, off with custom ones).
+   * Differentiate known multi-node patterns (the erf and tanh GELUs exporters write) as one op,
+   * with fewer passes over memory (default: on with the built-in rules, off with custom ones),
+   * or the patterns given.
    */
-  patterns?: boolean;
+  patterns?: boolean | readonly Pattern[];
 }
 
 export interface GradientGraph {
@@ -81,9 +84,10 @@ export function buildGradientGraph(model: Model, options: GradientOptions): Grad
   const builder = new GradientBuilder(g, m.opset, info);
   const relevant = relevantNodes(lossValue, active, rules);
   const composites = new Map<Node, Composite>();
-  if (options.patterns ?? options.rules === undefined) {
+  const patterns = options.patterns ?? options.rules === undefined;
+  if (patterns !== false) {
     const keep = new Set<Value>([...wrt, lossValue, ...g.outputs]);
-    for (const c of findComposites(relevant, info, keep)) composites.set(c.head, c);
+    for (const c of findComposites(relevant, info, keep, patterns === true ? undefined : patterns)) composites.set(c.head, c);
   }
   const inner = new Set([...composites.values()].flatMap((c) => c.nodes.filter((n) => n !== c.head)));
   if (active.has(lossValue)) {
@@ -110,6 +114,8 @@ export function buildGradientGraph(model: Model, options: GradientOptions): Grad
     outputs.push(grad);
   }
   g.outputs = outputs;
+  // rules may use onnxruntime's com.microsoft ops (FusedMatMul)
+  if (g.nodes.some((n) => n.domain === MS_DOMAIN) && !m.opsetImports.has(MS_DOMAIN)) m.opsetImports.set(MS_DOMAIN, 1);
   g.removeDeadNodes();
   g.removeUnusedInitializers();
   g.toposort();

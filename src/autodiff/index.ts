@@ -2,6 +2,7 @@
 export { buildGradientGraph, type GradientGraph, type GradientOptions } from './gradient.js';
 export { checkGradients, type GradientCheckEntry, type GradientCheckOptions, type GradientCheckResult } from './check.js';
 export { defaultRules, withRules } from './rules/index.js';
+export { defaultPatterns, type Composite, type Pattern } from './patterns.js';
 export type { OpRule, RuleContext, RuleTable } from './rules/types.js';
 export { extractSubgraph, declareInputShapes, type Subgraph, type SubgraphSpec } from './subgraph.js';
 export { Trainer, learningRate, type OptimizerOptions, type Schedule, type TrainableParameter, type TrainerOptions } from './optimizer.js';

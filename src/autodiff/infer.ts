@@ -219,6 +219,10 @@ export function inferNode(node: Node, ins: TensorInfo[]): TensorInfo[] {
       return [{ dtype: ins[1]?.dtype ?? ins[2]?.dtype, shape: broadcastShapes(ins.map((i) => i.shape)) }];
     case 'MatMul':
       return [{ dtype: x.dtype, shape: matmulShape(x.shape, ins[1]?.shape) }];
+    case 'com.microsoft::FusedMatMul': {
+      const swap = (d: Dim[] | undefined, on: number): Dim[] | undefined => (d && on && d.length >= 2 ? [...d.slice(0, -2), d[d.length - 1]!, d[d.length - 2]!] : d);
+      return [{ dtype: x.dtype, shape: matmulShape(swap(x.shape, node.intAttr('transA', 0)), swap(ins[1]?.shape, node.intAttr('transB', 0))) }];
+    }
     case 'Gemm': {
       const a = x.shape;
       const b = ins[1]?.shape;

@@ -1,7 +1,8 @@
 // Float64 copies of float32 models, for gradient checks. onnxruntime's CPU kernels do most ops
 // in double; the few that are float-only (Erf, Gelu, Q/DQ, contrib ops) are either computed in
 // float inside a double graph ("islands", fine for analytic gradients) or, where a finite
-// difference needs every digit, replaced by double-precision expansions.
+// difference needs every digit, replaced by double-precision expansions. com.microsoft
+// FusedMatMul (which gradient graphs use) becomes MatMul with its transposes written out.
 import type { Attribute } from '../ir/attribute.js';
 import { attrString } from '../ir/attribute.js';
 import { DataType } from '../ir/dtype.js';
@@ -41,21 +42,30 @@ export function toDouble(model: Model, mode: DoubleMode = 'islands'): Model {
     if (!FLOAT_ONLY.has(node.opType) && !foreign) continue;
     const msGelu = node.domain === 'com.microsoft' && (node.opType === 'Gelu' || node.opType === 'FastGelu');
     if (mode === 'exact' && ((!foreign && (node.opType === 'Erf' || node.opType === 'Gelu')) || msGelu)) {
-      const y = node.output(0);
       const b = new Emitter(g, `${node.name || node.opType}_f64_${counter++}`, node);
       const bias = node.opType === 'FastGelu' ? node.input(1) : undefined;
       const x = bias ? b.op('Add', [node.input(0)!, bias]) : node.input(0)!;
       const approximate = node.opType === 'FastGelu' ? 'tanh' : (attrString(node.attr('approximate')) ?? 'none');
-      const out = node.opType === 'Erf' ? erf64(b, x) : gelu64(b, x, approximate);
-      for (const use of [...y.uses()]) use.node.setInput(use.index, out);
-      if (g.outputs.includes(y)) {
-        g.outputs = g.outputs.map((o) => (o === y ? out : o));
-        const name = y.name;
-        g.renameValue(y, g.uniqueName(`${name}_replaced`));
-        g.renameValue(out, name);
-      }
-      g.removeNode(node);
+      replaceNode(g, node, node.opType === 'Erf' ? erf64(b, x) : gelu64(b, x, approximate));
       continue;
+    }
+    if (node.domain === 'com.microsoft' && node.opType === 'FusedMatMul') {
+      // the transposes it folds, written out: MatMul takes double
+      const ranks = node.inputs.map((v) => (v ? info.get(v)?.shape?.length : undefined));
+      if (!node.intAttr('transBatchA', 0) && !node.intAttr('transBatchB', 0) && ranks.every((r) => r !== undefined && r >= 2)) {
+        const b = new Emitter(g, `${node.name || node.opType}_f64_${counter++}`, node);
+        const operand = (i: number, trans: string): Value => {
+          const v = node.input(i)!;
+          if (!node.intAttr(trans, 0)) return v;
+          const perm = Array.from({ length: ranks[i]! }, (_, j) => j);
+          perm.splice(-2, 2, perm.length - 1, perm.length - 2);
+          return b.op('Transpose', [v], { perm: { type: 'ints', value: perm } });
+        };
+        const product = b.op('MatMul', [operand(0, 'transA'), operand(1, 'transB')]);
+        const alpha = node.floatAttr('alpha', 1);
+        replaceNode(g, node, alpha === 1 ? product : b.op('Mul', [product, b.c(alpha)]));
+        continue;
+      }
     }
     // island: cast float inputs down, outputs back up
     node.inputs.forEach((v, i) => {
@@ -81,6 +91,19 @@ export function toDouble(model: Model, mode: DoubleMode = 'islands'): Model {
   }
   g.toposort();
   return m;
+}
+
+/** Gives `node`'s output (its name too, when it is a graph output) to `out`, and removes the node. */
+function replaceNode(g: Graph, node: Node, out: Value): void {
+  const y = node.output(0);
+  for (const use of [...y.uses()]) use.node.setInput(use.index, out);
+  if (g.outputs.includes(y)) {
+    g.outputs = g.outputs.map((o) => (o === y ? out : o));
+    const name = y.name;
+    g.renameValue(y, g.uniqueName(`${name}_replaced`));
+    g.renameValue(out, name);
+  }
+  g.removeNode(node);
 }
 
 function widen(t: Tensor): Tensor {

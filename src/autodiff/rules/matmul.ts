@@ -1,6 +1,7 @@
 // Backward rules of MatMul and Gemm. A weight gradient of a batched activation times a 2-D
 // weight is one GEMM over the flattened rows (Gemm with transA), not a batched product summed
 // afterwards.
+import { DataType } from '../../ir/dtype.js';
 import type { Dim, Value } from '../../ir/value.js';
 import type { OpRule, RuleContext } from './types.js';
 import { float, int, ints } from './types.js';
@@ -39,12 +40,19 @@ function matmulGrads(ctx: RuleContext, a: Operand, b: Operand, dy: Value, yDims:
     }
     return [da, db];
   }
+  // batched operands (attention): in float32, onnxruntime's FusedMatMul reads the transposed
+  // operand as stored, where MatMul would need a Transpose copy of it first
+  const fused = ctx.dtype(ctx.output(0)) === DataType.FLOAT;
+  const product = (x: Value, y: Value, transA: boolean, transB: boolean): Value =>
+    fused
+      ? ctx.emit('FusedMatMul', [x, y], { alpha: float(1), transA: int(transA ? 1 : 0), transB: int(transB ? 1 : 0) }, 'com.microsoft')
+      : ctx.emit('MatMul', [transA ? swapLast(ctx, x, a.rank) : x, transB ? swapLast(ctx, y, b.rank) : y]);
   if (want[0]) {
-    da = ctx.emit('MatMul', [dy, swapLast(ctx, b.value, b.rank)]);
+    da = product(dy, b.value, false, true);
     da = ctx.reduceTo(da, a.value, yBatch ? [...yBatch, m, k] : undefined, a.dims);
   }
   if (want[1]) {
-    db = ctx.emit('MatMul', [swapLast(ctx, a.value, a.rank), dy]);
+    db = product(a.value, dy, true, false);
     db = ctx.reduceTo(db, b.value, yBatch ? [...yBatch, k, n] : undefined, b.dims);
   }
   return [da, db];
