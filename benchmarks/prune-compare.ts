@@ -13,7 +13,9 @@
 //  - onnxruntime latency (batch 128, one thread): the median of interleaved rounds (every round
 //    runs every model once, in turn), measured in this run.
 // "A beats B" at a budget: higher top1, ties broken by lower KL to the float model. The script
-// prints per budget whether AMP and OPTIN beat magnitude. Then AMP (adaptive widths, entropy
+// prints per budget whether AMP and OPTIN beat magnitude, with McNemar's exact test of their top1
+// difference (src/validate/significance.ts: how likely a difference that large is between two
+// equally accurate classifiers; a difference of one or two samples has p near 1). Then AMP (adaptive widths, entropy
 // tolerance) and the best method at each budget pruned and quantized to w8a8, checked by the gate
 // against the float model at the issue's limits plus 0.5 point for quantization.
 // Targets (issue 8): AMP and OPTIN beat magnitude at every budget; at 30% fewer MLP parameters
@@ -35,6 +37,7 @@ import { Session } from '../src/runtime/session.js';
 import { ComparisonAccumulator } from '../src/validate/comparison.js';
 import { gate } from '../src/validate/gate.js';
 import { MetricAccumulator } from '../src/validate/metrics.js';
+import { mcnemarExact } from '../src/validate/significance.js';
 import { npyBytes, npzBytes } from '../tests/helpers/npy.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -160,6 +163,8 @@ interface Fidelity {
   /** Samples the float model gets wrong and the candidate right, and the other way round. */
   fixed: number;
   broken: number;
+  /** Per held-out sample: is the top1 right. */
+  correct: Uint8Array;
 }
 
 /** Logits of the first output for every sample of the datasets, in order. */
@@ -192,6 +197,7 @@ function fidelity(ref: { scores: ArrayTensor; labels: ArrayTensor }[], cand: { s
   let rows = 0;
   let fixed = 0;
   let broken = 0;
+  const correct: number[] = [];
   const argmax = (x: Float64Array): number => x.indexOf(Math.max(...x));
   ref.forEach((r, i) => {
     const c = cand[i]!.scores;
@@ -207,11 +213,12 @@ function fidelity(ref: { scores: ArrayTensor; labels: ArrayTensor }[], cand: { s
       const label = Number(r.labels.data[at / n]);
       if (argmax(lp) !== label && argmax(lq) === label) fixed++;
       if (argmax(lp) === label && argmax(lq) !== label) broken++;
+      correct.push(argmax(lq) === label ? 1 : 0);
       rows++;
     }
   });
   const m = metrics.result(['top1', 'nll']);
-  return { top1: m.top1!, nll: m.nll!, agreement: cmp.result(['agreement']).agreement!, kl: kl / rows, fixed, broken };
+  return { top1: m.top1!, nll: m.nll!, agreement: cmp.result(['agreement']).agreement!, kl: kl / rows, fixed, broken, correct: Uint8Array.from(correct) };
 }
 
 /** "a beats b": higher top1, ties broken by lower KL to the float model. */
@@ -276,7 +283,10 @@ for (const name of names) {
   console.log('\n"beats" = higher top1, ties broken by lower KL to the float model');
   for (const b of BUDGETS) {
     const at = (m: string) => rows.find((r) => r.budget === b.label && r.method === m)!.fid;
-    const verdict = (m: string) => `${m} ${beats(at(m), at('magnitude')) ? 'beats' : 'does NOT beat'} magnitude`;
+    const verdict = (m: string) => {
+      const t = mcnemarExact(at(m).correct, at('magnitude').correct);
+      return `${m} ${beats(at(m), at('magnitude')) ? 'beats' : 'does NOT beat'} magnitude (top1 right where magnitude is wrong +${t.firstOnly}, the reverse -${t.secondOnly}: McNemar exact p = ${t.p.toPrecision(2)})`;
+    };
     console.log(`${b.label}: ${verdict('AMP')}, ${verdict('OPTIN')}`);
   }
 
