@@ -31,6 +31,7 @@ interface QuantizeFlags {
   perChannel: boolean;
   blockSize: string;
   granularity?: string;
+  weightGrid?: string;
   exclude: string[];
   layerBits: string[];
   embeddings: boolean;
@@ -64,6 +65,7 @@ export function registerQuantize(program: Command): void {
     .option('--no-per-channel', 'one weight scale per tensor instead (the same as --granularity tensor)')
     .option('--block-size <n>', 'input features per scale for w8/w4/w3/w2: 16, 32, 64 or 128 (the same as --granularity block:N)', '32')
     .option('--granularity <g>', 'weights sharing one scale: tensor | channel (one per output channel) | block:N (N inputs of one output channel, N = 16, 32, 64 or 128; weight-only schemes); overrides --block-size and --per-channel')
+    .option('--weight-grid <kind>', 'weight-only schemes: symmetric | asymmetric (a zero point per group; default symmetric, asymmetric for w2)')
     .option('--exclude <pattern...>', 'keep matching layers in float (glob like "*.attn.*" or /regex/)', [])
     .option('--layer-bits <pattern=bits...>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float, e.g. "lm_head=8" "blocks.0.*=float"; the first matching pattern wins', [])
     .option('--no-embeddings', 'keep embedding tables in float')
@@ -101,6 +103,7 @@ export function registerQuantize(program: Command): void {
         }
         const blockSize = positiveInt(flags.blockSize, '--block-size');
         if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) throw new UserError(`--block-size must be ${BLOCK_SIZES.join(', ')}, not ${blockSize}`);
+        if (flags.weightGrid !== undefined && !['symmetric', 'asymmetric'].includes(flags.weightGrid)) throw new UserError(`unknown --weight-grid '${flags.weightGrid}' (choose from symmetric, asymmetric)`);
         const granularity = flags.granularity === undefined ? { perChannel: flags.perChannel, blockSize: blockSize as BlockSize } : parseGranularity(flags.granularity, scheme);
         if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the quantized model to another file`);
         const model = loadModel(modelPath);
@@ -121,6 +124,7 @@ export function registerQuantize(program: Command): void {
             repquantObserver: flags.repquantBounds as 'mse' | 'percentile' | 'minmax',
             calibMethod: flags.calibMethod as CalibrationMethod,
             ...granularity,
+            ...(flags.weightGrid !== undefined ? { weightSymmetric: flags.weightGrid === 'symmetric' } : {}),
             exclude: flags.exclude,
             ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
             embeddings: flags.embeddings,

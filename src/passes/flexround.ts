@@ -16,6 +16,8 @@ interface CommonOptions {
   blockSize?: BlockSize;
   /** Weights per scale: 'tensor', 'channel' or 'block:N' (weight-only); overrides blockSize. */
   granularity?: Granularity;
+  /** Weight-only: symmetric grids (default: yes, except at 2 bits; see QuantizeOptions.weightSymmetric). */
+  weightSymmetric?: boolean;
   exclude?: string[];
   embeddings?: boolean;
   verifySamples?: number;
@@ -42,6 +44,7 @@ function base(o: CommonOptions): QuantizeOptions {
     ...(o.aBits === 8 && bits !== 8 ? { weightBits: bits } : {}),
     blockSize: o.blockSize,
     ...(o.granularity !== undefined ? parseGranularity(o.granularity, scheme) : {}),
+    ...(o.weightSymmetric !== undefined ? { weightSymmetric: o.weightSymmetric } : {}),
     exclude: o.exclude,
     embeddings: o.embeddings,
     verifySamples: o.verifySamples,

@@ -95,8 +95,9 @@ export function quantize(options: QuantizePassOptions): Pass {
       const weightOnly = isWeightOnly(scheme);
       const staticScheme = isStatic(scheme);
       const aBits = activationBits(scheme);
+      if (options.weightSymmetric === false && !weightOnly) throw new UserError(`asymmetric weight grids need a weight-only scheme (w8, w4, w3, w2), not ${scheme}: integer kernels take symmetric int8 weights`);
       const spec: WeightQuantSpec = weightOnly
-        ? { bits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
+        ? { bits, symmetric: symmetricAt(options, bits), blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
         : { bits: scheme === 'dynamic' ? 8 : bits, symmetric: true, blockSize: 0, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') };
       const perTensorWeights = options.perChannel === false;
       const softmaxMode = options.softmax ?? 'none';
@@ -132,7 +133,7 @@ export function quantize(options: QuantizePassOptions): Pass {
       for (const l of sel.linears) {
         ctx.signal.throwIfAborted();
         const w = weightOutIn(l);
-        const own = layerSpec(spec, bitsOf(l.name), options.weightSearch);
+        const own = weightOnly ? { ...layerSpec(spec, bitsOf(l.name), options.weightSearch), symmetric: symmetricAt(options, bitsOf(l.name)) } : layerSpec(spec, bitsOf(l.name), options.weightSearch);
         const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
         weights.push(q);
         ctx.progress.tick(weights.length, l.name);
@@ -352,7 +353,12 @@ async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec,
   const k = l.inFeatures;
   const levels = new Int32Array(l.outFeatures * blockSize);
   for (let r = 0; r < l.outFeatures; r++) levels.set(q.levels.subarray(r * k, (r + 1) * k), r * blockSize);
-  return { ...q, n: l.outFeatures, k, groups: 1, blockSize, levels, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures) };
+  return { ...q, n: l.outFeatures, k, groups: 1, blockSize, levels, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures).fill(q.zeroPoints[0]!) };
+}
+
+/** Whether a weight-only layer of `bits` gets a symmetric grid (QuantizeOptions.weightSymmetric). */
+function symmetricAt(options: QuantizeOptions, bits: number): boolean {
+  return options.weightSymmetric ?? bits > 2;
 }
 
 /** Input features per weight-only scale; 0 (one scale per output channel) is a block that always covers every input. */

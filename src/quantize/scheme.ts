@@ -81,6 +81,14 @@ export interface QuantizeOptions {
   blockSize?: 0 | BlockSize;
   /** Weight range search: full range, or the MSE-minimising shrink (default: mse for 3/4 bits). */
   weightSearch?: 'minmax' | 'mse';
+  /**
+   * Weight-only schemes: symmetric grids (signed levels, zero point 0) or asymmetric ones
+   * (unsigned levels and a zero point per group, so all 2^b levels can be used). Default:
+   * symmetric, except at 2 bits, where a symmetric grid [-2, 1] is scaled to max|w| and round to
+   * nearest reaches only -1, 0 and 1. Static and dynamic schemes are always symmetric (their
+   * integer kernels take int8 weights with zero point 0).
+   */
+  weightSymmetric?: boolean;
   /** Layers kept in float: globs (`*.attn.*`) or /regex/ matched against layer and node names. */
   exclude?: string[];
   /** Quantize embedding tables (Gather of a constant) too (default true). */

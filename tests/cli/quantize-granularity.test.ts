@@ -16,6 +16,8 @@ describe('quantize --granularity and --scheme w2 from the CLI', () => {
       [['--scheme', 'w4', '--a-bits', '8', '--granularity', 'block:32'], /block:32 needs a weight-only scheme/],
       [['--scheme', 'w2', '--method', 'repquant'], /--method repquant needs a static scheme/],
       [['--scheme', 'w2', '--a-bits', '4'], /--a-bits must be 8/],
+      [['--scheme', 'w4', '--weight-grid', 'skewed'], /unknown --weight-grid 'skewed' \(choose from symmetric, asymmetric\)/],
+      [['--scheme', 'w4', '--a-bits', '8', '--weight-grid', 'asymmetric'], /asymmetric weight grids need a weight-only scheme/],
     ];
     for (const [args, message] of cases) {
       const r = cli('quantize', model, '-o', out, '--calib', calib, '--no-cache', ...args);

@@ -74,51 +74,76 @@ describe('--granularity', () => {
 });
 
 describe('w2 (2-bit MatMulNBits)', () => {
-  it('onnxruntime computes x · Ŵ with Ŵ unpacked here from the 2-bit codes and scales (tolerance 2% of the largest output: accuracy_level 4 rounds x to int8 per block)', async () => {
-    const rng = new Random(4);
-    const [rows, K, N] = [5, 96, 24];
-    const g = new Graph('linear');
-    const x = g.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: [rows, K] });
-    const w = Float32Array.from({ length: K * N }, () => 0.1 * rng.normal());
-    g.outputs.push(g.addNode('MatMul', [x, g.addInitializer(Tensor.from('w', DataType.FLOAT, [K, N], w))], ['y']).output(0));
-    const float = new Model(g);
-    float.opsetImports = new Map([['', 17]]);
-    const { model } = await pipeline([quantize({ scheme: 'w2', blockSize: 32, cacheDir: false })]).apply(float, {});
-    const node = model.graph.nodes.find((n) => n.opType === 'MatMulNBits')!;
-    expect(attr(node, 'bits')).toBe(2);
-    const bs = attr(node, 'block_size');
-    const blocks = Math.ceil(K / bs);
-    const packed = node.input(1)!.initializer!.bytes;
-    const scales = floats(node, 2);
-    // unpack: four 2-bit codes per byte, lowest bits first, default zero point 2
-    const wq = new Float64Array(N * K);
-    const levels = new Set<number>();
-    for (let n = 0; n < N; n++) {
-      for (let k = 0; k < K; k++) {
-        const i = n * blocks * bs + k;
-        const code = (packed[i >> 2]! >> ((i & 3) * 2)) & 3;
-        levels.add(code - 2);
-        wq[n * K + k] = (code - 2) * scales[n * blocks + Math.floor(k / bs)]!;
+  for (const grid of ['symmetric', 'asymmetric'] as const) {
+    it(`w2, ${grid} grid: onnxruntime computes x · Ŵ with Ŵ unpacked here from the 2-bit codes, scales${grid === 'asymmetric' ? ' and zero points' : ''} (tolerance 2% of the largest output: accuracy_level 4 rounds x to int8 per block)`, async () => {
+      const rng = new Random(4);
+      const [rows, K, N] = [5, 96, 24];
+      const g = new Graph('linear');
+      const x = g.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: [rows, K] });
+      const w = Float32Array.from({ length: K * N }, () => 0.1 * rng.normal());
+      g.outputs.push(g.addNode('MatMul', [x, g.addInitializer(Tensor.from('w', DataType.FLOAT, [K, N], w))], ['y']).output(0));
+      const float = new Model(g);
+      float.opsetImports = new Map([['', 17]]);
+      // w2's default grid is asymmetric; symmetric is asked for explicitly
+      const { model } = await pipeline([quantize({ scheme: 'w2', blockSize: 32, cacheDir: false, ...(grid === 'symmetric' ? { weightSymmetric: true } : {}) })]).apply(float, {});
+      const node = model.graph.nodes.find((n) => n.opType === 'MatMulNBits')!;
+      expect(attr(node, 'bits')).toBe(2);
+      const bs = attr(node, 'block_size');
+      const blocks = Math.ceil(K / bs);
+      const packed = node.input(1)!.initializer!.bytes;
+      const scales = floats(node, 2);
+      const zpBytes = node.input(3)?.initializer?.bytes;
+      expect(zpBytes !== undefined).toBe(grid === 'asymmetric');
+      // zero points: four 2-bit values per byte, a row of blocks padded to whole bytes; default 2
+      const zp = (n: number, b: number): number => (zpBytes ? (zpBytes[n * Math.ceil(blocks / 4) + (b >> 2)]! >> ((b & 3) * 2)) & 3 : 2);
+      // unpack: four 2-bit codes per byte, lowest bits first
+      const wq = new Float64Array(N * K);
+      const codes = new Set<number>();
+      for (let n = 0; n < N; n++) {
+        for (let k = 0; k < K; k++) {
+          const i = n * blocks * bs + k;
+          const code = (packed[i >> 2]! >> ((i & 3) * 2)) & 3;
+          codes.add(code - zp(n, Math.floor(k / bs)));
+          wq[n * K + k] = (code - zp(n, Math.floor(k / bs))) * scales[n * blocks + Math.floor(k / bs)]!;
+        }
       }
-    }
-    // the symmetric 2-bit grid: codes -2..1 (round to nearest on absmax/1 reaches -1, 0, 1)
-    expect([...levels].every((l) => l >= -2 && l <= 1)).toBe(true);
-    expect(levels.size).toBeGreaterThanOrEqual(3);
-    const xs = Float32Array.from({ length: rows * K }, () => rng.normal());
-    const s = await Session.create(model);
-    try {
-      const y = (await s.run({ x: { dtype: DataType.FLOAT, dims: [rows, K], data: xs } })).y!.data as Float32Array;
-      let max = 0;
-      const want = new Float64Array(rows * N);
-      for (let r = 0; r < rows; r++) for (let n = 0; n < N; n++) {
-        let acc = 0;
-        for (let k = 0; k < K; k++) acc += xs[r * K + k]! * wq[n * K + k]!;
-        want[r * N + n] = acc;
-        max = Math.max(max, Math.abs(acc));
+      if (grid === 'symmetric') {
+        // codes -2..1, but round to nearest on absmax/1 reaches only -1, 0, 1
+        expect([...codes].every((l) => l >= -1 && l <= 1)).toBe(true);
+        expect(codes.size).toBe(3);
+      } else {
+        // every block spans min..max with 4 levels: some level sits 2 or 3 steps from the zero point
+        expect(Math.max(...[...codes].map(Math.abs))).toBeGreaterThanOrEqual(2);
       }
-      for (let i = 0; i < want.length; i++) expect(Math.abs(y[i]! - want[i]!)).toBeLessThanOrEqual(0.02 * max);
-    } finally {
-      await s.release();
-    }
+      const xs = Float32Array.from({ length: rows * K }, () => rng.normal());
+      const s = await Session.create(model);
+      try {
+        const y = (await s.run({ x: { dtype: DataType.FLOAT, dims: [rows, K], data: xs } })).y!.data as Float32Array;
+        let max = 0;
+        const want = new Float64Array(rows * N);
+        for (let r = 0; r < rows; r++) for (let n = 0; n < N; n++) {
+          let acc = 0;
+          for (let k = 0; k < K; k++) acc += xs[r * K + k]! * wq[n * K + k]!;
+          want[r * N + n] = acc;
+          max = Math.max(max, Math.abs(acc));
+        }
+        for (let i = 0; i < want.length; i++) expect(Math.abs(y[i]! - want[i]!)).toBeLessThanOrEqual(0.02 * max);
+      } finally {
+        await s.release();
+      }
+    });
+  }
+
+  it('w2: the asymmetric grid (default) has a lower weight error than the symmetric one; static schemes refuse an asymmetric grid', async () => {
+    const errorOf = async (weightSymmetric: boolean): Promise<number> => {
+      const m = await quantized({ scheme: 'w2', weightSymmetric });
+      const q = (await pipeline([quantize({ scheme: 'w2', cacheDir: false, verifySamples: 2, weightSymmetric })]).apply(loadModel(modelFile), { calibration })).report.passes[0]!.summary as unknown as { outputs: { sqnr: number }[] };
+      expect(m.graph.nodes.filter((n) => n.opType === 'MatMulNBits').every((n) => (n.input(3)?.initializer !== undefined) === !weightSymmetric)).toBe(true);
+      return q.outputs[0]!.sqnr;
+    };
+    const asym = await errorOf(false);
+    const sym = await errorOf(true);
+    expect(asym).toBeGreaterThan(sym + 1);
+    await expect(quantized({ scheme: 'w8a8', weightSymmetric: false })).rejects.toThrow(/asymmetric weight grids need a weight-only scheme .*not w8a8/);
   });
 });
