@@ -19,7 +19,7 @@
 // Metric: top1 (%) for the classifiers (vit_mnist, bert_spam), with their nll after a slash
 // (top1 saturates on these small models); nll (nats per token, lower is better) for the
 // language model (gpt_moby). Fidelity, measured against the float model on the same evaluation
-// samples (quantize/flexround-fidelity.ts): KL = mean KL(float softmax ‖ quantized softmax) per
+// samples (validate/fidelity.ts): KL = mean KL(float softmax ‖ quantized softmax) per
 // sample (classifiers) or per token (gpt_moby), in nats; agree = argmax agreement with float;
 // SQNR = output SQNR in dB. Embedding tables stay in float unless --embeddings is given (they
 // are rounded to nearest by every method alike, and at 3 bits they hide the differences
@@ -38,7 +38,7 @@ import { pipeline } from '../src/pipeline/pipeline.js';
 import type { Method, QuantizeOptions } from '../src/quantize/scheme.js';
 import type { QuantizeSummary } from '../src/passes/quantize.js';
 import { evaluate } from '../src/validate/evaluate.js';
-import { FloatReference, type Fidelity } from '../src/quantize/flexround-fidelity.js';
+import { FloatReference, type Fidelity } from '../src/validate/fidelity.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);

@@ -180,45 +180,37 @@ async function logits(model: Model, sets: Dataset[]): Promise<{ scores: ArrayTen
   return parts;
 }
 
-function logSoftmax(x: ArrayLike<number>, at: number, n: number, out: Float64Array): void {
-  let max = -Infinity;
-  for (let c = 0; c < n; c++) max = Math.max(max, x[at + c]!);
-  let sum = 0;
-  for (let c = 0; c < n; c++) sum += Math.exp(x[at + c]! - max);
-  const lse = max + Math.log(sum);
-  for (let c = 0; c < n; c++) out[c] = x[at + c]! - lse;
-}
-
-/** top1 and nll against the labels (MetricAccumulator), agreement (ComparisonAccumulator) and KL against the float model's logits. */
+/** top1 and nll against the labels (MetricAccumulator), agreement and KL against the float model's logits (ComparisonAccumulator). */
 function fidelity(ref: { scores: ArrayTensor; labels: ArrayTensor }[], cand: { scores: ArrayTensor }[]): Fidelity {
   const metrics = new MetricAccumulator();
   const cmp = new ComparisonAccumulator();
-  let kl = 0;
-  let rows = 0;
   let fixed = 0;
   let broken = 0;
   const correct: number[] = [];
-  const argmax = (x: Float64Array): number => x.indexOf(Math.max(...x));
+  const argmax = (x: ArrayLike<number>, at: number, n: number): number => {
+    let best = 0;
+    for (let k = 1; k < n; k++) if (x[at + k]! > x[at + best]!) best = k;
+    return best;
+  };
   ref.forEach((r, i) => {
     const c = cand[i]!.scores;
     metrics.add(c, r.labels, 'logits');
     cmp.add(r.scores, c, 'logits');
     const n = c.dims[c.dims.length - 1]!;
-    const lp = new Float64Array(n);
-    const lq = new Float64Array(n);
-    for (let at = 0; at < c.data.length; at += n) {
-      logSoftmax(r.scores.data as Float32Array, at, n, lp);
-      logSoftmax(c.data as Float32Array, at, n, lq);
-      for (let k = 0; k < n; k++) kl += Math.exp(lp[k]!) * (lp[k]! - lq[k]!);
+    const p = r.scores.data as Float32Array;
+    const q = c.data as Float32Array;
+    for (let at = 0; at < q.length; at += n) {
       const label = Number(r.labels.data[at / n]);
-      if (argmax(lp) !== label && argmax(lq) === label) fixed++;
-      if (argmax(lp) === label && argmax(lq) !== label) broken++;
-      correct.push(argmax(lq) === label ? 1 : 0);
-      rows++;
+      const floatRight = argmax(p, at, n) === label;
+      const right = argmax(q, at, n) === label;
+      if (!floatRight && right) fixed++;
+      if (floatRight && !right) broken++;
+      correct.push(right ? 1 : 0);
     }
   });
   const m = metrics.result(['top1', 'nll']);
-  return { top1: m.top1!, nll: m.nll!, agreement: cmp.result(['agreement']).agreement!, kl: kl / rows, fixed, broken, correct: Uint8Array.from(correct) };
+  const f = cmp.result(['agreement', 'kl']);
+  return { top1: m.top1!, nll: m.nll!, agreement: f.agreement!, kl: f.kl!, fixed, broken, correct: Uint8Array.from(correct) };
 }
 
 /** "a beats b": higher top1, ties broken by lower KL to the float model. */

@@ -7,7 +7,10 @@ import { parseGranularity, type BlockSize, type FlexRoundSettings, type Granular
 import type { Pass } from './pass.js';
 import { quantize } from './quantize.js';
 
-interface CommonOptions {
+/** Quantize options the flexround and gptq passes pass through unchanged (documented on QuantizeOptions). */
+const PASSED = ['weightSymmetric', 'exclude', 'embeddings', 'verifySamples', 'batchSize', 'cacheDir'] as const;
+
+interface CommonOptions extends Pick<QuantizeOptions, (typeof PASSED)[number]> {
   /** Weight bits (default 4). */
   bits?: 8 | 4 | 3 | 2;
   /** Activation bits: absent for weight-only (MatMulNBits); 8 for static W·A8 (QDQ, weights per output channel). */
@@ -16,13 +19,6 @@ interface CommonOptions {
   blockSize?: BlockSize;
   /** Weights per scale: 'tensor', 'channel' or 'block:N' (weight-only); overrides blockSize. */
   granularity?: Granularity;
-  /** Weight-only: symmetric grids (default: yes, except at 2 bits; see QuantizeOptions.weightSymmetric). */
-  weightSymmetric?: boolean;
-  exclude?: string[];
-  embeddings?: boolean;
-  verifySamples?: number;
-  batchSize?: number;
-  cacheDir?: string | false;
 }
 
 export interface FlexRoundOptions extends CommonOptions, FlexRoundSettings {}
@@ -44,12 +40,7 @@ function base(o: CommonOptions): QuantizeOptions {
     ...(o.aBits === 8 && bits !== 8 ? { weightBits: bits } : {}),
     blockSize: o.blockSize,
     ...(o.granularity !== undefined ? parseGranularity(o.granularity, scheme) : {}),
-    ...(o.weightSymmetric !== undefined ? { weightSymmetric: o.weightSymmetric } : {}),
-    exclude: o.exclude,
-    embeddings: o.embeddings,
-    verifySamples: o.verifySamples,
-    batchSize: o.batchSize,
-    cacheDir: o.cacheDir,
+    ...Object.fromEntries(PASSED.filter((k) => o[k] !== undefined).map((k) => [k, o[k]])),
   };
 }
 

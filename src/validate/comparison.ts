@@ -4,7 +4,7 @@ import { DataType, dtypeName } from '../ir/dtype.js';
 import { bfloat16BitsToFloat, float16BitsToFloat } from '../ir/float-bits.js';
 
 /** Metrics that compare a candidate's outputs with the baseline's on the same batch (no labels). */
-export const COMPARISON_METRICS = ['agreement', 'cosine', 'sqnr'] as const;
+export const COMPARISON_METRICS = ['agreement', 'cosine', 'sqnr', 'kl'] as const;
 export type ComparisonMetricName = (typeof COMPARISON_METRICS)[number];
 
 export function isComparisonMetricName(s: string): s is ComparisonMetricName {
@@ -21,6 +21,8 @@ export function isComparisonMetricName(s: string): s is ComparisonMetricName {
  *             0 when only one is
  *  sqnr:      10·log10(Σ baseline² / Σ (baseline − candidate)²) in dB over every element of
  *             every position; +Infinity when the outputs are identical
+ *  kl:        mean over positions of KL(softmax(baseline) ‖ softmax(candidate)) in nats, for
+ *             logits: how far the candidate's predicted distribution is from the baseline's
  * Positions whose label is negative (the -100 padding convention) are left out when labels
  * are given.
  */
@@ -30,6 +32,7 @@ export class ComparisonAccumulator {
   private cosineSum = 0;
   private signal = 0;
   private noise = 0;
+  private klSum = 0;
 
   add(baseline: ArrayTensor, candidate: ArrayTensor, outputName: string, labels?: ArrayTensor): void {
     if (baseline.dims.length !== candidate.dims.length || baseline.dims.some((d, i) => d !== candidate.dims[i])) {
@@ -71,6 +74,7 @@ export class ComparisonAccumulator {
         dd += (x - y) * (x - y);
       }
       if (bestB === bestC) this.agreeing++;
+      this.klSum += klOfLogits(b, c, base, width, maxB, maxC);
       this.cosineSum += cosine(dot, bb, cc);
       this.signal += bb;
       this.noise += dd;
@@ -87,9 +91,28 @@ export class ComparisonAccumulator {
       agreement: this.agreeing / this.positions,
       cosine: this.cosineSum / this.positions,
       sqnr: sqnrDb(this.signal, this.noise),
+      kl: this.klSum / this.positions,
     };
     return Object.fromEntries(names.map((n) => [n, all[n]]));
   }
+}
+
+/** KL(softmax(b) ‖ softmax(c)) of one position, given each vector's maximum (for stable log-sum-exp); never below 0. */
+function klOfLogits(b: ArrayLike<number>, c: ArrayLike<number>, base: number, width: number, maxB: number, maxC: number): number {
+  let zb = 0;
+  let zc = 0;
+  for (let k = 0; k < width; k++) {
+    zb += Math.exp(b[base + k]! - maxB);
+    zc += Math.exp(c[base + k]! - maxC);
+  }
+  const lzb = Math.log(zb) + maxB;
+  const lzc = Math.log(zc) + maxC;
+  let kl = 0;
+  for (let k = 0; k < width; k++) {
+    const lb = b[base + k]! - lzb;
+    kl += Math.exp(lb) * (lb - (c[base + k]! - lzc));
+  }
+  return Math.max(0, kl);
 }
 
 function cosine(dot: number, bb: number, cc: number): number {

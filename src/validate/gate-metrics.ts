@@ -30,4 +30,5 @@ export const GATE_METRIC_INFO: Record<GateMetricName, GateMetricInfo> = {
   agreement: { direction: 'higher', against: 'baseline', ideal: 1 },
   cosine: { direction: 'higher', against: 'baseline', ideal: 1 },
   sqnr: { direction: 'higher', against: 'baseline', ideal: Infinity, unit: 'dB' },
+  kl: { direction: 'lower', against: 'baseline', ideal: 0, unit: 'nats' },
 };

@@ -62,7 +62,7 @@ export interface GateResult {
 /**
  * Runs baseline and candidate over the same batches of the dataset in one streaming pass and
  * checks each metric against its limit. Label metrics (top1, nll, perplexity) score both
- * models against the labels; agreement, cosine and sqnr score the candidate against the
+ * models against the labels; agreement, cosine, sqnr and kl score the candidate against the
  * baseline's outputs. Bad input (models with different inputs or outputs, data that fits
  * neither, a label metric on unlabelled data, a limit that does not suit its metric) throws a
  * UserError before any model runs.
@@ -90,7 +90,7 @@ export async function gate(options: GateOptions): Promise<GateResult> {
   const labelMetrics = metrics.filter(isMetricName);
   const comparisonMetrics = metrics.filter(isComparisonMetricName);
   if (labelMetrics.length > 0 && !boundBaseline.hasLabels) {
-    throw new UserError(`dataset ${dataset.path} has no labels (label.pb per sample, or a 'label' array), which metric ${labelMetrics[0]} needs; agreement, cosine and sqnr compare with the baseline and need none`);
+    throw new UserError(`dataset ${dataset.path} has no labels (label.pb per sample, or a 'label' array), which metric ${labelMetrics[0]} needs; agreement, cosine, sqnr and kl compare with the baseline and need none`);
   }
 
   const progress = options.progress ?? silentProgress;

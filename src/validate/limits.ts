@@ -144,6 +144,9 @@ export function checkLimitFits(metric: GateMetricName, limit: Limit): void {
     if (info.ideal === Infinity) {
       throw new UserError(`${metric} compares the candidate with the baseline, whose own ${metric} is infinite, so no drop from it is finite: give a floor instead (e.g. --min ${metric}=30, in ${info.unit ?? 'its unit'})`);
     }
+    if (info.ideal === 0 && limit.relative) {
+      throw new UserError(`${metric} compares the candidate with the baseline, whose own ${metric} is 0, so a percentage of it is 0: give a ceiling in ${info.unit ?? 'its unit'} instead (e.g. --max ${metric}=0.01)`);
+    }
   } else if (limit.kind === 'min' && info.direction === 'lower') {
     throw new UserError(`${metric} is better when lower, so it takes a ceiling (--max ${metric}=VALUE), not a floor (--min)`);
   } else if (limit.kind === 'max' && info.direction === 'higher') {

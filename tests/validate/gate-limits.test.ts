@@ -30,7 +30,7 @@ describe('parseLimits (the --max-drop, --min, --max syntax)', () => {
       [{ maxDrop: ['top1=0.1,'] }, /not 'top1=0.1,'/],
       [{ maxDrop: [''] }, /not ''/],
       [{ min: ['1e'] }, /--min takes VALUE, or METRIC=VALUE items/],
-      [{ maxDrop: ['f1=0.1'] }, /unknown metric 'f1' in --max-drop f1=0.1 \(choose from top1, nll, perplexity, agreement, cosine, sqnr\)/],
+      [{ maxDrop: ['f1=0.1'] }, /unknown metric 'f1' in --max-drop f1=0.1 \(choose from top1, nll, perplexity, agreement, cosine, sqnr, kl\)/],
       [{ maxDrop: ['-0.1'] }, /a drop cannot be negative/],
       [{ min: ['top1=90%'] }, /--min top1=90%: a floor or ceiling is a plain value of the metric, not a percentage/],
       [{ maxDrop: ['top1=0.1'], min: ['top1=0.8'] }, /top1 has two limits \(--max-drop and --min\); give one per metric/],
@@ -69,6 +69,8 @@ describe('resolveLimits: a limit must suit its metric', () => {
     expect(() => resolveLimits(['nll'], { kind: 'min', value: 1 })).toThrow(/nll is better when lower, so it takes a ceiling \(--max nll=VALUE\), not a floor/);
     expect(() => resolveLimits(['top1'], { kind: 'max', value: 1 })).toThrow(/top1 is better when higher, so it takes a floor \(--min top1=VALUE\)/);
     expect(() => resolveLimits(['top1', 'sqnr'], { kind: 'max-drop', value: 1, relative: false })).toThrow(/sqnr compares the candidate with the baseline, whose own sqnr is infinite, so no drop from it is finite: give a floor instead \(e\.g\. --min sqnr=30, in dB\)/);
+    expect(() => resolveLimits(['kl'], { kind: 'max-drop', value: 1, relative: true })).toThrow(/kl compares the candidate with the baseline, whose own kl is 0, so a percentage of it is 0: give a ceiling in nats instead \(e\.g\. --max kl=0\.01\)/);
+    expect(() => resolveLimits(['kl'], { kind: 'min', value: 0.1 })).toThrow(/kl is better when lower/);
     expect(() => resolveLimits(['top1'], {})).toThrow(/the gate has no limit to check/);
     expect(() => resolveLimits(['top1'], { nll: { kind: 'max', value: 1 } })).toThrow(/there is a limit for nll but nll is not among the metrics checked \(top1\)/);
     expect(() => resolveLimits(['top1'], { kind: 'min', value: NaN })).toThrow(/must be a finite number/);
@@ -76,6 +78,13 @@ describe('resolveLimits: a limit must suit its metric', () => {
 });
 
 describe('checkLimit: direction, absolute and relative drops, floors and ceilings', () => {
+  it('kl (ideal 0): an absolute drop is a ceiling above 0, like --max', () => {
+    const drop = { kind: 'max-drop' as const, value: 0.01, relative: false };
+    expect(checkLimit('kl', 0, 0.009, drop).pass).toBe(true);
+    expect(checkLimit('kl', 0, 0.011, drop).pass).toBe(false);
+    expect(checkLimit('kl', 0, 0.011, { kind: 'max', value: 0.02 }).pass).toBe(true);
+  });
+
   it('higher is better (top1): an absolute drop', () => {
     const limit = { kind: 'max-drop', value: 0.005, relative: false } as const;
     expect(checkLimit('top1', 0.9, 0.896, limit)).toMatchObject({ pass: true });

@@ -44,11 +44,11 @@ describe('metric catalogue', () => {
   it('keeps the label metrics of eval unchanged and adds the comparison metrics', () => {
     expect(METRICS).toEqual(['top1', 'nll', 'perplexity']);
     expect(isMetricName('agreement')).toBe(false);
-    expect(GATE_METRICS).toEqual(['top1', 'nll', 'perplexity', 'agreement', 'cosine', 'sqnr']);
+    expect(GATE_METRICS).toEqual(['top1', 'nll', 'perplexity', 'agreement', 'cosine', 'sqnr', 'kl']);
     expect(isGateMetricName('sqnr')).toBe(true);
     expect(isGateMetricName('f1')).toBe(false);
     const lower = GATE_METRICS.filter((m) => GATE_METRIC_INFO[m].direction === 'lower');
-    expect(lower).toEqual(['nll', 'perplexity']);
+    expect(lower).toEqual(['nll', 'perplexity', 'kl']);
     expect(GATE_METRICS.filter((m) => GATE_METRIC_INFO[m].against === 'labels')).toEqual(['top1', 'nll', 'perplexity']);
   });
 });

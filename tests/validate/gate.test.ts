@@ -174,7 +174,7 @@ describe('gate refuses bad input before running', () => {
   const ok = { kind: 'max-drop', value: 0.01, relative: false } as const;
 
   it('a label metric on an unlabelled dataset', async () => {
-    await expect(gate({ baseline: tinyClassifier(), candidate: tinyClassifier(), dataset: openDataset(path.join(dir, 'unlabelled')), metrics: ['top1'], limits: ok })).rejects.toThrow(/has no labels .* which metric top1 needs; agreement, cosine and sqnr compare with the baseline and need none/);
+    await expect(gate({ baseline: tinyClassifier(), candidate: tinyClassifier(), dataset: openDataset(path.join(dir, 'unlabelled')), metrics: ['top1'], limits: ok })).rejects.toThrow(/has no labels .* which metric top1 needs; agreement, cosine, sqnr and kl compare with the baseline and need none/);
   });
 
   it('models with different inputs or outputs', async () => {

@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { Random } from '../../src/autodiff/random.js';
 import { loadModel } from '../../src/onnx/index.js';
-import { builtFixture } from './built-fixture.js';
+import { builtFixture } from '../quantize/built-fixture.js';
 import { quantize } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
-import { FloatReference, klSum } from '../../src/quantize/flexround-fidelity.js';
+import { ComparisonAccumulator } from '../../src/validate/comparison.js';
+import { FloatReference } from '../../src/validate/fidelity.js';
+import type { ArrayTensor } from '../../src/ir/array-tensor.js';
+import { DataType } from '../../src/ir/dtype.js';
 
 /** KL(softmax(p) ‖ softmax(q)) straight from the definition: probabilities first, then Σ p log(p/q). */
 function klDirect(p: number[], q: number[]): number {
@@ -16,22 +19,27 @@ function klDirect(p: number[], q: number[]): number {
 }
 
 describe('fidelity against the float model', () => {
-  it('klSum matches the definition (relative tolerance 1e-9), is 0 for equal or shifted logits, and sums positions', () => {
+  it('ComparisonAccumulator kl matches the definition (relative tolerance 1e-9), is 0 for equal or shifted logits, and averages positions', () => {
     const rng = new Random(3);
     const width = 7;
     const rows = 5;
     const p = Array.from({ length: rows * width }, () => 3 * rng.normal());
     const q = p.map((v) => v + 0.5 * rng.normal());
-    const r = klSum(p, q, width);
-    expect(r.positions).toBe(rows);
+    const t = (x: number[]): ArrayTensor => ({ dtype: DataType.DOUBLE, dims: [rows, width], data: Float64Array.from(x) });
+    const kl = (a: number[], b: number[]): number => {
+      const acc = new ComparisonAccumulator();
+      acc.add(t(a), t(b), 'logits');
+      return acc.result(['kl']).kl!;
+    };
     let want = 0;
     for (let i = 0; i < rows; i++) want += klDirect(p.slice(i * width, (i + 1) * width), q.slice(i * width, (i + 1) * width));
+    want /= rows;
     expect(want).toBeGreaterThan(0);
-    expect(Math.abs(r.sum - want)).toBeLessThanOrEqual(1e-9 * want);
-    expect(klSum(p, p, width).sum).toBe(0);
-    expect(klSum(p, p.map((v) => v + 4), width).sum).toBeLessThan(1e-12); // softmax ignores a shift
+    expect(Math.abs(kl(p, q) - want)).toBeLessThanOrEqual(1e-9 * want);
+    expect(kl(p, p)).toBe(0);
+    expect(kl(p, p.map((v) => v + 4))).toBeLessThan(1e-12); // softmax ignores a shift
     // large logits: the log-sum-exp form stays finite where the direct form would overflow
-    expect(Number.isFinite(klSum(p.map((v) => v * 400), q.map((v) => v * 400), width).sum)).toBe(true);
+    expect(Number.isFinite(kl(p.map((v) => v * 400), q.map((v) => v * 400)))).toBe(true);
   });
 
   it('scores a model against itself as exact and a 3-bit one as further away than an 8-bit one', async () => {
