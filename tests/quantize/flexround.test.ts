@@ -1,6 +1,5 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openDataset } from '../../src/data/dataset.js';
 import { loadModel, saveModel } from '../../src/onnx/index.js';
 import { flexRound } from '../../src/passes/flexround.js';
 import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
@@ -17,17 +16,9 @@ import { bakeFlexRound, flexRoundLayer, zeroDeltas } from '../../src/quantize/fl
 import { dequantizeWeight, quantizeWeight } from '../../src/quantize/weight-quantizer.js';
 import { Random } from '../../src/autodiff/random.js';
 import { runBoth, sameOutputs } from '../helpers/compare.js';
-import { writeSamples } from '../helpers/samples.js';
-import { tempDir } from '../helpers/tmp.js';
-import { buildTransformer } from '../helpers/transformer-builder.js';
+import { builtFixture } from './built-fixture.js';
 
-const dir = tempDir();
-const built = buildTransformer({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 5 });
-const calibDir = path.join(dir, 'calib');
-writeSamples(calibDir, () => built.feeds(1), 16);
-const modelFile = path.join(dir, 'model.onnx');
-saveModel(built.model, modelFile);
-const calibration = openDataset(calibDir);
+const { dir, built, modelFile, calibration } = builtFixture({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 5 }, 16);
 
 function randn(rng: Random, n: number, scale = 1): Float32Array {
   const out = new Float32Array(n);

@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openDataset } from '../../src/data/dataset.js';
 import { loadModel, saveModel } from '../../src/onnx/index.js';
 import { gptq } from '../../src/passes/flexround.js';
 import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
@@ -11,18 +10,10 @@ import { dequantizeWeight, quantizeWeight } from '../../src/quantize/weight-quan
 import { Random } from '../../src/autodiff/random.js';
 import { cli } from '../helpers/cli.js';
 import { runBoth, sameOutputs } from '../helpers/compare.js';
-import { writeSamples } from '../helpers/samples.js';
-import { tempDir } from '../helpers/tmp.js';
-import { buildTransformer } from '../helpers/transformer-builder.js';
+import { builtFixture } from './built-fixture.js';
 import { outputError } from '../helpers/output-error.js';
 
-const dir = tempDir();
-const built = buildTransformer({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 7 });
-const calibDir = path.join(dir, 'calib');
-writeSamples(calibDir, () => built.feeds(1), 16);
-const modelFile = path.join(dir, 'model.onnx');
-saveModel(built.model, modelFile);
-const calibration = openDataset(calibDir);
+const { dir, built, modelFile, calibDir, calibration } = builtFixture({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 7 }, 16);
 const summaryOf = (r: { report: { passes: { summary?: Record<string, unknown> }[] } }): QuantizeSummary => r.report.passes[0]!.summary as unknown as QuantizeSummary;
 
 describe('GPTQ as a method', () => {

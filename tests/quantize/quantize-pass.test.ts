@@ -13,16 +13,9 @@ import type { Scheme } from '../../src/quantize/scheme.js';
 import { Session } from '../../src/runtime/session.js';
 import { cli } from '../helpers/cli.js';
 import { runBoth, sameOutputs } from '../helpers/compare.js';
-import { writeSamples } from '../helpers/samples.js';
-import { tempDir } from '../helpers/tmp.js';
-import { buildTransformer } from '../helpers/transformer-builder.js';
+import { builtFixture } from './built-fixture.js';
 
-const dir = tempDir();
-const built = buildTransformer({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 3 });
-const calibDir = path.join(dir, 'calib');
-writeSamples(calibDir, () => built.feeds(1), 24);
-const modelFile = path.join(dir, 'model.onnx');
-saveModel(built.model, modelFile);
+const { dir, built, modelFile, calibDir } = builtFixture({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 3 }, 24);
 const linears = 2 * 6;
 
 async function run(scheme: Scheme, extra: object = {}) {
