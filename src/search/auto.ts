@@ -1,3 +1,4 @@
+import { bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import { UserError, isUserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
@@ -147,6 +148,9 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
   let best: Kept | undefined;
   let closest: Kept | undefined;
   const ctx = { calibration: options.calibration, threads: options.threads, progress: silentProgress, signal: options.signal };
+  // a calibration set that does not fit the model is the user's error, not "this model cannot be
+  // pruned" (which the first pruning trial would take it for): say so before any trial
+  bindDataset(options.calibration, model);
   const baseline = (await evaluate(model, options.data, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
   const { threshold } = checkLimit(metric, baseline, baseline, options.limit);
   const higher = GATE_METRIC_INFO[metric].direction === 'higher';

@@ -11,6 +11,13 @@ import { evaluate } from '../../src/validate/evaluate.js';
 const promoted = (t: Trial): string[] => Object.keys(t.layerBits);
 
 describe('auto mode', () => {
+  it('calibration data that does not fit the model is reported before any trial, naming the sample and tensor', async () => {
+    const seen: Trial[] = [];
+    const run = autoCompress(loadModel('fixtures/gpt_moby.onnx'), { calibration: openDataset('calibration/vit_mnist/calib'), data: openDataset('calibration/gpt_moby/eval'), limit: { kind: 'max-drop', value: 0.01, relative: false }, latencyRuns: 0, onTrial: (t) => seen.push(t) });
+    await expect(run).rejects.toThrow(/^calibration\/vit_mnist\/calib\/test_data_set_0: tensor 'pixel_values' is not an input of the model \(its inputs are 'input_ids'\)/);
+    expect(seen).toHaveLength(0);
+  });
+
   it('when no trial passes, moves the most sensitive layers to float first, says so and keeps the closest', async () => {
     const model = loadModel('fixtures/vit_mnist.onnx');
     const calibration = openDataset('calibration/vit_mnist/calib');
