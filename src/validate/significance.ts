@@ -27,6 +27,32 @@ export function mcnemarExact(firstCorrect: ArrayLike<boolean | number>, secondCo
   return { firstOnly: b, secondOnly: c, p: binomialTwoSided(b, c) };
 }
 
+/** The sign test of two paired measurements where lower is better: ties are dropped. */
+export interface SignTest {
+  /** Samples where the first value is lower. */
+  firstLower: number;
+  /** Samples where the second value is lower. */
+  secondLower: number;
+  /** Two-sided exact p-value under "either is lower with probability 1/2" (1 when all tie). */
+  p: number;
+}
+
+/**
+ * Exact two-sided sign test of paired per-sample values (e.g. each sample's KL to the float model
+ * under two compressions): it asks only which one is lower on each sample, so a few large values
+ * cannot decide it the way they can decide a difference of means.
+ */
+export function signTest(first: ArrayLike<number>, second: ArrayLike<number>): SignTest {
+  if (first.length !== second.length) throw new Error(`sign test: ${first.length} and ${second.length} values; the measurements must be paired`);
+  let b = 0;
+  let c = 0;
+  for (let i = 0; i < first.length; i++) {
+    if (first[i]! < second[i]!) b++;
+    else if (second[i]! < first[i]!) c++;
+  }
+  return { firstLower: b, secondLower: c, p: binomialTwoSided(b, c) };
+}
+
 /** min(1, 2 · P(X ≤ min(b, c))), X ~ Binomial(b + c, 1/2), summed in log space (n may be thousands). */
 function binomialTwoSided(b: number, c: number): number {
   const n = b + c;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mcnemarExact } from '../../src/validate/significance.js';
+import { mcnemarExact, signTest } from '../../src/validate/significance.js';
 
 /** Reference: the binomial tail summed directly with exact integer binomial coefficients (BigInt). */
 function reference(b: number, c: number): number {
@@ -39,5 +39,22 @@ describe('McNemar exact test', () => {
     expect(r.p).toBeGreaterThan(0);
     expect(r.p).toBeLessThan(0.1);
     expect(() => mcnemarExact([1, 0], [1])).toThrow(/same samples/);
+  });
+});
+
+describe('sign test', () => {
+  it('counts which of two paired values is lower, drops ties, and gives the exact two-sided binomial p-value (relative tolerance 1e-9)', () => {
+    for (const [b, c, ties] of [[0, 0, 3], [1, 0, 0], [7, 2, 4], [25, 9, 10], [300, 260, 5]] as const) {
+      const first = [...Array(b).fill(0.1), ...Array(c).fill(0.5), ...Array(ties).fill(0.2)];
+      const second = [...Array(b).fill(0.3), ...Array(c).fill(0.4), ...Array(ties).fill(0.2)];
+      const r = signTest(first, second);
+      expect(r.firstLower).toBe(b);
+      expect(r.secondLower).toBe(c);
+      expect(Math.abs(r.p - reference(b, c))).toBeLessThanOrEqual(1e-9 * reference(b, c));
+      // swapping the two swaps the counts and keeps the p-value
+      const s = signTest(second, first);
+      expect([s.firstLower, s.secondLower, s.p]).toEqual([c, b, r.p]);
+    }
+    expect(() => signTest([1, 2], [1])).toThrow(/paired/);
   });
 });
