@@ -28,7 +28,7 @@ export interface PruneOptions {
   maxIncrease?: number;
   /** drop-attention / drop-mlp: how many attention (MLP) sublayers to drop (default 1). */
   count?: number;
-  /** Calibration samples used for scoring (default 32). */
+  /** Calibration samples used for scoring (default 32); OPTIN under --flops checks its plan on up to 4x as many. */
   samples?: number;
   /** Apply this plan instead of choosing one. */
   plan?: PrunePlan;
@@ -132,12 +132,12 @@ async function choose(
   ctx: PassContext,
   extra: Partial<PruneSummary>,
 ): Promise<PrunePlan> {
-  const byFlops = async (scores: Scores, runner?: MaskRunner): Promise<Float32Array> => {
+  const byFlops = async (scores: Scores, runner?: MaskRunner, refine = false): Promise<Float32Array> => {
     const tokens = await tokensPerSample(model, structure, sample!, ctx.threads);
     const costs = unitCosts(structure, tokens);
     const target = options.flops! * flopsBefore!;
     if (!runner) return selectFlops(layout, scores, costs, flopsBefore!, target);
-    return selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { signal: ctx.signal });
+    return selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { refine, signal: ctx.signal });
   };
   const variantsPerRun = batch ? Math.max(2, Math.min(32, Math.floor(512 / batch.count))) : 2;
   if (options.method === 'magnitude') {
@@ -150,7 +150,18 @@ async function choose(
       ctx.progress.start('optin', layout.units.length);
       const scores = await optinScores(runner, ctx.signal, 10, (done) => ctx.progress.tick(done));
       ctx.progress.end();
-      return planFromMask(layout, options.flops !== undefined ? await byFlops(scores, runner) : selectMlpRatio(layout, scores, options.ratio ?? 0, 'global'));
+      if (options.flops === undefined) return planFromMask(layout, selectMlpRatio(layout, scores, options.ratio ?? 0, 'global'));
+      // The budget's plan is chosen and its MLP widths refined (refineWidths) on the calibration
+      // KL of up to 4x the scoring samples: judged on the scoring batch alone, the refinement
+      // fits that batch.
+      const more = calibrationBatch(ctx.calibration!, model, 4 * (options.samples ?? 32));
+      if (more.count <= batch!.count) return planFromMask(layout, await byFlops(scores, runner, true));
+      const verifier = await MaskRunner.create(model, more.feeds, more.count, { threads: ctx.threads, variantsPerRun: Math.max(2, Math.min(32, Math.floor(512 / more.count))) });
+      try {
+        return planFromMask(layout, await byFlops(scores, verifier, true));
+      } finally {
+        await verifier.release();
+      }
     } finally {
       await runner.release();
     }
