@@ -2,7 +2,7 @@
 // (hidden 768, 12 heads, MLP 3072, sequence 128, batch 8) under onnxruntime, and the ratios.
 // Target: forward+backward at most 3x the forward, against both forwards below.
 //
-//   npm run build && node dist/benchmarks/autodiff-block.js [--runs 5] [--threads N] [--opset 14|17] [--activation gelu|gelu_tanh]
+//   npm run build && node dist/benchmarks/autodiff-block.js [--runs 5] [--threads N] [--opset 14|17] [--activation gelu|gelu_tanh] [--no-profile]
 //
 // The block is cut out of a torch-style post-LN (BERT) graph (erf GELU by default; gelu_tanh
 // writes the tanh approximation). Two forwards are timed: with the weights as constants (the
@@ -15,11 +15,13 @@
 // back to JS). The steps are timed round-robin (each timed run after a warm one), so load from
 // other processes falls on all of them alike; the ratios are of medians from the same run.
 //
-// Where the time goes (onnxruntime profile, one thread): the matrix products of forward+backward
-// alone take about 2.8x the whole constant-weight forward (2.75x its FLOPs; fed weights are not
-// pre-packed, and the weight gradients X^T dY, which read the activations transposed, run 20-30%
-// slower per FLOP than the forward's products); the rest is elementwise work (the GELU and its
-// derivative about half of it), LayerNorm and softmax backward, and copying the gradients out.
+// Then, unless --no-profile, where the time goes: onnxruntime's profiler splits the kernel time
+// of each of the three graphs into matrix products and everything else, and the FLOPs of the
+// products are counted (measureFlops). Forward+backward's products carry 2.76x the forward's
+// FLOPs, and run at about the fed forward's speed, which is below the deployed forward's:
+// weights fed cannot be pre-packed, and the weight gradients X^T dY read an operand transposed.
+// So the products alone take about 2.9x the whole deployed forward, which is why 3x of *that*
+// forward is out of reach of any change to the backward's other (elementwise) work.
 import { buildGradientGraph, promoteInitializer } from '../src/autodiff/gradient.js';
 import { Trainer } from '../src/autodiff/optimizer.js';
 import { extractSubgraph } from '../src/autodiff/subgraph.js';
@@ -27,6 +29,7 @@ import { discoverStructure } from '../src/discover/index.js';
 import type { ArrayTensor } from '../src/ir/array-tensor.js';
 import { DataType, isFloatType } from '../src/ir/dtype.js';
 import type { Model } from '../src/ir/model.js';
+import { measureFlops } from '../src/prune/cost.js';
 import { blockSpans } from '../src/reconstruct/blocks.js';
 import { Session, defaultThreads } from '../src/runtime/session.js';
 import { buildTransformer } from '../tests/helpers/transformer-builder.js';
@@ -140,6 +143,54 @@ async function main(): Promise<void> {
   console.log(`ratio forward+backward (weights) / forward, constant weights: ${(tb / tfConst).toFixed(2)}x  (target <= 3x)`);
   console.log(`ratio forward+backward (weights and input) / forward, fed:    ${(tbx / tf).toFixed(2)}x`);
   console.log(`ratio training step (with Adam) / forward, fed:               ${(ts / tf).toFixed(2)}x`);
+
+  if (!process.argv.includes('--no-profile')) await whereTheTimeGoes(withLoss, fed, grad.model, feeds, weightValues);
+}
+
+const PRODUCTS = new Set(['MatMul', 'Gemm', 'FusedMatMul']);
+
+/**
+ * Kernel time per run (onnxruntime's profiler, PROFILE_RUNS runs of each) split into matrix
+ * products and everything else, for the deployed forward, the fed forward and forward+backward.
+ * It says how much of the ratio any change to the backward's elementwise work could remove: the
+ * products' share is fixed by their FLOPs and by the speed of onnxruntime's GEMM in the form each
+ * product takes (weights pre-packed or not, an operand transposed or not).
+ */
+async function whereTheTimeGoes(deployed: Model, fed: Model, grad: Model, feeds: Record<string, ArrayTensor>, weights: Record<string, ArrayTensor>): Promise<void> {
+  const PROFILE_RUNS = 5;
+  const split = async (model: Model, f: Record<string, ArrayTensor>) => {
+    const s = await Session.create(model, { threads: THREADS, profile: true });
+    try {
+      await s.run(f); // warm-up, left out below
+      const warm = s.endProfiling();
+      const s2 = await Session.create(model, { threads: THREADS, profile: true });
+      try {
+        await s2.run(f);
+        for (let i = 0; i < PROFILE_RUNS; i++) await s2.run(f);
+        const all = s2.endProfiling();
+        const perRun = (t: typeof all, products: boolean) => t.filter((n) => PRODUCTS.has(n.op) === products).reduce((a, n) => a + n.micros, 0) / 1000;
+        // the profile sums every run since the session was created: take the first run (measured on its own session above) out
+        return { products: (perRun(all, true) - perRun(warm, true)) / PROFILE_RUNS, rest: (perRun(all, false) - perRun(warm, false)) / PROFILE_RUNS };
+      } finally {
+        await s2.release();
+      }
+    } finally {
+      await s.release();
+    }
+  };
+  const d = await split(deployed, feeds);
+  const f = await split(fed, { ...feeds, ...weights });
+  const g = await split(grad, { ...feeds, ...weights });
+  console.log('');
+  console.log(`where the time goes (onnxruntime profile, kernel ms per run, mean of ${PROFILE_RUNS}; matrix products = MatMul, Gemm, FusedMatMul):`);
+  console.log('                          deployed forward   forward, fed   forward+backward');
+  const row = (label: string, k: 'products' | 'rest') => console.log(`${label.padEnd(26)}${d[k].toFixed(1).padStart(16)}${f[k].toFixed(1).padStart(15)}${g[k].toFixed(1).padStart(19)}`);
+  row('matrix products', 'products');
+  row('everything else', 'rest');
+  console.log(`forward+backward's matrix products alone: ${(g.products / (d.products + d.rest)).toFixed(2)}x the whole deployed forward, ${(g.products / (f.products + f.rest)).toFixed(2)}x the whole fed forward`);
+  const fwdFlops = await measureFlops(deployed, feeds, THREADS);
+  const gradFlops = await measureFlops(grad, { ...feeds, ...weights }, THREADS);
+  console.log(`their FLOPs: ${(gradFlops / 1e9).toFixed(1)} G against the forward's ${(fwdFlops / 1e9).toFixed(1)} G, ${(gradFlops / fwdFlops).toFixed(2)}x; the rest of the gap is GEMM speed (weights fed cannot be pre-packed; the weight gradients X^T dY read an operand transposed)`);
 }
 
 await main();

@@ -41,11 +41,12 @@ export function firstSample(feeds: Record<string, ArrayTensor>): Record<string, 
 }
 
 /**
- * FLOPs of one sample, measured: every MatMul and Gemm is run by onnxruntime on one sample and
- * counted as 2 * (output elements) * (reduced dimension). Elementwise ops are not counted.
+ * FLOPs of one sample, measured: every MatMul, Gemm and FusedMatMul is run by onnxruntime on one
+ * sample and counted as 2 * (output elements) * (reduced dimension). Elementwise ops are not
+ * counted.
  */
 export async function measureFlops(model: Model, sample: Record<string, ArrayTensor>, threads?: number): Promise<number> {
-  const ops = model.graph.nodes.filter((n) => n.opType === 'MatMul' || n.opType === 'Gemm');
+  const ops = model.graph.nodes.filter((n) => n.opType === 'MatMul' || n.opType === 'Gemm' || (n.opType === 'FusedMatMul' && n.domain === 'com.microsoft'));
   const expose = new Set<string>();
   for (const n of ops) {
     expose.add(n.input(0)!.name);
@@ -56,10 +57,12 @@ export async function measureFlops(model: Model, sample: Record<string, ArrayTen
     const out = await session.run(sample);
     let flops = 0;
     for (const n of ops) {
-      const a = out[n.input(0)!.name]!;
+      // (an operand may be a graph input: the sample has it)
+      const a = out[n.input(0)!.name] ?? sample[n.input(0)!.name]!;
       const y = out[n.output(0).name]!;
-      const transA = n.opType === 'Gemm' && n.intAttr('transA', 0) === 1;
-      const k = transA ? a.dims[0]! : a.dims[a.dims.length - 1]!;
+      // the reduced dimension: A's last, or the one before it when A is transposed
+      const transA = n.opType !== 'MatMul' && n.intAttr('transA', 0) === 1;
+      const k = transA ? a.dims[a.dims.length - 2]! : a.dims[a.dims.length - 1]!;
       flops += 2 * y.data.length * k;
     }
     return flops;

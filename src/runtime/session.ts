@@ -27,6 +27,16 @@ export interface SessionOptions {
    * for sessions that expose many large intermediates, where the arena would keep the peak.
    */
   memoryArena?: boolean;
+  /** Record onnxruntime's per-node timings; read them with `endProfiling()`. */
+  profile?: boolean;
+}
+
+/** One node's kernel time from an onnxruntime profile. */
+export interface NodeTiming {
+  node: string;
+  op: string;
+  /** Microseconds, summed over every run since the session was created. */
+  micros: number;
 }
 
 const SESSION_BYTES_LIMIT = 2 ** 31 - 1 - 64 * 2 ** 20;
@@ -45,6 +55,7 @@ export class Session {
     readonly outputNames: readonly string[],
     private readonly constants: Map<string, ArrayTensor>,
     private readonly tempDir: string | undefined,
+    private readonly profileDir: string | undefined,
   ) {}
 
   static async create(model: Model, options: SessionOptions = {}): Promise<Session> {
@@ -76,6 +87,11 @@ export class Session {
       sessionOptions.enableMemPattern = false;
     }
     if (options.optimizedModelPath) sessionOptions.optimizedModelFilePath = options.optimizedModelPath;
+    const profileDir = options.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'slimformer-profile-')) : undefined;
+    if (profileDir) {
+      sessionOptions.enableProfiling = true;
+      sessionOptions.profileFilePrefix = path.join(profileDir, 'profile');
+    }
     let tempDir: string | undefined;
     let session: ort.InferenceSession;
     try {
@@ -91,10 +107,11 @@ export class Session {
       }
     } catch (e) {
       if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
+      if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
       const why = e instanceof Error ? e.message : String(e);
       throw new UserError(`onnxruntime cannot load ${model.sourcePath ?? 'the model'}: ${why.split('\n')[0]}`);
     }
-    return new Session(session, session.inputNames, session.outputNames, constants, tempDir);
+    return new Session(session, session.inputNames, session.outputNames, constants, tempDir, profileDir);
   }
 
   /** Runs the model; returns the requested outputs (default: all, plus exposed tensors). */
@@ -120,9 +137,32 @@ export class Session {
     return out;
   }
 
+  /**
+   * Stops profiling (a session created with `profile: true`) and returns each node's kernel time
+   * summed over the runs so far, slowest first. The session runs on, unprofiled.
+   */
+  endProfiling(): NodeTiming[] {
+    if (!this.profileDir) throw new Error('this session was not created with profile: true');
+    this.session.endProfiling();
+    const file = fs.readdirSync(this.profileDir).find((f) => f.endsWith('.json'));
+    if (!file) throw new Error(`onnxruntime wrote no profile into ${this.profileDir}`);
+    const events = JSON.parse(fs.readFileSync(path.join(this.profileDir, file), 'utf8')) as { cat?: string; name?: string; dur?: number; args?: { op_name?: string } }[];
+    fs.rmSync(this.profileDir, { recursive: true, force: true });
+    const byNode = new Map<string, NodeTiming>();
+    for (const e of events) {
+      if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time')) continue;
+      const node = e.name.slice(0, -'_kernel_time'.length);
+      const t = byNode.get(node) ?? { node, op: e.args?.op_name ?? '?', micros: 0 };
+      t.micros += e.dur ?? 0;
+      byNode.set(node, t);
+    }
+    return [...byNode.values()].sort((a, b) => b.micros - a.micros);
+  }
+
   async release(): Promise<void> {
     await this.session.release();
     if (this.tempDir) fs.rmSync(this.tempDir, { recursive: true, force: true });
+    if (this.profileDir) fs.rmSync(this.profileDir, { recursive: true, force: true });
   }
 }
 

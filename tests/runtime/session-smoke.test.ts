@@ -23,4 +23,33 @@ describe('session smoke', () => {
     expect([...out.mm!.data]).toEqual([5, 7, 9]);
     await s.release();
   });
+
+  it('returns per-node kernel times when profiling, and refuses endProfiling otherwise', async () => {
+    const g = new Graph('g');
+    const x = g.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: [64, 64] });
+    const w = g.addInitializer(Tensor.from('w', DataType.FLOAT, [64, 64], new Array(64 * 64).fill(0.01)));
+    const y = g.addNode('MatMul', [x, w], ['y'], { name: 'the_matmul' }).output(0);
+    g.outputs.push(g.addNode('Relu', [y], ['z'], { name: 'the_relu' }).output(0));
+    const m = new Model(g);
+    m.opsetImports = new Map([['', 17]]);
+    const feeds = { x: { dtype: DataType.FLOAT, dims: [64, 64], data: new Float32Array(64 * 64).fill(1) } };
+    const s = await Session.create(m, { profile: true, optimization: 'disabled' });
+    try {
+      for (let i = 0; i < 3; i++) await s.run(feeds);
+      const t = s.endProfiling();
+      expect(t.map((n) => [n.node, n.op]).sort()).toEqual([['the_matmul', 'MatMul'], ['the_relu', 'Relu']]);
+      for (const n of t) expect(n.micros).toBeGreaterThan(0);
+      expect(t[0]!.micros).toBeGreaterThanOrEqual(t[1]!.micros);
+      // the session runs on after profiling ends
+      expect((await s.run(feeds)).z!.data[0]).toBeCloseTo(0.64, 5);
+    } finally {
+      await s.release();
+    }
+    const plain = await Session.create(m);
+    try {
+      expect(() => plain.endProfiling()).toThrow(/profile: true/);
+    } finally {
+      await plain.release();
+    }
+  });
 });
