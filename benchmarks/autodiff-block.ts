@@ -157,23 +157,23 @@ const PRODUCTS = new Set(['MatMul', 'Gemm', 'FusedMatMul']);
  * product takes (weights pre-packed or not, an operand transposed or not).
  */
 async function whereTheTimeGoes(deployed: Model, fed: Model, grad: Model, feeds: Record<string, ArrayTensor>, weights: Record<string, ArrayTensor>): Promise<void> {
-  const PROFILE_RUNS = 5;
+  const PROFILE_RUNS = 9;
   const split = async (model: Model, f: Record<string, ArrayTensor>) => {
     const s = await Session.create(model, { threads: THREADS, profile: true });
     try {
-      await s.run(f); // warm-up, left out below
-      const warm = s.endProfiling();
-      const s2 = await Session.create(model, { threads: THREADS, profile: true });
-      try {
-        await s2.run(f);
-        for (let i = 0; i < PROFILE_RUNS; i++) await s2.run(f);
-        const all = s2.endProfiling();
-        const perRun = (t: typeof all, products: boolean) => t.filter((n) => PRODUCTS.has(n.op) === products).reduce((a, n) => a + n.micros, 0) / 1000;
-        // the profile sums every run since the session was created: take the first run (measured on its own session above) out
-        return { products: (perRun(all, true) - perRun(warm, true)) / PROFILE_RUNS, rest: (perRun(all, false) - perRun(warm, false)) / PROFILE_RUNS };
-      } finally {
-        await s2.release();
-      }
+      for (let i = 0; i < PROFILE_RUNS + 1; i++) await s.run(f);
+      const nodes = s.endProfiling();
+      // per run (the first, a warm-up, left out), then the median run
+      const runs = Array.from({ length: PROFILE_RUNS }, (_, r) => {
+        let products = 0;
+        let rest = 0;
+        for (const n of nodes) {
+          if (PRODUCTS.has(n.op)) products += n.micros[r + 1]! / 1000;
+          else rest += n.micros[r + 1]! / 1000;
+        }
+        return { products, rest };
+      });
+      return runs.sort((a, b) => a.products + a.rest - (b.products + b.rest))[PROFILE_RUNS >> 1]!;
     } finally {
       await s.release();
     }
@@ -182,7 +182,7 @@ async function whereTheTimeGoes(deployed: Model, fed: Model, grad: Model, feeds:
   const f = await split(fed, { ...feeds, ...weights });
   const g = await split(grad, { ...feeds, ...weights });
   console.log('');
-  console.log(`where the time goes (onnxruntime profile, kernel ms per run, mean of ${PROFILE_RUNS}; matrix products = MatMul, Gemm, FusedMatMul):`);
+  console.log(`where the time goes (onnxruntime profile, kernel ms of the median of ${PROFILE_RUNS} runs; matrix products = MatMul, Gemm, FusedMatMul):`);
   console.log('                          deployed forward   forward, fed   forward+backward');
   const row = (label: string, k: 'products' | 'rest') => console.log(`${label.padEnd(26)}${d[k].toFixed(1).padStart(16)}${f[k].toFixed(1).padStart(15)}${g[k].toFixed(1).padStart(19)}`);
   row('matrix products', 'products');

@@ -31,12 +31,12 @@ export interface SessionOptions {
   profile?: boolean;
 }
 
-/** One node's kernel time from an onnxruntime profile. */
+/** One node's kernel times from an onnxruntime profile. */
 export interface NodeTiming {
   node: string;
   op: string;
-  /** Microseconds, summed over every run since the session was created. */
-  micros: number;
+  /** Microseconds in each run since the session was created (0 where a run did not run it). */
+  micros: number[];
 }
 
 const SESSION_BYTES_LIMIT = 2 ** 31 - 1 - 64 * 2 ** 20;
@@ -139,24 +139,31 @@ export class Session {
 
   /**
    * Stops profiling (a session created with `profile: true`) and returns each node's kernel time
-   * summed over the runs so far, slowest first. The session runs on, unprofiled.
+   * in every run so far, slowest in total first. The session runs on, unprofiled.
    */
   endProfiling(): NodeTiming[] {
     if (!this.profileDir) throw new Error('this session was not created with profile: true');
     this.session.endProfiling();
     const file = fs.readdirSync(this.profileDir).find((f) => f.endsWith('.json'));
     if (!file) throw new Error(`onnxruntime wrote no profile into ${this.profileDir}`);
-    const events = JSON.parse(fs.readFileSync(path.join(this.profileDir, file), 'utf8')) as { cat?: string; name?: string; dur?: number; args?: { op_name?: string } }[];
+    type Event = { cat?: string; name?: string; ts?: number; dur?: number; args?: { op_name?: string } };
+    const events = JSON.parse(fs.readFileSync(path.join(this.profileDir, file), 'utf8')) as Event[];
     fs.rmSync(this.profileDir, { recursive: true, force: true });
+    // a node's event belongs to the run whose span holds its start
+    const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts! - b.ts!);
+    const runOf = (ts: number): number => runs.findIndex((r) => ts >= r.ts! && ts <= r.ts! + r.dur!);
     const byNode = new Map<string, NodeTiming>();
     for (const e of events) {
       if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time')) continue;
+      const run = runOf(e.ts ?? 0);
+      if (run < 0) continue;
       const node = e.name.slice(0, -'_kernel_time'.length);
-      const t = byNode.get(node) ?? { node, op: e.args?.op_name ?? '?', micros: 0 };
-      t.micros += e.dur ?? 0;
+      const t = byNode.get(node) ?? { node, op: e.args?.op_name ?? '?', micros: new Array<number>(runs.length).fill(0) };
+      t.micros[run]! += e.dur ?? 0;
       byNode.set(node, t);
     }
-    return [...byNode.values()].sort((a, b) => b.micros - a.micros);
+    const total = (t: NodeTiming) => t.micros.reduce((a, b) => a + b, 0);
+    return [...byNode.values()].sort((a, b) => total(b) - total(a));
   }
 
   async release(): Promise<void> {
