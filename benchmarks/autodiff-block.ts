@@ -28,7 +28,9 @@ import { extractSubgraph } from '../src/autodiff/subgraph.js';
 import { discoverStructure } from '../src/discover/index.js';
 import type { ArrayTensor } from '../src/ir/array-tensor.js';
 import { DataType, isFloatType } from '../src/ir/dtype.js';
-import type { Model } from '../src/ir/model.js';
+import { Graph } from '../src/ir/graph.js';
+import { Model } from '../src/ir/model.js';
+import { Tensor } from '../src/ir/tensor.js';
 import { measureFlops } from '../src/prune/cost.js';
 import { blockSpans } from '../src/reconstruct/blocks.js';
 import { Session, defaultThreads } from '../src/runtime/session.js';
@@ -191,6 +193,64 @@ async function whereTheTimeGoes(deployed: Model, fed: Model, grad: Model, feeds:
   const fwdFlops = await measureFlops(deployed, feeds, THREADS);
   const gradFlops = await measureFlops(grad, { ...feeds, ...weights }, THREADS);
   console.log(`their FLOPs: ${(gradFlops / 1e9).toFixed(1)} G against the forward's ${(fwdFlops / 1e9).toFixed(1)} G, ${(gradFlops / fwdFlops).toFixed(2)}x; the rest of the gap is GEMM speed (weights fed cannot be pre-packed; the weight gradients X^T dY read an operand transposed)`);
+  await gemmForms();
+}
+
+/**
+ * onnxruntime's GEMM speed in the forms the block's MLP products take (tokens 1024, hidden 768,
+ * MLP 3072): X W with W a pre-packed constant (deployed forward) or fed (training forward), dY W^T
+ * (input gradient) and X^T dY (weight gradient). Each graph runs 4 products of its form, summed
+ * to a scalar so no large output is copied; medians of 9 runs, interleaved, each after an untimed one.
+ */
+async function gemmForms(): Promise<void> {
+  const [M, K, N] = [BATCH * SEQ, HIDDEN, 3072];
+  const REP = 4;
+  const random = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.5);
+  const form = async (label: string, a: number[], b: number[], constB: boolean, product: (g: Graph, x: ReturnType<Graph['addInput']>, w: ReturnType<Graph['addInput']>) => ReturnType<Graph['addInput']>) => {
+    const g = new Graph('gemm');
+    const A = g.addInput('a', { kind: 'tensor', dtype: DataType.FLOAT, shape: a });
+    const size = (d: number[]) => d.reduce((x, y) => x * y, 1);
+    const B = constB ? g.addInitializer(Tensor.from('b', DataType.FLOAT, b, random(size(b)))) : g.addInput('b', { kind: 'tensor', dtype: DataType.FLOAT, shape: b });
+    const outs = [];
+    for (let r = 0; r < REP; r++) {
+      // a distinct A per product, so onnxruntime cannot share one result
+      const ar = g.addNode('Mul', [A, g.addInitializer(Tensor.from(`s${r}`, DataType.FLOAT, [], [1 + r / 1024]))], [`a${r}`]).output(0);
+      outs.push(product(g, ar, B));
+    }
+    const sum = g.addNode('Sum', outs, ['sum']).output(0);
+    g.outputs.push(g.addNode('ReduceSum', [sum], ['total'], { attributes: { keepdims: { type: 'int', value: 0 } } }).output(0));
+    const m = new Model(g);
+    m.opsetImports = new Map([['', 17]]);
+    const session = await Session.create(m, { threads: THREADS });
+    const feeds: Record<string, ArrayTensor> = { a: { dtype: DataType.FLOAT, dims: a, data: random(size(a)) } };
+    if (!constB) feeds.b = { dtype: DataType.FLOAT, dims: b, data: random(size(b)) };
+    return { label, session, feeds, times: [] as number[] };
+  };
+  const gemm = (transA: number, transB: number) => (g: Graph, x: ReturnType<Graph['addInput']>, w: ReturnType<Graph['addInput']>) =>
+    g.addNode('Gemm', [x, w], [g.uniqueName('y')], { attributes: { transA: { type: 'int', value: transA }, transB: { type: 'int', value: transB } } }).output(0);
+  const forms = [
+    await form('X W, W constant (deployed forward)', [M, K], [K, N], true, gemm(0, 0)),
+    await form('X W, W fed (training forward)', [M, K], [K, N], false, gemm(0, 0)),
+    await form('dY W^T (input gradient)', [M, N], [K, N], false, gemm(0, 1)),
+    await form('X^T dY (weight gradient)', [M, K], [M, N], false, gemm(1, 0)),
+  ];
+  for (let r = 0; r < 10; r++) {
+    for (const f of forms) {
+      // an untimed run first: the previous session's threads may still be spinning
+      await f.session.run(f.feeds);
+      const t = performance.now();
+      await f.session.run(f.feeds);
+      if (r > 0) f.times.push(performance.now() - t);
+    }
+  }
+  console.log('');
+  console.log(`onnxruntime GEMM speed by form (${M}x${K}x${N}, ${REP} products per run, median of 9 runs):`);
+  for (const f of forms) {
+    f.times.sort((x, y) => x - y);
+    const ms = f.times[f.times.length >> 1]! / REP;
+    console.log(`  ${f.label.padEnd(38)} ${ms.toFixed(2).padStart(6)} ms  ${((2 * M * K * N) / ms / 1e6).toFixed(0).padStart(4)} GFLOP/s`);
+    await f.session.release();
+  }
 }
 
 await main();
