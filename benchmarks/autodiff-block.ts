@@ -104,21 +104,21 @@ async function main(): Promise<void> {
   const target: ArrayTensor = { dtype: DataType.FLOAT, dims: x.dims, data: (x.data as Float32Array).map((v) => v * 0.5) };
   const { model: withLoss, loss } = lossModel(block);
 
-  const fwd = await Session.create(withLoss, { threads: THREADS });
+  const fwd = await Session.create(withLoss, { threads: THREADS, spinning: true });
   // a training step feeds the weights (they change every step), so onnxruntime cannot
   // pre-pack them for its GEMMs: the forward to compare with does the same
   const weightValues: Record<string, ArrayTensor> = {};
   for (const v of weights) weightValues[v.name] = { dtype: DataType.FLOAT, dims: [...v.initializer!.dims], data: v.initializer!.toFloat32() };
   const fed = withLoss.clone();
   for (const v of weights) promoteInitializer(fed.graph, fed.graph.value(v.name)!);
-  const fwdFed = await Session.create(fed, { threads: THREADS });
+  const fwdFed = await Session.create(fed, { threads: THREADS, spinning: true });
 
   const t0 = performance.now();
   const grad = buildGradientGraph(withLoss, { loss, wrt: weights.map((v) => v.name) });
   console.log(`gradient graph: ${grad.model.graph.nodes.length} nodes, built in ${(performance.now() - t0).toFixed(0)} ms`);
-  const bwd = await Session.create(grad.model, { threads: THREADS });
+  const bwd = await Session.create(grad.model, { threads: THREADS, spinning: true });
   const gradX = buildGradientGraph(withLoss, { loss, wrt: [span.input, ...weights.map((v) => v.name)] });
-  const bwdX = await Session.create(gradX.model, { threads: THREADS });
+  const bwdX = await Session.create(gradX.model, { threads: THREADS, spinning: true });
   const trainer = await Trainer.create({
     model: withLoss,
     loss,
@@ -161,7 +161,7 @@ const PRODUCTS = new Set(['MatMul', 'Gemm', 'FusedMatMul']);
 async function whereTheTimeGoes(deployed: Model, fed: Model, grad: Model, feeds: Record<string, ArrayTensor>, weights: Record<string, ArrayTensor>): Promise<void> {
   const PROFILE_RUNS = 9;
   const split = async (model: Model, f: Record<string, ArrayTensor>) => {
-    const s = await Session.create(model, { threads: THREADS, profile: true });
+    const s = await Session.create(model, { threads: THREADS, profile: true, spinning: true });
     try {
       for (let i = 0; i < PROFILE_RUNS + 1; i++) await s.run(f);
       const nodes = s.endProfiling();
@@ -221,7 +221,7 @@ async function gemmForms(): Promise<void> {
     g.outputs.push(g.addNode('ReduceSum', [sum], ['total'], { attributes: { keepdims: { type: 'int', value: 0 } } }).output(0));
     const m = new Model(g);
     m.opsetImports = new Map([['', 17]]);
-    const session = await Session.create(m, { threads: THREADS });
+    const session = await Session.create(m, { threads: THREADS, spinning: true });
     const feeds: Record<string, ArrayTensor> = { a: { dtype: DataType.FLOAT, dims: a, data: random(size(a)) } };
     if (!constB) feeds.b = { dtype: DataType.FLOAT, dims: b, data: random(size(b)) };
     return { label, session, feeds, times: [] as number[] };

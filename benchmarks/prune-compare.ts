@@ -35,6 +35,7 @@ import { loadModel } from '../src/onnx/index.js';
 import { prune, type PruneMethod, type PruneOptions, type PruneSummary } from '../src/passes/prune.js';
 import { quantize } from '../src/passes/quantize.js';
 import { pipeline } from '../src/pipeline/pipeline.js';
+import { medianLatencies } from '../src/runtime/latency.js';
 import { Session } from '../src/runtime/session.js';
 import { ComparisonAccumulator } from '../src/validate/comparison.js';
 import { gate } from '../src/validate/gate.js';
@@ -246,25 +247,9 @@ const pValue = (p: number): string => (p < 1e-300 ? '< 1e-300' : p.toPrecision(2
 /** The rule used before: any top1 difference decides, however small. */
 const beatsByRawTop1 = (a: Fidelity, b: Fidelity): boolean => a.top1 > b.top1 || (a.top1 === b.top1 && a.kl < b.kl);
 
-const median = (t: number[]): number => {
-  const s = [...t].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
-/** Median latency of each model over interleaved rounds: every round runs every model once, in turn. */
-async function latencies(models: Model[], feeds: Record<string, ArrayTensor>): Promise<number[]> {
-  const sessions = await Promise.all(models.map((m) => Session.create(m, { threads: latencyThreads })));
-  const times: number[][] = models.map(() => []);
-  for (const s of sessions) for (let i = 0; i < 3; i++) await s.run(feeds);
-  for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < sessions.length; i++) {
-      const t0 = performance.now();
-      await sessions[i]!.run(feeds);
-      times[i]!.push(performance.now() - t0);
-    }
-  }
-  for (const s of sessions) await s.release();
-  return times.map(median);
+/** Median latency of each model over interleaved rounds (src/runtime/latency.ts). */
+function latencies(models: Model[], feeds: Record<string, ArrayTensor>): Promise<number[]> {
+  return medianLatencies(models, feeds, { rounds, warmup: 3, threads: latencyThreads });
 }
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}`;

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { type ArrayTensor, tensorFromArray } from '../src/ir/array-tensor.js';
 import type { Model } from '../src/ir/model.js';
 import { saveModel, writeTensorFile, loadModel } from '../src/onnx/index.js';
-import { Session } from '../src/runtime/session.js';
+import { medianLatencies } from '../src/runtime/latency.js';
 import { buildTransformer, type TransformerOptions } from '../tests/helpers/transformer-builder.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -27,20 +27,9 @@ const rounds = args.includes('--rounds') ? Number(args[args.indexOf('--rounds') 
 const BERT_BASE: TransformerOptions = { blocks: 12, hidden: 768, heads: 12, mlpWidth: 3072, seq: 128, opset: 17, mask: 'additive-input', placement: 'post', activation: 'gelu', seed: 1 };
 
 async function latency(models: Record<string, Model>, feeds: Record<string, ArrayTensor>): Promise<Record<string, number>> {
-  const sessions: Record<string, Session> = {};
-  for (const [k, m] of Object.entries(models)) sessions[k] = await Session.create(m, { threads: os.availableParallelism() });
-  const times: Record<string, number[]> = Object.fromEntries(Object.keys(models).map((k) => [k, []]));
-  for (const s of Object.values(sessions)) for (let i = 0; i < 3; i++) await s.run(feeds);
-  for (let r = 0; r < rounds; r++) {
-    for (const [k, s] of Object.entries(sessions)) {
-      const t0 = performance.now();
-      await s.run(feeds);
-      times[k]!.push(performance.now() - t0);
-    }
-  }
-  for (const s of Object.values(sessions)) await s.release();
-  // the median is robust to the odd slow round
-  return Object.fromEntries(Object.entries(times).map(([k, t]) => [k, t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!]));
+  // medians of interleaved rounds, each timed run after an untimed one (src/runtime/latency.ts)
+  const ms = await medianLatencies(Object.values(models), feeds, { rounds, warmup: 3, threads: os.availableParallelism() });
+  return Object.fromEntries(Object.keys(models).map((k, i) => [k, ms[i]!]));
 }
 
 function quantizeFile(src: string, dst: string, scheme: string, calib: string): void {

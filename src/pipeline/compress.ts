@@ -4,7 +4,7 @@ import type { Model } from '../ir/model.js';
 import { modelToBytes } from '../onnx/save.js';
 import { type Progress, silentProgress } from '../progress.js';
 import { type CompressReport, gateCheck, layerData } from '../report/compress-report.js';
-import { Session } from '../runtime/session.js';
+import { medianLatencies } from '../runtime/latency.js';
 import { gate } from '../validate/gate.js';
 import type { Limit } from '../validate/limits.js';
 import type { MetricName } from '../validate/metrics.js';
@@ -81,34 +81,12 @@ export function limitText(l: Limit): string {
 }
 
 /**
- * Median latency of one batch of calibration data for both models, measured in one run with
- * the runs interleaved (so machine load affects both alike), after two warm-up runs each.
+ * Median latency of one batch of calibration data for both models (medianLatencies: interleaved
+ * rounds, onnxruntime's default thread spinning, each timed run after an untimed one).
  */
 export async function measureLatency(a: Model, b: Model, data: Dataset, runs: number, threads?: number, signal?: AbortSignal): Promise<NonNullable<CompressReport['latency']>> {
-  const bound = bindDataset(data, a);
-  const batch = batches(bound, 1).next().value!;
-  const sa = await Session.create(a, { threads });
-  const sb = await Session.create(b, { threads });
-  try {
-    const ta: number[] = [];
-    const tb: number[] = [];
-    for (let i = 0; i < runs + 2; i++) {
-      signal?.throwIfAborted();
-      for (const [s, t] of [[sa, ta], [sb, tb]] as const) {
-        const t0 = performance.now();
-        await s.run(batch.feeds);
-        if (i >= 2) t.push(performance.now() - t0);
-      }
-    }
-    return { beforeMs: median(ta), afterMs: median(tb), runs, batch: batch.count };
-  } finally {
-    await sa.release();
-    await sb.release();
-  }
+  const batch = batches(bindDataset(data, a), 1).next().value!;
+  const [beforeMs, afterMs] = await medianLatencies([a, b], batch.feeds, { rounds: runs, threads, signal });
+  return { beforeMs: beforeMs!, afterMs: afterMs!, runs, batch: batch.count };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((x, y) => x - y);
-  const n = s.length;
-  return n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
-}

@@ -29,6 +29,16 @@ export interface SessionOptions {
   memoryArena?: boolean;
   /** Record onnxruntime's per-node timings; read them with `endProfiling()`. */
   profile?: boolean;
+  /**
+   * Let onnxruntime's worker threads spin between runs and ops (onnxruntime's default) instead of
+   * sleeping. Default false: slimformer alternates runs with JS work (binding batches, metrics)
+   * and with other sessions (baseline and candidate), and spinning workers take the cores that
+   * work needs. Measured on 2 cores: a gate-style loop over bert_spam's eval set, two sessions
+   * alternating, 459 ms spinning against 190 ms not; one session with JS between runs (vit_mnist)
+   * 115 against 71 ms. Spinning helps only back-to-back runs of one session (bert_spam batch 1:
+   * 0.28 against 0.33 ms), which is what a latency measurement does: it turns this on.
+   */
+  spinning?: boolean;
 }
 
 /** One node's kernel times from an onnxruntime profile. */
@@ -82,6 +92,7 @@ export class Session {
       graphOptimizationLevel: options.optimization ?? 'all',
       logSeverityLevel: 3,
     };
+    if (!options.spinning) sessionOptions.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
     if (options.memoryArena === false) {
       sessionOptions.enableCpuMemArena = false;
       sessionOptions.enableMemPattern = false;
