@@ -137,9 +137,20 @@ async function choose(
     const costs = unitCosts(structure, tokens);
     const target = options.flops! * flopsBefore!;
     if (!runner) return selectFlops(layout, scores, costs, flopsBefore!, target);
-    return selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { refine, signal: ctx.signal });
+    if (!refine) return selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { signal: ctx.signal });
+    let started = false;
+    const onRefined = (done: number, total: number, kl: number) => {
+      if (!started) ctx.progress.start('optin: refine MLP widths', total);
+      started = true;
+      ctx.progress.tick(done, `calibration KL ${kl.toPrecision(3)}`);
+    };
+    const mask = await selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { refine, signal: ctx.signal, onRefined });
+    if (started) ctx.progress.end();
+    return mask;
   };
-  const variantsPerRun = batch ? Math.max(2, Math.min(32, Math.floor(512 / batch.count))) : 2;
+  // masked variants per onnxruntime run: about 512 rows of samples per run
+  const variantsFor = (samples: number): number => Math.max(2, Math.min(32, Math.floor(512 / samples)));
+  const variantsPerRun = batch ? variantsFor(batch.count) : 2;
   if (options.method === 'magnitude') {
     const scores = magnitudeScores(structure, layout);
     return planFromMask(layout, options.flops !== undefined ? await byFlops(scores) : selectMlpRatio(layout, scores, options.ratio ?? 0, 'uniform'));
@@ -156,7 +167,7 @@ async function choose(
       // fits that batch.
       const more = calibrationBatch(ctx.calibration!, model, 4 * (options.samples ?? 32));
       if (more.count <= batch!.count) return planFromMask(layout, await byFlops(scores, runner, true));
-      const verifier = await MaskRunner.create(model, more.feeds, more.count, { threads: ctx.threads, variantsPerRun: Math.max(2, Math.min(32, Math.floor(512 / more.count))) });
+      const verifier = await MaskRunner.create(model, more.feeds, more.count, { threads: ctx.threads, variantsPerRun: variantsFor(more.count) });
       try {
         return planFromMask(layout, await byFlops(scores, verifier, true));
       } finally {

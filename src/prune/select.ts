@@ -128,7 +128,7 @@ export async function selectFlopsVerified(
   costs: UnitCosts,
   baseFlops: number,
   targetFlops: number,
-  options: { maxCandidates?: number; refine?: boolean; refineTop?: number; maxRounds?: number; signal?: AbortSignal } = {},
+  options: { maxCandidates?: number; refine?: boolean; refineTop?: number; maxRounds?: number; signal?: AbortSignal; onRefined?: (done: number, total: number, kl: number) => void } = {},
 ): Promise<Float32Array> {
   const all = flopCandidates(runner.layout, scores, costs, baseFlops, targetFlops).filter((c) => c.feasible);
   if (all.length === 0) return selectFlops(runner.layout, scores, costs, baseFlops, targetFlops);
@@ -150,9 +150,11 @@ export async function selectFlopsVerified(
     .sort((a, b) => a.kl - b.kl)
     .slice(0, options.refineTop ?? 4);
   let kept: { mask: Float32Array; kl: number } | undefined;
-  for (const t of top) {
+  options.onRefined?.(0, top.length, floor);
+  for (const [k, t] of top.entries()) {
     const r = await refineWidths(runner, scores, costs, shortlist[t.i]!.mask, t.kl, options);
     if (!kept || r.kl < kept.kl) kept = r;
+    options.onRefined?.(k + 1, top.length, kept.kl);
   }
   return kept!.mask;
 }
@@ -195,11 +197,13 @@ export async function refineWidths(
   let rounds = 0;
   for (; rounds < (options.maxRounds ?? 16); rounds++) {
     const moves: Float32Array[] = [];
-    for (const [a, la] of order) {
-      for (const [b, lb] of order) {
+    const kept = new Map([...order].map(([b, list]) => [b, list.filter((i) => mask[i] === 1)]));
+    const removed = new Map([...order].map(([b, list]) => [b, list.filter((i) => mask[i] === 0)]));
+    for (const a of order.keys()) {
+      for (const b of order.keys()) {
         if (a === b) continue;
-        const keptA = la.filter((i) => mask[i] === 1);
-        const removedB = lb.filter((i) => mask[i] === 0);
+        const keptA = kept.get(a)!;
+        const removedB = removed.get(b)!;
         for (const m of MOVES) {
           const back = Math.floor((m * costs.neuron.get(a)!) / costs.neuron.get(b)!);
           if (keptA.length - m < 1 || back < 1 || back > removedB.length) continue;
