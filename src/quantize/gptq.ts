@@ -4,6 +4,7 @@ import { DataType } from '../ir/dtype.js';
 import { Graph } from '../ir/graph.js';
 import { Model } from '../ir/model.js';
 import { Session } from '../runtime/session.js';
+import { choleskyJs, invertLowerJs, upperCholeskyOfInverse } from './cholesky.js';
 import type { QuantizedWeight } from './weight-quantizer.js';
 
 /**
@@ -49,35 +50,10 @@ function gramGraph(): Model {
   return m;
 }
 
-/** Lower Cholesky factor of a symmetric positive definite k×k matrix (row-major), in place copy. */
-function cholesky(a: Float64Array, k: number): Float64Array {
-  const l = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = a[i * k + j]!;
-      for (let p = 0; p < j; p++) s -= l[i * k + p]! * l[j * k + p]!;
-      if (i === j) {
-        if (!(s > 0)) throw new Error('matrix is not positive definite');
-        l[i * k + i] = Math.sqrt(s);
-      } else l[i * k + j] = s / l[j * k + j]!;
-    }
-  }
-  return l;
-}
-
 /** Inverse of a symmetric positive definite matrix from its Cholesky factor. */
 function spdInverse(a: Float64Array, k: number): Float64Array {
-  const l = cholesky(a, k);
   // inv(L) (lower), then inv(A) = inv(L)ᵀ inv(L)
-  const li = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) {
-    li[i * k + i] = 1 / l[i * k + i]!;
-    for (let j = 0; j < i; j++) {
-      let s = 0;
-      for (let p = j; p < i; p++) s -= l[i * k + p]! * li[p * k + j]!;
-      li[i * k + j] = s / l[i * k + i]!;
-    }
-  }
+  const li = invertLowerJs(choleskyJs(a, k), k);
   const inv = new Float64Array(k * k);
   for (let i = 0; i < k; i++) {
     for (let j = 0; j <= i; j++) {
@@ -95,18 +71,7 @@ const LAZY_BLOCK = 128;
 /** Below this many inputs the whole algorithm stays in JavaScript (no session overhead). */
 const SMALL_K = 256;
 
-let inverseSession: Promise<Session> | undefined;
 let updateSession: Promise<Session> | undefined;
-
-/** H⁻¹ in onnxruntime (com.microsoft Inverse, float64). */
-async function inverse(h: Float64Array, k: number): Promise<Float64Array> {
-  inverseSession ??= Session.create(op1('gptq_inverse', (g) => {
-    const x = g.addInput('H', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['k', 'k'] });
-    g.outputs.push(g.addNode('Inverse', [x], ['Hinv'], { domain: 'com.microsoft' }).output(0));
-  }, true));
-  const r = await (await inverseSession).run({ H: { dtype: DataType.DOUBLE, dims: [k, k], data: h } });
-  return r.Hinv!.data as Float64Array;
-}
 
 /** Wtail − Aᵀ·E in onnxruntime (float64): the lazy-batch update of the columns not yet quantized. */
 async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Array, m: number, b: number, n: number): Promise<Float64Array> {
@@ -116,7 +81,7 @@ async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Ar
     const E = g.addInput('E', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['b', 'n'] });
     const at = g.addNode('Transpose', [A], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
     g.outputs.push(g.addNode('Sub', [w, g.addNode('MatMul', [at, E], 1).output(0)], ['Wout']).output(0));
-  }, false));
+  }));
   const r = await (await updateSession).run({
     W: { dtype: DataType.DOUBLE, dims: [m, n], data: wTail },
     A: { dtype: DataType.DOUBLE, dims: [b, m], data: a },
@@ -125,11 +90,11 @@ async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Ar
   return r.Wout!.data as Float64Array;
 }
 
-function op1(name: string, build: (g: Graph) => void, microsoft: boolean): Model {
+function op1(name: string, build: (g: Graph) => void): Model {
   const g = new Graph(name);
   build(g);
   const m = new Model(g);
-  m.opsetImports = new Map<string, number>(microsoft ? [['', 17], ['com.microsoft', 1]] : [['', 17]]);
+  m.opsetImports = new Map([['', 17]]);
   return m;
 }
 
@@ -140,8 +105,9 @@ function op1(name: string, build: (g: Graph) => void, microsoft: boolean): Model
  * Gram matrix of the layer's inputs (H = XᵀX + λI, λ = `damp` · mean diag). `w` is [n, k] (rows
  * = output channels). With `actOrder`, columns go by descending diag(H) (the grids stay those
  * fitted in the original order: "static groups"). Returns a weight with the same grids and new
- * levels. For wide layers the inverse and the lazy-batch updates (blocks of 128 columns) run
- * in onnxruntime in float64; small layers stay in JavaScript.
+ * levels. For wide layers the factor of H⁻¹ (`upperCholeskyOfInverse`) and the lazy-batch updates
+ * (blocks of 128 columns) run their products in onnxruntime in float64; small layers stay in
+ * JavaScript.
  */
 export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false): Promise<QuantizedWeight> {
   if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder);
@@ -149,9 +115,7 @@ export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram:
   const padded = groups * blockSize;
   const { h, W: Wrows, perm } = prepare(w, q, gram, damp, actOrder);
   // U: upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), row-major
-  const lower = cholesky(await inverse(h, k), k);
-  const U = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) U[i * k + j] = lower[j * k + i]!;
+  const U = await upperCholeskyOfInverse(h, k);
   // the weight column-major ([k, n]): a column is contiguous, the columns left are a tail
   let Wt = new Float64Array(k * n);
   for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) Wt[i * n + r] = Wrows[r * k + i]!;
@@ -232,7 +196,7 @@ export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Arr
   const padded = groups * blockSize;
   const { h, W, perm } = prepare(w, q, gram, damp, actOrder);
   // upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): the transpose of the lower factor
-  const lower = cholesky(spdInverse(h, k), k);
+  const lower = choleskyJs(spdInverse(h, k), k);
   const U = (i: number, j: number): number => lower[j * k + i]!;
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
