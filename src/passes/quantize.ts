@@ -149,7 +149,16 @@ export function quantize(options: QuantizePassOptions): Pass {
         ctx.progress.start('gptq', sel.linears.length);
         for (const [i, l] of sel.linears.entries()) {
           ctx.signal.throwIfAborted();
-          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+          try {
+            weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+          } catch (e) {
+            // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
+            // break that when the input's scales span many orders of magnitude
+            if (e instanceof Error && e.message.includes('not positive definite')) {
+              throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (--damp) makes it so`);
+            }
+            throw e;
+          }
           ctx.progress.tick(i + 1, l.name);
         }
         ctx.progress.end();
