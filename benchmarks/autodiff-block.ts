@@ -13,10 +13,10 @@
 // LayerNorm) and with the weights fed as inputs (what every training step must do). Forward+
 // backward computes an MSE loss against a target and its gradient with respect to every weight
 // of the block (what a block-reconstruction step needs; the 28 MB of gradients come back to
-// JS), and, as further figures, the same with the gradients left in onnxruntime (each summed to
-// a scalar in the graph: what the copy out to JS costs) and with respect to the block input too. A third figure is a whole
-// training step (gradients plus the fused Adam update, new weights and optimizer state copied
-// back to JS). The steps are timed round-robin (each timed run after a warm one), so load from
+// JS). Further figures: the same with the gradients left in onnxruntime (each summed to a
+// scalar in the graph, which shows what the copy out to JS costs), the gradients with respect
+// to the block input too, and a whole training step (gradients plus the fused Adam update, new
+// weights and optimizer state copied back to JS). The steps are timed round-robin (each timed run after a warm one), so load from
 // other processes falls on all of them alike; the ratios are of medians from the same run, and
 // the spread of the per-round ratios shows how far run-to-run noise moves them.
 //
