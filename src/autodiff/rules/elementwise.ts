@@ -113,12 +113,20 @@ export const abs = unary((ctx, x) => ctx.emit('Sign', [x]));
 // 2/sqrt(pi) exp(-x^2) as exp(ln(2/sqrt(pi)) - x^2): one pass fewer over the tensor
 export const erf = unary((ctx, x) => ctx.emit('Exp', [ctx.emit('Sub', [ctx.scalar(Math.log(2 / Math.sqrt(Math.PI)), x), ctx.emit('Mul', [x, x])])]));
 
+/**
+ * dy where `cond` holds, 0 elsewhere, as dy times the condition cast to dy's type: onnxruntime's
+ * Where with a scalar branch ran 3.7 ms on a 768×3072 gradient where Cast and Mul took 0.8 ms
+ * each (FlexRound's fake-quantized weights). Unlike Where, an infinite dy outside `cond` gives NaN.
+ */
+function masked(ctx: RuleContext, dy: Value, cond: Value, like: Value): Value {
+  return ctx.emit('Mul', [dy, ctx.emit('Cast', [cond], { to: int(ctx.dtype(like)) })]);
+}
+
 export const relu: OpRule = {
   inputs: () => [0],
   backward(ctx: RuleContext) {
     const x = ctx.input(0);
-    const dy = ctx.dy()!;
-    return [ctx.emit('Where', [ctx.emit('Greater', [x, ctx.scalar(0, x)]), dy, ctx.scalar(0, x)])];
+    return [masked(ctx, ctx.dy()!, ctx.emit('Greater', [x, ctx.scalar(0, x)]), x)];
   },
 };
 
@@ -174,17 +182,11 @@ export const clip: OpRule = {
     const lo = ctx.node.input(1);
     const hi = ctx.node.input(2);
     if (ctx.opset < 11) ctx.fail('Clip before opset 11 (min/max as attributes) is not supported');
-    const zero = ctx.scalar(0, x);
-    let mask: Value | undefined;
-    if (lo) mask = ctx.emit('GreaterOrEqual', [x, lo]);
-    if (hi) {
-      const m = ctx.emit('LessOrEqual', [x, hi]);
-      mask = mask ? ctx.emit('And', [mask, m]) : m;
-    }
-    const total = (cond: Value, like: Value): Value =>
-      ctx.emit('Reshape', [ctx.reduce('ReduceSum', ctx.emit('Where', [cond, dy, zero]), [], false), ctx.shapeOf(like)]);
+    // x lies within [lo, hi] exactly where Clip leaves it as it is: one comparison for both bounds
+    const inside = lo || hi ? ctx.emit('Equal', [x, ctx.output(0)]) : undefined;
+    const total = (cond: Value, like: Value): Value => ctx.emit('Reshape', [ctx.reduce('ReduceSum', masked(ctx, dy, cond, x), [], false), ctx.shapeOf(like)]);
     return [
-      ctx.wants(0) ? (mask ? ctx.emit('Where', [mask, dy, zero]) : dy) : undefined,
+      ctx.wants(0) ? (inside ? masked(ctx, dy, inside, x) : dy) : undefined,
       lo && ctx.wants(1) ? total(ctx.emit('Less', [x, lo]), lo) : undefined,
       hi && ctx.wants(2) ? total(ctx.emit('Greater', [x, hi]), hi) : undefined,
     ];
