@@ -80,13 +80,17 @@ export function fakeQuantWeight(g: Graph, prefix: string, w: Float32Array, q: Qu
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
   const W = c('w', [n, groups, blockSize], wp);
   const s1 = c('s1', [n, groups, 1], q.scales);
-  const z = c('z', [n, groups, 1], Float32Array.from(q.zeroPoints));
   const d1 = op('Reshape', [deltas.d1, c('shape_d1', [3], [n, groups, 1], DataType.INT64)]);
   const d2 = op('Reshape', [deltas.d2, c('shape_d2', [3], [n, groups, blockSize], DataType.INT64)]);
   const d3 = op('Reshape', [deltas.d3, c('shape_d3', [3], [n, 1, 1], DataType.INT64)]);
   const divisor = op('Mul', [s1, op('Exp', [op('Add', [op('Add', [d1, d3]), d2])])]);
-  const codes = op('Clip', [op('Add', [op('Round', [op('Div', [W, divisor])]), z]), c('qmin', [], [qmin]), c('qmax', [], [qmax])]);
-  const deq = op('Mul', [op('Sub', [codes, z]), op('Mul', [s1, op('Exp', [d1])])]);
+  // a symmetric grid's zero points are all 0: adding and subtracting them would be two passes
+  // over the weight (and its gradient) that change nothing
+  const centered = q.zeroPoints.every((v) => v === 0);
+  const rounded = op('Round', [op('Div', [W, divisor])]);
+  const z = centered ? undefined : c('z', [n, groups, 1], Float32Array.from(q.zeroPoints));
+  const codes = op('Clip', [z ? op('Add', [rounded, z]) : rounded, c('qmin', [], [qmin]), c('qmax', [], [qmax])]);
+  const deq = op('Mul', [z ? op('Sub', [codes, z]) : codes, op('Mul', [s1, op('Exp', [d1])])]);
   let flat = op('Reshape', [deq, c('shape_flat', [2], [n, padded], DataType.INT64)]);
   if (padded !== k) flat = op('Slice', [flat, c('starts', [1], [0], DataType.INT64), c('ends', [1], [k], DataType.INT64), c('axes', [1], [1], DataType.INT64)]);
   return flat;
