@@ -16,7 +16,8 @@
 // JS). Further figures: the same with the gradients left in onnxruntime (each summed to a
 // scalar in the graph, which shows what the copy out to JS costs), the gradients with respect
 // to the block input too, and a whole training step (gradients plus the fused Adam update, new
-// weights and optimizer state copied back to JS). The steps are timed round-robin (each timed run after a warm one), so load from
+// weights and optimizer state copied back to JS), also with several steps per onnxruntime run
+// (Trainer.stepEach: an ONNX Loop keeps the weights and state in onnxruntime between them). The steps are timed round-robin (each timed run after a warm one), so load from
 // other processes falls on all of them alike; the ratios are of medians from the same run, and
 // the spread of the per-round ratios shows how far run-to-run noise moves them.
 //
@@ -52,6 +53,8 @@ const activation = process.argv.includes('--activation') ? process.argv[process.
 if (activation !== 'gelu' && activation !== 'gelu_tanh') throw new Error(`--activation must be gelu or gelu_tanh, not ${activation}`);
 const ACTIVATION: 'gelu' | 'gelu_tanh' = activation;
 const BATCH = 8;
+/** Training steps per onnxruntime run in the stepEach figure. */
+const LOOPED = 4;
 const SEQ = 128;
 const HIDDEN = 768;
 
@@ -70,6 +73,8 @@ interface Timed {
   label: string;
   run: () => Promise<unknown>;
   times: number[];
+  /** Steps one run takes (its time is reported per step). */
+  per?: number;
 }
 
 /**
@@ -83,7 +88,7 @@ async function measure(steps: Timed[]): Promise<void> {
       await s.run();
       const t = performance.now();
       await s.run();
-      if (round >= 1) s.times.push(performance.now() - t);
+      if (round >= 1) s.times.push((performance.now() - t) / (s.per ?? 1));
     }
   }
   for (const s of steps) {
@@ -147,14 +152,16 @@ async function main(): Promise<void> {
   const bwdKept = await Session.create(kept, { threads: THREADS, spinning: true });
   const gradX = buildGradientGraph(withLoss, { loss, wrt: [span.input, ...weights.map((v) => v.name)] });
   const bwdX = await Session.create(gradX.model, { threads: THREADS, spinning: true });
-  const trainer = await Trainer.create({
-    model: withLoss,
-    loss,
-    params: weights.map((v) => ({ name: v.name, dims: [...v.initializer!.dims], init: v.initializer!.toFloat32() })),
-    optimizer: { kind: 'adam', lr: 1e-6 },
-    steps: 2 * RUNS + 2,
-    threads: THREADS,
-  });
+  const makeTrainer = () =>
+    Trainer.create({
+      model: withLoss,
+      loss,
+      params: weights.map((v) => ({ name: v.name, dims: [...v.initializer!.dims], init: v.initializer!.toFloat32() })),
+      optimizer: { kind: 'adam', lr: 1e-6 },
+      steps: LOOPED * (2 * RUNS + 2),
+      threads: THREADS,
+    });
+  const trainer = await makeTrainer();
   const feeds = { [span.input]: x, target };
   const steps: Timed[] = [
     { label: 'forward, constant weights (as deployed)', run: () => fwd.run(feeds), times: [] },
@@ -166,8 +173,18 @@ async function main(): Promise<void> {
   ];
   await measure(steps);
   for (const s of [fwd, fwdFed, bwd, bwdKept, bwdX]) await s.release();
+  // then, with the other sessions gone, single training steps against several per run
+  const looped = await makeTrainer();
+  const training: Timed[] = [
+    { label: 'training step, one per run (step)', run: () => trainer.step(feeds), times: [] },
+    { label: `training step, ${LOOPED} per run (stepEach)`, run: () => looped.stepEach(Array.from({ length: LOOPED }, () => feeds)), times: [], per: LOOPED },
+  ];
+  console.log('');
+  await measure(training);
   await trainer.release();
+  await looped.release();
   const [tfConst, tf, tb, tbKept, tbx, ts] = steps.map(median) as [number, number, number, number, number, number];
+  const [tOne, tl] = training.map(median) as [number, number];
 
   console.log('');
   // the target's reading: a training step feeds its weights, and its gradients stay in
@@ -183,6 +200,7 @@ async function main(): Promise<void> {
   console.log(`  ${roundRatios(steps[2]!, steps[0]!)}`);
   console.log(`ratio forward+backward (weights and input) / forward, fed:    ${(tbx / tf).toFixed(2)}x`);
   console.log(`ratio training step (with Adam) / forward, fed:               ${(ts / tf).toFixed(2)}x`);
+  console.log(`training step, ${LOOPED} per run (weights and Adam state stay in onnxruntime): ${(tl / tOne).toFixed(2)}x the time of one per run; ${(tl / tf).toFixed(2)}x the fed forward`);
 
   if (!process.argv.includes('--no-profile')) await whereTheTimeGoes(withLoss, fed, grad.model, feeds, weightValues);
 }

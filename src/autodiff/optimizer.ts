@@ -11,6 +11,7 @@ import { Tensor } from '../ir/tensor.js';
 import type { Value } from '../ir/value.js';
 import { Session } from '../runtime/session.js';
 import { buildGradientGraph } from './gradient.js';
+import { stepLoop, type StepLoop } from './step-loop.js';
 import type { RuleTable } from './rules/types.js';
 
 export type Schedule = 'cosine' | 'constant';
@@ -63,8 +64,11 @@ export class Trainer {
   private readonly values = new Map<string, Float32Array>();
   private readonly states = new Map<string, Float32Array>();
 
+  private looped: Promise<{ loop: StepLoop; session: Session }> | undefined;
+
   private constructor(
     private readonly options: TrainerOptions,
+    private readonly trainModel: Model,
     private readonly train: Session,
     private readonly forward: Session,
     private readonly loss: string,
@@ -92,7 +96,18 @@ export class Trainer {
     const threads = options.threads;
     const train = await Session.create(grad.model, { threads });
     const forward = await Session.create(forwardModel, { threads });
-    return new Trainer(options, train, forward, grad.loss, slots);
+    return new Trainer(options, grad.model, train, forward, grad.loss, slots);
+  }
+
+  /** The per-step scalar inputs of step `t` (0-based). */
+  private stepScalars(t: number): Record<string, number> {
+    const o = this.options.optimizer;
+    const lr = learningRate(o, t, this.options.steps);
+    if (o.kind !== 'adam') return { [LR]: lr };
+    // PyTorch's Adam: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), folded into two scalars
+    const bc1 = 1 - (o.beta1 ?? 0.9) ** (t + 1);
+    const bc2 = 1 - (o.beta2 ?? 0.999) ** (t + 1);
+    return { [STEP]: (lr * Math.sqrt(bc2)) / bc1, [EPS]: (o.eps ?? 1e-8) * Math.sqrt(bc2) };
   }
 
   /** Steps taken so far. */
@@ -107,19 +122,8 @@ export class Trainer {
 
   /** One update on a mini-batch; returns the loss before the update. */
   async step(feeds: Record<string, ArrayTensor>): Promise<number> {
-    const o = this.options.optimizer;
-    const t = this.iteration++;
-    const lr = learningRate(o, t, this.options.steps);
     const all: Record<string, ArrayTensor> = { ...feeds };
-    if (o.kind === 'adam') {
-      // PyTorch's Adam: p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), folded into two scalars
-      const bc1 = 1 - (o.beta1 ?? 0.9) ** (t + 1);
-      const bc2 = 1 - (o.beta2 ?? 0.999) ** (t + 1);
-      all[STEP] = scalar((lr * Math.sqrt(bc2)) / bc1);
-      all[EPS] = scalar((o.eps ?? 1e-8) * Math.sqrt(bc2));
-    } else {
-      all[LR] = scalar(lr);
-    }
+    for (const [name, value] of Object.entries(this.stepScalars(this.iteration++))) all[name] = scalar(value);
     const fetch = [this.loss];
     for (const s of this.slots) {
       const p = this.options.params.find((x) => x.name === s.param)!;
@@ -135,6 +139,60 @@ export class Trainer {
     return total(out[this.loss]!);
   }
 
+  /**
+   * Several updates in one onnxruntime run, one per mini-batch, in order; returns each step's
+   * loss before its update. The same updates as calling step() on each batch, but the
+   * parameters and optimizer state stay in onnxruntime between the steps (an ONNX Loop over the
+   * training graph, `stepLoop`) instead of being copied out to JS after each. Every batch must
+   * have the same inputs with the same dims (they are stacked); otherwise, and for one batch,
+   * it takes single steps.
+   */
+  async stepEach(batches: readonly Record<string, ArrayTensor>[]): Promise<number[]> {
+    if (batches.length <= 1 || !sameShapes(batches)) {
+      const losses: number[] = [];
+      for (const b of batches) losses.push(await this.step(b));
+      return losses;
+    }
+    const o = this.options.optimizer;
+    const k = batches.length;
+    const t0 = this.iteration;
+    this.looped ??= (async () => {
+      const next = new Map<string, string>();
+      for (const s of this.slots) {
+        next.set(s.param, s.next);
+        for (const st of s.state) next.set(st.input, st.output);
+      }
+      const loop = stepLoop(this.trainModel, this.loss, next);
+      return { loop, session: await Session.create(loop.model, { threads: this.options.threads }) };
+    })();
+    const { loop, session } = await this.looped;
+    const feeds: Record<string, ArrayTensor> = { [loop.steps]: { dtype: DataType.INT64, dims: [], data: BigInt64Array.of(BigInt(k)) } };
+    // per-step scalars: the learning rate (SGD) or Adam's folded step size and epsilon
+    const perStep: Record<string, Float32Array> = o.kind === 'adam' ? { [STEP]: new Float32Array(k), [EPS]: new Float32Array(k) } : { [LR]: new Float32Array(k) };
+    for (let i = 0; i < k; i++) for (const [name, value] of Object.entries(this.stepScalars(t0 + i))) perStep[name]![i] = value;
+    for (const [name, data] of Object.entries(perStep)) feeds[loop.stacked.get(name)!] = { dtype: DataType.FLOAT, dims: [k], data };
+    for (const [name, first] of Object.entries(batches[0]!)) {
+      const n = first.data.length;
+      const data = new (first.data.constructor as new (length: number) => typeof first.data)(k * n);
+      batches.forEach((b, i) => data.set(b[name]!.data as never, i * n));
+      feeds[loop.stacked.get(name)!] = { dtype: first.dtype, dims: [k, ...first.dims], data };
+    }
+    for (const s of this.slots) {
+      const p = this.options.params.find((x) => x.name === s.param)!;
+      feeds[loop.start.get(s.param)!] = { dtype: DataType.FLOAT, dims: p.dims, data: this.values.get(s.param)! };
+      for (const st of s.state) feeds[loop.start.get(st.input)!] = { dtype: DataType.FLOAT, dims: p.dims, data: this.states.get(st.input)! };
+    }
+    const out = await session.run(feeds, [...loop.final.values(), loop.losses]);
+    this.iteration += k;
+    for (const s of this.slots) {
+      this.values.set(s.param, out[loop.final.get(s.param)!]!.data as Float32Array);
+      for (const st of s.state) this.states.set(st.input, out[loop.final.get(st.input)!]!.data as Float32Array);
+    }
+    const losses = out[loop.losses]!;
+    const per = losses.data.length / k;
+    return Array.from({ length: k }, (_, i) => total({ ...losses, data: losses.data.subarray(i * per, (i + 1) * per) }));
+  }
+
   /** The loss on `feeds` with the current parameters (or the ones given), without a step. */
   async evaluate(feeds: Record<string, ArrayTensor>, params?: ReadonlyMap<string, Float32Array>): Promise<number> {
     const all: Record<string, ArrayTensor> = { ...feeds };
@@ -146,6 +204,7 @@ export class Trainer {
   async release(): Promise<void> {
     await this.train.release();
     await this.forward.release();
+    if (this.looped) await (await this.looped).session.release();
   }
 }
 
@@ -214,4 +273,11 @@ function gradientOf(g: Graph, gradients: Record<string, string>, p: TrainablePar
   if (!v) throw new UserError(`no gradient was built for parameter '${p.name}'`);
   if (v.initializer) throw new UserError(`parameter '${p.name}' has a constant gradient`);
   return v;
+}
+
+/** Whether every batch has the same inputs, each with the same dims and type. */
+function sameShapes(batches: readonly Record<string, ArrayTensor>[]): boolean {
+  const first = batches[0]!;
+  const names = Object.keys(first);
+  return batches.every((b) => Object.keys(b).length === names.length && names.every((n) => b[n] !== undefined && b[n]!.dtype === first[n]!.dtype && b[n]!.dims.length === first[n]!.dims.length && b[n]!.dims.every((d, i) => d === first[n]!.dims[i])));
 }

@@ -11,6 +11,7 @@
 // The objective graphs run in onnxruntime through the gradient engine (src/autodiff); the
 // result is an ordinary QuantizedWeight (levels, scales, zero points): nothing FlexRound-specific
 // reaches the exported model.
+import { trainInChunks } from '../autodiff/chunked-steps.js';
 import { Trainer, type OptimizerOptions } from '../autodiff/optimizer.js';
 import { Random } from '../autodiff/random.js';
 import { batches, bindDataset } from '../data/bind.js';
@@ -197,15 +198,15 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
     const rng = new Random(options.seed ?? 0);
     let order: number[] = [];
     let at = 0;
-    for (let i = 0; i < iters; i++) {
-      options.signal?.throwIfAborted();
+    const next = (): Record<string, ArrayTensor> => {
       if (at + batch > order.length) {
         order = rng.shuffle(Array.from({ length: rows }, (_, r) => r));
         at = 0;
       }
-      await trainer.step({ [X]: rowsOf(order.slice(at, at + batch)) });
       at += batch;
-    }
+      return { [X]: rowsOf(order.slice(at - batch, at)) };
+    };
+    await trainInChunks(trainer, iters, next, () => {}, options.signal);
     const learned = trainer.parameters();
     const lossAfter = await trainer.evaluate({ [X]: all }, learned);
     const better = lossAfter < lossBefore;

@@ -1,6 +1,7 @@
 // Block-wise reconstruction (BRECQ / FlexRound style): for each transformer block in order,
 // learn the parameters a pass declares so that the compressed block, fed the output of the
 // already-compressed blocks before it, reproduces the float block's output on calibration data.
+import { trainInChunks } from '../autodiff/chunked-steps.js';
 import { Trainer, type OptimizerOptions, type TrainableParameter } from '../autodiff/optimizer.js';
 import { Random } from '../autodiff/random.js';
 import { declareInputShapes, extractSubgraph } from '../autodiff/subgraph.js';
@@ -173,13 +174,11 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
           const sampler = new MiniBatches(rows, Math.min(options.batchSize ?? 8, rows), (options.seed ?? 0) + span.index * 7919);
           progress.start(`reconstruct block ${span.index}`, iterations);
           const stepsStarted = performance.now();
-          for (let i = 0; i < iterations; i++) {
-            options.signal?.throwIfAborted();
-            const loss = await trainer.step(feeds(sampler.next()));
+          await trainInChunks(trainer, iterations, () => feeds(sampler.next()), (i, loss) => {
             report.curve.push(loss);
             options.onStep?.(span.index, i, loss);
             progress.tick(i + 1, `loss ${loss.toPrecision(4)}`);
-          }
+          }, options.signal);
           report.stepSeconds = (performance.now() - stepsStarted) / 1000;
           const learned = trainer.parameters();
           report.lossAfter = await evaluate(learned);

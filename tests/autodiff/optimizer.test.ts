@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Trainer, learningRate } from '../../src/autodiff/optimizer.js';
+import { trainInChunks } from '../../src/autodiff/chunked-steps.js';
+import { Trainer, learningRate, type OptimizerOptions } from '../../src/autodiff/optimizer.js';
+import type { ArrayTensor } from '../../src/ir/array-tensor.js';
 import { DataType } from '../../src/ir/dtype.js';
 import { TinyGraph, a } from './helpers.js';
 
@@ -106,6 +108,61 @@ describe('Trainer', () => {
       for (let i = 0; i < 4; i++) expect(got[i]).toBeCloseTo(p[i]!, 5);
     }
     await tr.release();
+  });
+
+  // mini-batches that differ: the regression's data scaled per batch
+  const batchesOf = (feeds: Record<string, ArrayTensor>, n: number): Record<string, ArrayTensor>[] =>
+    Array.from({ length: n }, (_, b) => Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, { ...t, data: (t.data as Float32Array).map((v, i) => v * (1 + 0.1 * b) + 0.01 * Math.sin(i + b)) }])));
+
+  for (const optimizer of [
+    { kind: 'adam', lr: 0.05, schedule: 'cosine', warmup: 2 },
+    { kind: 'sgd', lr: 0.05, momentum: 0.9, schedule: 'cosine' },
+  ] as OptimizerOptions[]) {
+    it(`${optimizer.kind}: several steps in one run (stepEach, an ONNX Loop) equal the same steps one by one`, async () => {
+      const { model, loss, feeds } = regression();
+      const init = Float32Array.from({ length: 12 }, (_, i) => Math.cos(i));
+      const make = () => Trainer.create({ model, loss, params: [{ name: 'w', dims: [4, 3], init }], optimizer, steps: 9 });
+      const [one, many] = [await make(), await make()];
+      const batches = batchesOf(feeds, 9);
+      const single: number[] = [];
+      for (const b of batches) single.push(await one.step(b));
+      // 1 step, then 5 in one run, then 3 in another: the schedule and the state carry across
+      const looped = [...(await many.stepEach(batches.slice(0, 1))), ...(await many.stepEach(batches.slice(1, 6))), ...(await many.stepEach(batches.slice(6)))];
+      expect(many.steps).toBe(9);
+      // the Loop runs the same kernels in the same order: the same float32 results; the
+      // tolerance (1e-6 relative) only allows onnxruntime to order a reduction differently
+      for (let i = 0; i < 9; i++) expect(Math.abs(looped[i]! - single[i]!)).toBeLessThanOrEqual(1e-6 * Math.abs(single[i]!));
+      const [p, q] = [one.parameters().get('w')!, many.parameters().get('w')!];
+      for (let i = 0; i < 12; i++) expect(Math.abs(q[i]! - p[i]!)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(p[i]!)));
+      expect(single[8]).toBeLessThan(single[0]!);
+      await one.release();
+      await many.release();
+    });
+  }
+
+  it('trainInChunks takes every step in order, in chunks, and stops at an abort between chunks', async () => {
+    const { model, loss, feeds } = regression();
+    const init = new Float32Array(12).fill(0.1);
+    const make = () => Trainer.create({ model, loss, params: [{ name: 'w', dims: [4, 3], init }], optimizer: { kind: 'adam', lr: 0.01 }, steps: 40 });
+    const batches = batchesOf(feeds, 40);
+    const [chunked, single] = [await make(), await make()];
+    let at = 0;
+    const seen: number[] = [];
+    const losses: number[] = [];
+    let runs = 0;
+    const stepEach = chunked.stepEach.bind(chunked);
+    chunked.stepEach = (b) => ((runs += 1), stepEach(b));
+    await trainInChunks(chunked, 40, () => batches[at++]!, (i, l) => (seen.push(i), losses.push(l)));
+    expect(seen).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    expect(runs).toBeLessThan(40); // a step of this model takes well under CHUNK_SECONDS
+    for (let i = 0; i < 40; i++) expect(Math.abs(losses[i]! - (await single.step(batches[i]!)))).toBeLessThanOrEqual(1e-6 * Math.abs(losses[i]!));
+    const stop = new AbortController();
+    let taken = 0;
+    at = 0;
+    await expect(trainInChunks(chunked, 40, () => batches[at++ % 40]!, () => (taken++, stop.abort()), stop.signal)).rejects.toThrow();
+    expect(taken).toBe(1); // the first chunk is one step; the abort lands before the next
+    await chunked.release();
+    await single.release();
   });
 
   it('schedules: warm-up, cosine to zero, constant', () => {
