@@ -171,7 +171,11 @@ export class Trainer {
     const perStep: Record<string, Float32Array> = o.kind === 'adam' ? { [STEP]: new Float32Array(k), [EPS]: new Float32Array(k) } : { [LR]: new Float32Array(k) };
     for (let i = 0; i < k; i++) for (const [name, value] of Object.entries(this.stepScalars(t0 + i))) perStep[name]![i] = value;
     for (const [name, data] of Object.entries(perStep)) feeds[loop.stacked.get(name)!] = { dtype: DataType.FLOAT, dims: [k], data };
+    for (const name of loop.stacked.keys()) {
+      if (!(name in perStep) && !(name in batches[0]!)) throw new UserError(`the training graph's input '${name}' is missing from the mini-batch`);
+    }
     for (const [name, first] of Object.entries(batches[0]!)) {
+      if (!loop.stacked.has(name)) throw new UserError(`'${name}' is not an input of the training graph`);
       const n = first.data.length;
       const data = new (first.data.constructor as new (length: number) => typeof first.data)(k * n);
       batches.forEach((b, i) => data.set(b[name]!.data as never, i * n));

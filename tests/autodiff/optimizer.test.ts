@@ -140,6 +140,17 @@ describe('Trainer', () => {
     });
   }
 
+  it('stepEach names a missing or unknown input of the mini-batches', async () => {
+    const { model, loss, feeds } = regression();
+    const tr = await Trainer.create({ model, loss, params: [{ name: 'w', dims: [4, 3], init: new Float32Array(12) }], optimizer: { kind: 'adam', lr: 0.01 }, steps: 4 });
+    const noY = { x: feeds.x! };
+    await expect(tr.stepEach([noY, noY])).rejects.toThrow("input 'y' is missing from the mini-batch");
+    const extra = { ...feeds, z: feeds.x! };
+    await expect(tr.stepEach([extra, extra])).rejects.toThrow("'z' is not an input of the training graph");
+    expect(tr.steps).toBe(0);
+    await tr.release();
+  });
+
   it('trainInChunks takes every step in order, in chunks, and stops at an abort between chunks', async () => {
     const { model, loss, feeds } = regression();
     const init = new Float32Array(12).fill(0.1);
