@@ -15,11 +15,13 @@
 // of the block (what a block-reconstruction step needs; the 28 MB of gradients come back to
 // JS). Further figures: the same with the gradients left in onnxruntime (each summed to a
 // scalar in the graph, which shows what the copy out to JS costs), the gradients with respect
-// to the block input too, and a whole training step (gradients plus the fused Adam update, new
-// weights and optimizer state copied back to JS), also with several steps per onnxruntime run
-// (Trainer.stepEach: an ONNX Loop keeps the weights and state in onnxruntime between them). The steps are timed round-robin (each timed run after a warm one), so load from
-// other processes falls on all of them alike; the ratios are of medians from the same run, and
-// the spread of the per-round ratios shows how far run-to-run noise moves them.
+// to the block input too. The steps are timed round-robin (each timed run after a warm one), so
+// load from other processes falls on all of them alike; the ratios are of medians from the same
+// run, and the spread of the per-round ratios shows how far run-to-run noise moves them. A
+// second phase, once those sessions are released, times a whole training step (gradients plus
+// the fused Adam update, new weights and optimizer state copied back to JS) against several
+// steps per onnxruntime run (Trainer.stepEach: an ONNX Loop keeps the weights and state in
+// onnxruntime between them).
 //
 // Then, unless --no-profile, where the time goes: onnxruntime's profiler splits the kernel time
 // of each of the three graphs into matrix products and everything else, and the FLOPs of the
@@ -169,22 +171,21 @@ async function main(): Promise<void> {
     { label: 'forward + backward (d loss / d weights)', run: () => bwd.run({ ...feeds, ...weightValues }), times: [] },
     { label: 'forward + backward, gradients left in ORT', run: () => bwdKept.run({ ...feeds, ...weightValues }), times: [] },
     { label: 'forward + backward (weights and input)', run: () => bwdX.run({ ...feeds, ...weightValues }), times: [] },
-    { label: 'training step (gradients + fused Adam)', run: () => trainer.step(feeds), times: [] },
   ];
   await measure(steps);
   for (const s of [fwd, fwdFed, bwd, bwdKept, bwdX]) await s.release();
-  // then, with the other sessions gone, single training steps against several per run
+  // then, with the other sessions gone, training steps one per run and several per run
   const looped = await makeTrainer();
   const training: Timed[] = [
-    { label: 'training step, one per run (step)', run: () => trainer.step(feeds), times: [] },
+    { label: 'training step (gradients + fused Adam)', run: () => trainer.step(feeds), times: [] },
     { label: `training step, ${LOOPED} per run (stepEach)`, run: () => looped.stepEach(Array.from({ length: LOOPED }, () => feeds)), times: [], per: LOOPED },
   ];
   console.log('');
   await measure(training);
   await trainer.release();
   await looped.release();
-  const [tfConst, tf, tb, tbKept, tbx, ts] = steps.map(median) as [number, number, number, number, number, number];
-  const [tOne, tl] = training.map(median) as [number, number];
+  const [tfConst, tf, tb, tbKept, tbx] = steps.map(median) as [number, number, number, number, number];
+  const [ts, tl] = training.map(median) as [number, number];
 
   console.log('');
   // the target's reading: a training step feeds its weights, and its gradients stay in
@@ -200,7 +201,7 @@ async function main(): Promise<void> {
   console.log(`  ${roundRatios(steps[2]!, steps[0]!)}`);
   console.log(`ratio forward+backward (weights and input) / forward, fed:    ${(tbx / tf).toFixed(2)}x`);
   console.log(`ratio training step (with Adam) / forward, fed:               ${(ts / tf).toFixed(2)}x`);
-  console.log(`training step, ${LOOPED} per run (weights and Adam state stay in onnxruntime): ${(tl / tOne).toFixed(2)}x the time of one per run; ${(tl / tf).toFixed(2)}x the fed forward`);
+  console.log(`training step, ${LOOPED} per run (weights and Adam state stay in onnxruntime): ${(tl / ts).toFixed(2)}x the time of one per run; ${(tl / tf).toFixed(2)}x the fed forward`);
 
   if (!process.argv.includes('--no-profile')) await whereTheTimeGoes(withLoss, fed, grad.model, feeds, weightValues);
 }

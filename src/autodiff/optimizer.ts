@@ -61,8 +61,10 @@ interface Slot {
 
 export class Trainer {
   private iteration = 0;
-  private readonly values = new Map<string, Float32Array>();
-  private readonly states = new Map<string, Float32Array>();
+  /** What each run reads and writes back: the parameters and the optimizer state, by input name. */
+  private readonly carried = new Map<string, { dims: number[]; data: Float32Array }>();
+  /** The output holding the next value of each carried input. */
+  private readonly next = new Map<string, string>();
 
   private looped: Promise<{ loop: StepLoop; session: Session }> | undefined;
 
@@ -72,11 +74,16 @@ export class Trainer {
     private readonly train: Session,
     private readonly forward: Session,
     private readonly loss: string,
-    private readonly slots: Slot[],
+    slots: Slot[],
   ) {
     for (const p of options.params) {
-      this.values.set(p.name, p.init.slice());
-      for (const s of slots.find((x) => x.param === p.name)!.state) this.states.set(s.input, new Float32Array(p.init.length));
+      const slot = slots.find((x) => x.param === p.name)!;
+      this.carried.set(p.name, { dims: p.dims, data: p.init.slice() });
+      this.next.set(p.name, slot.next);
+      for (const s of slot.state) {
+        this.carried.set(s.input, { dims: p.dims, data: new Float32Array(p.init.length) });
+        this.next.set(s.input, s.output);
+      }
     }
   }
 
@@ -99,6 +106,11 @@ export class Trainer {
     return new Trainer(options, grad.model, train, forward, grad.loss, slots);
   }
 
+  /** Keeps each carried value's next value, which `output(input name)` gives. */
+  private takeNext(output: (name: string) => ArrayTensor): void {
+    for (const [name, t] of this.carried) t.data = output(name).data as Float32Array;
+  }
+
   /** The per-step scalar inputs of step `t` (0-based). */
   private stepScalars(t: number): Record<string, number> {
     const o = this.options.optimizer;
@@ -117,25 +129,16 @@ export class Trainer {
 
   /** The current parameter values (the arrays are replaced, not written, by later steps). */
   parameters(): Map<string, Float32Array> {
-    return new Map(this.values);
+    return new Map(this.options.params.map((p) => [p.name, this.carried.get(p.name)!.data]));
   }
 
   /** One update on a mini-batch; returns the loss before the update. */
   async step(feeds: Record<string, ArrayTensor>): Promise<number> {
     const all: Record<string, ArrayTensor> = { ...feeds };
     for (const [name, value] of Object.entries(this.stepScalars(this.iteration++))) all[name] = scalar(value);
-    const fetch = [this.loss];
-    for (const s of this.slots) {
-      const p = this.options.params.find((x) => x.name === s.param)!;
-      all[s.param] = { dtype: DataType.FLOAT, dims: p.dims, data: this.values.get(s.param)! };
-      for (const st of s.state) all[st.input] = { dtype: DataType.FLOAT, dims: p.dims, data: this.states.get(st.input)! };
-      fetch.push(s.next, ...s.state.map((st) => st.output));
-    }
-    const out = await this.train.run(all, fetch);
-    for (const s of this.slots) {
-      this.values.set(s.param, out[s.next]!.data as Float32Array);
-      for (const st of s.state) this.states.set(st.input, out[st.output]!.data as Float32Array);
-    }
+    for (const [name, t] of this.carried) all[name] = { dtype: DataType.FLOAT, ...t };
+    const out = await this.train.run(all, [this.loss, ...this.next.values()]);
+    this.takeNext((name) => out[this.next.get(name)!]!);
     return total(out[this.loss]!);
   }
 
@@ -157,12 +160,7 @@ export class Trainer {
     const k = batches.length;
     const t0 = this.iteration;
     this.looped ??= (async () => {
-      const next = new Map<string, string>();
-      for (const s of this.slots) {
-        next.set(s.param, s.next);
-        for (const st of s.state) next.set(st.input, st.output);
-      }
-      const loop = stepLoop(this.trainModel, this.loss, next);
+      const loop = stepLoop(this.trainModel, this.loss, this.next);
       return { loop, session: await Session.create(loop.model, { threads: this.options.threads }) };
     })();
     const { loop, session } = await this.looped;
@@ -181,17 +179,10 @@ export class Trainer {
       batches.forEach((b, i) => data.set(b[name]!.data as never, i * n));
       feeds[loop.stacked.get(name)!] = { dtype: first.dtype, dims: [k, ...first.dims], data };
     }
-    for (const s of this.slots) {
-      const p = this.options.params.find((x) => x.name === s.param)!;
-      feeds[loop.start.get(s.param)!] = { dtype: DataType.FLOAT, dims: p.dims, data: this.values.get(s.param)! };
-      for (const st of s.state) feeds[loop.start.get(st.input)!] = { dtype: DataType.FLOAT, dims: p.dims, data: this.states.get(st.input)! };
-    }
+    for (const [name, t] of this.carried) feeds[loop.start.get(name)!] = { dtype: DataType.FLOAT, ...t };
     const out = await session.run(feeds, [...loop.final.values(), loop.losses]);
     this.iteration += k;
-    for (const s of this.slots) {
-      this.values.set(s.param, out[loop.final.get(s.param)!]!.data as Float32Array);
-      for (const st of s.state) this.states.set(st.input, out[loop.final.get(st.input)!]!.data as Float32Array);
-    }
+    this.takeNext((name) => out[loop.final.get(name)!]!);
     const losses = out[loop.losses]!;
     const per = losses.data.length / k;
     return Array.from({ length: k }, (_, i) => total({ ...losses, data: losses.data.subarray(i * per, (i + 1) * per) }));
@@ -200,7 +191,7 @@ export class Trainer {
   /** The loss on `feeds` with the current parameters (or the ones given), without a step. */
   async evaluate(feeds: Record<string, ArrayTensor>, params?: ReadonlyMap<string, Float32Array>): Promise<number> {
     const all: Record<string, ArrayTensor> = { ...feeds };
-    for (const p of this.options.params) all[p.name] = { dtype: DataType.FLOAT, dims: p.dims, data: params?.get(p.name) ?? this.values.get(p.name)! };
+    for (const p of this.options.params) all[p.name] = { dtype: DataType.FLOAT, dims: p.dims, data: params?.get(p.name) ?? this.carried.get(p.name)!.data };
     const out = await this.forward.run(all, [this.options.loss]);
     return total(out[this.options.loss]!);
   }

@@ -4,12 +4,8 @@
 // run by onnxruntime in float64. Blocks of at most `base` rows are done in JavaScript, where
 // products are too small to pay for a session run. (As one JavaScript loop, the Cholesky factor
 // of a 3072×3072 matrix took 6.6 s, and onnxruntime's general Inverse of it 5.1 s.)
-import type { ArrayTensor } from '../ir/array-tensor.js';
-import { DataType } from '../ir/dtype.js';
-import { Graph } from '../ir/graph.js';
-import { Model } from '../ir/model.js';
-import type { Value } from '../ir/value.js';
-import { Session } from '../runtime/session.js';
+import type { Session } from '../runtime/session.js';
+import { f64, float64Session, transposed } from './float64-graph.js';
 
 /** Blocks up to this many rows are factored and inverted in JavaScript. */
 export const JS_BLOCK = 256;
@@ -58,25 +54,12 @@ function place(a: Float64Array, k: number, b: Float64Array, rows: number, r0: nu
   for (let r = 0; r < rows; r++) a.set(b.subarray(r * w, (r + 1) * w), (r0 + r) * k + c0);
 }
 
-const f64 = (data: Float64Array, rows: number, cols: number): ArrayTensor => ({ dtype: DataType.DOUBLE, dims: [rows, cols], data });
-
-function float64Graph(name: string, inputs: string[], build: (g: Graph, x: Value[]) => Value[]): Promise<Session> {
-  const g = new Graph(name);
-  const xs = inputs.map((n) => g.addInput(n, { kind: 'tensor', dtype: DataType.DOUBLE, shape: [`${n}_rows`, `${n}_cols`] }));
-  g.outputs.push(...build(g, xs));
-  const m = new Model(g);
-  m.opsetImports = new Map([['', 17]]);
-  return Session.create(m);
-}
-
-const transposed = (g: Graph, v: Value): Value => g.addNode('Transpose', [v], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
-
 let schurSession: Promise<Session> | undefined;
 let offDiagonalInverseSession: Promise<Session> | undefined;
 
 /** L21 = A21 · inv(L11)ᵀ and the Schur complement A22 − L21 · L21ᵀ. */
 async function schur(a21: Float64Array, x11: Float64Array, a22: Float64Array, m: number, h: number): Promise<{ l21: Float64Array; s: Float64Array }> {
-  schurSession ??= float64Graph('cholesky_schur', ['A21', 'X11', 'A22'], (g, [a, x, c]) => {
+  schurSession ??= float64Session('cholesky_schur', ['A21', 'X11', 'A22'], (g, [a, x, c]) => {
     const l21 = g.addNode('MatMul', [a!, transposed(g, x!)], ['L21']).output(0);
     const s = g.addNode('Sub', [c!, g.addNode('MatMul', [l21, transposed(g, l21)], 1).output(0)], ['S']).output(0);
     return [l21, s];
@@ -87,7 +70,7 @@ async function schur(a21: Float64Array, x11: Float64Array, a22: Float64Array, m:
 
 /** The lower-left block of inv([L11 0; L21 L22]): −inv(L22) · L21 · inv(L11). */
 async function offDiagonalInverse(x22: Float64Array, l21: Float64Array, x11: Float64Array, m: number, h: number): Promise<Float64Array> {
-  offDiagonalInverseSession ??= float64Graph('cholesky_inverse_block', ['X22', 'L21', 'X11'], (g, [x22v, l, x11v]) => {
+  offDiagonalInverseSession ??= float64Session('cholesky_inverse_block', ['X22', 'L21', 'X11'], (g, [x22v, l, x11v]) => {
     const p = g.addNode('MatMul', [g.addNode('MatMul', [x22v!, l!], 1).output(0), x11v!], 1).output(0);
     return [g.addNode('Neg', [p], ['X21']).output(0)];
   });

@@ -5,6 +5,7 @@ import { Graph } from '../ir/graph.js';
 import { Model } from '../ir/model.js';
 import { Session } from '../runtime/session.js';
 import { choleskyJs, invertLowerJs, upperCholeskyOfInverse } from './cholesky.js';
+import { f64, float64Session, transposed } from './float64-graph.js';
 import type { QuantizedWeight } from './weight-quantizer.js';
 
 /**
@@ -75,27 +76,9 @@ let updateSession: Promise<Session> | undefined;
 
 /** Wtail − Aᵀ·E in onnxruntime (float64): the lazy-batch update of the columns not yet quantized. */
 async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Array, m: number, b: number, n: number): Promise<Float64Array> {
-  updateSession ??= Session.create(op1('gptq_update', (g) => {
-    const w = g.addInput('W', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['m', 'n'] });
-    const A = g.addInput('A', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['b', 'm'] });
-    const E = g.addInput('E', { kind: 'tensor', dtype: DataType.DOUBLE, shape: ['b', 'n'] });
-    const at = g.addNode('Transpose', [A], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
-    g.outputs.push(g.addNode('Sub', [w, g.addNode('MatMul', [at, E], 1).output(0)], ['Wout']).output(0));
-  }));
-  const r = await (await updateSession).run({
-    W: { dtype: DataType.DOUBLE, dims: [m, n], data: wTail },
-    A: { dtype: DataType.DOUBLE, dims: [b, m], data: a },
-    E: { dtype: DataType.DOUBLE, dims: [b, n], data: e },
-  });
+  updateSession ??= float64Session('gptq_update', ['W', 'A', 'E'], (g, [w, at, e]) => [g.addNode('Sub', [w!, g.addNode('MatMul', [transposed(g, at!), e!], 1).output(0)], ['Wout']).output(0)]);
+  const r = await (await updateSession).run({ W: f64(wTail, m, n), A: f64(a, b, m), E: f64(e, b, n) });
   return r.Wout!.data as Float64Array;
-}
-
-function op1(name: string, build: (g: Graph) => void): Model {
-  const g = new Graph(name);
-  build(g);
-  const m = new Model(g);
-  m.opsetImports = new Map([['', 17]]);
-  return m;
 }
 
 /**
