@@ -42,11 +42,14 @@ export function registerInspect(program: Command): void {
         if (summary.blocks.length > 0) {
           out.push('');
           out.push(table(
-            ['block', 'heads', 'head size', 'hidden', 'mlp width', 'activation', 'norm'],
+            ['block', 'heads', 'kv heads', 'head size', 'q/k/v', 'rotary', 'hidden', 'mlp width', 'activation', 'norm'],
             summary.blocks.map((b) => [
               String(b.index),
               String(b.heads ?? '?'),
+              String(b.kvHeads ?? '?'),
               String(b.headSize ?? '?'),
+              b.projections ?? '?',
+              b.rotaryDims === null ? '?' : b.rotaryDims === 0 ? 'none' : b.rotaryDims === b.headSize ? 'full' : `${b.rotaryDims} dims`,
               String(b.hidden ?? '?'),
               String(b.mlpWidth ?? '?'),
               b.activation ?? '?',

@@ -1,6 +1,6 @@
 import type { Node } from '../ir/node.js';
 import type { Value } from '../ir/value.js';
-import { skipCastsUp } from './match.js';
+import { skipCastsUp, skipLayoutUp } from './match.js';
 import type { Attention, Block, Mlp, NormLayer, Placement, Residual } from './structure.js';
 
 interface Sublayer {
@@ -28,9 +28,9 @@ export function assembleBlocks(
     byInput.set(skipCastsUp(n.input), n);
   }
   const placed = (s: Sublayer): { placement: Placement; norm?: NormLayer } => {
-    const pre = byOutput.get(skipCastsUp(s.input));
-    if (pre && s.residual && skipCastsUp(pre.input) === skipCastsUp(s.residual.skip)) return { placement: 'pre-ln', norm: pre };
-    if (s.residual && skipCastsUp(s.input) === skipCastsUp(s.residual.skip)) {
+    const pre = byOutput.get(skipCastsUp(s.input)) ?? byOutput.get(skipLayoutUp(s.input));
+    if (pre && s.residual && skipLayoutUp(pre.input) === skipLayoutUp(s.residual.skip)) return { placement: 'pre-ln', norm: pre };
+    if (s.residual && skipLayoutUp(s.input) === skipLayoutUp(s.residual.skip)) {
       const post = byInput.get(s.residual.add.output(0));
       if (post) return { placement: 'post-ln', norm: post };
     }

@@ -9,6 +9,7 @@ import { NoMatch } from './match.js';
 import { matchMlp } from './mlp.js';
 import { topoPositions } from './order.js';
 import { findResidual } from './residual.js';
+import { SymbolicShapes } from './infer-shapes.js';
 import type { Attention, LinearLayer, Mlp, NormLayer, Residual, Structure } from './structure.js';
 
 export type * from './structure.js';
@@ -55,10 +56,11 @@ export function discoverStructure(model: Model): Structure {
   uniqueNames(linears);
   const index = new LinearIndex(linears);
 
+  const shapes = new SymbolicShapes(graph, nodes);
   const attentions: Attention[] = [];
   for (const n of nodes) {
     if (n.opType !== 'Softmax') continue;
-    const a = attempt(n, () => matchAttention(n, index));
+    const a = attempt(n, () => matchAttention(n, index, shapes));
     if (!a) continue;
     attentions.push(a);
     // the q @ k and probs @ v MatMuls have no constant weight by design

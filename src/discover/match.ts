@@ -41,6 +41,14 @@ export function skipCastsUp(v: Value, nodes?: Node[]): Value {
   return v;
 }
 
+/** `v` with layout-only producers above it skipped (Cast, Identity, Transpose, Reshape). */
+export function skipLayoutUp(v: Value): Value {
+  for (let i = 0, p = v.producer(); i < MAX_CASTS && p && ['Cast', 'Identity', 'Transpose', 'Reshape'].includes(p.opType) && p.input(0); i++, p = v.producer()) {
+    v = p.input(0)!;
+  }
+  return v;
+}
+
 /** The only node that reads `v`'s data, when exactly one does (Shape readers read only dims). */
 export function soleConsumer(v: Value): Node | undefined {
   const c = v.consumers().filter((n) => n.opType !== 'Shape');

@@ -1,5 +1,8 @@
 import type { Node } from '../ir/node.js';
 import type { Value } from '../ir/value.js';
+import type { HeadSite } from './head-layout.js';
+
+export type { HeadSite } from './head-layout.js';
 
 /**
  * A MatMul or Gemm with a constant weight, plus its bias. `weight` and `bias` are the values
@@ -47,19 +50,40 @@ export interface AttentionMask {
   source?: string;
 }
 
+/** A run of a linear layer's output features: where q, k or v sits in its projection. */
+export interface FeatureRange {
+  start: number;
+  size: number;
+}
+
 export interface Attention {
+  /** The projections of q, k and v: one packed linear (GPT-2's c_attn, torch's in_proj) is all three. */
   q: LinearLayer;
   k: LinearLayer;
   v: LinearLayer;
   o: LinearLayer;
+  /** Where q, k and v are among their linear's output features (the whole output when separate). */
+  qFeatures: FeatureRange;
+  kFeatures: FeatureRange;
+  vFeatures: FeatureRange;
   numHeads: number;
+  /** Key/value heads: numHeads for multi-head, fewer for grouped-query, 1 for multi-query attention. */
+  numKvHeads: number;
   headSize: number;
+  /** 'batch-heads' when heads share an axis with the batch (torch MultiheadAttention's [B·heads, S, d]). */
+  layout: 'heads' | 'batch-heads';
+  /** Shape entries that state a head count (times other sizes): removing heads rewrites each by the kept share. */
+  headSites: HeadSite[];
   softmax: Node;
   mask?: AttentionMask;
   /** True when a constant lower-triangular mask is applied. */
   causal: boolean;
   /** True when q and k go through a rotary position embedding (x * cos + rotate_half(x) * sin). */
   rotary: boolean;
+  /** How many leading dims of each head the rotary embedding turns (headSize when full, 0 without). */
+  rotaryDims: number;
+  /** Where the 1/sqrt(d) factor is applied: on the scores, on q, on k, or split between them. */
+  scaleSite: 'none' | 'scores' | 'q' | 'k' | 'q+k' | 'scores+q' | 'scores+k' | 'scores+q+k';
   /** The product of the constant factors applied to the scores (1/sqrt(headSize) usually). */
   scale: number;
   /** The nodes between the projections and o: reshapes, transposes, MatMuls, scale, softmax. */
@@ -137,6 +161,10 @@ export interface StructureSummary {
 export interface BlockSummary {
   index: number;
   heads: number | null;
+  kvHeads: number | null;
+  rotaryDims: number | null;
+  /** separate q/k/v projections or one packed projection */
+  projections: 'separate' | 'packed' | null;
   headSize: number | null;
   hidden: number | null;
   mlpWidth: number | null;

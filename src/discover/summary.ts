@@ -26,6 +26,9 @@ function blockSummary(b: Block): BlockSummary {
   return {
     index: b.index,
     heads: b.attention?.numHeads ?? null,
+    kvHeads: b.attention?.numKvHeads ?? null,
+    rotaryDims: b.attention ? b.attention.rotaryDims : null,
+    projections: b.attention ? (b.attention.q === b.attention.k ? 'packed' : 'separate') : null,
     headSize: b.attention?.headSize ?? null,
     hidden: b.attention?.q.inFeatures ?? b.mlp?.fc1.inFeatures ?? null,
     mlpWidth: b.mlp?.width ?? null,

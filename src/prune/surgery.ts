@@ -1,8 +1,9 @@
 // Physical removal of MLP neurons, attention heads and whole sublayers from an ONNX graph.
-import { constantNumbers, constantSource, constantTensor } from '../discover/constants.js';
+import { constantSource, constantTensor } from '../discover/constants.js';
 import { discoverStructure } from '../discover/index.js';
-import { readShapeVector } from '../discover/shape.js';
-import type { Attention, LinearLayer, Mlp, Structure } from '../discover/structure.js';
+import { SymbolicShapes } from '../discover/infer-shapes.js';
+import { isNumber } from '../discover/symbolic.js';
+import type { Attention, FeatureRange, LinearLayer, Mlp, Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import { DataType, dtypeName } from '../ir/dtype.js';
 import type { Graph } from '../ir/graph.js';
@@ -50,11 +51,12 @@ export function applyPrunePlan(model: Model, plan: PrunePlan, structure: Structu
     if (!mlp) throw new UserError(`block ${i} of ${where} has no recognised MLP to prune`);
     neuronsRemoved += pruneMlp(g, mlp, checkedKeep(keep, mlp.width, `MLP of block ${i}`));
   }
+  const shapes = plan.headKeep?.size ? new SymbolicShapes(g, g.topologicalOrder()) : undefined;
   for (const [i, keep] of plan.headKeep ?? []) {
     if (dropAttn.has(i)) continue;
     const att = blockOf(i).attention;
     if (!att) throw new UserError(`block ${i} of ${where} has no recognised attention to prune`);
-    headsRemoved += pruneHeads(g, att, checkedKeep(keep, att.numHeads, `attention of block ${i}`));
+    headsRemoved += pruneHeads(g, att, checkedKeep(keep, att.numHeads, `attention of block ${i}`), shapes!);
   }
   for (const i of dropAttn) {
     const r = blockOf(i).attentionResidual;
@@ -89,25 +91,48 @@ function pruneMlp(g: Graph, mlp: Mlp, keep: number[]): number {
   return mlp.width - keep.length;
 }
 
-function pruneHeads(g: Graph, att: Attention, keepHeads: number[]): number {
+/**
+ * Removes query heads `keepHeads` does not list (with grouped-query attention, whole key/value
+ * groups: a group goes when none of its query heads is kept, and stays whole otherwise): their
+ * rows of q/k/v wherever they sit (one packed projection or three), their columns of o, and
+ * every shape entry that states the head count, scaled by the kept share.
+ */
+function pruneHeads(g: Graph, att: Attention, keepHeads: number[], shapes: SymbolicShapes): number {
   const hd = att.headSize;
-  const features = keepHeads.flatMap((h) => Array.from({ length: hd }, (_, j) => h * hd + j));
-  for (const l of [att.q, att.k, att.v]) sliceOutputs(g, l, features);
-  sliceInputs(g, att.o, features);
-  const heads = keepHeads.length;
-  const width = att.numHeads * hd;
-  for (const n of att.nodes) {
-    if (n.opType !== 'Reshape') continue;
-    const shape = readShapeVector(n.input(1));
-    if (!shape) throw new UserError(`cannot read the target shape of Reshape '${n.name}' to change its head count`);
-    if (shape.length === 4 && shape[2] === att.numHeads) rewriteShapeEntry(g, n, 1, 2, heads);
-    else if (shape.length === 4 && shape[2] === -1 && shape[3] === hd) continue;
-    else if (shape[shape.length - 1] === width) rewriteShapeEntry(g, n, 1, shape.length - 1, heads * hd);
-    else if (shape.length === 4 && shape[3] === width / att.numHeads) continue;
-    else if (shape[shape.length - 1] === -1) continue;
-    else throw new UserError(`Reshape '${n.name}' in the attention has target [${shape.map((d) => d ?? '?').join(',')}], whose head count cannot be changed`);
+  const group = att.numHeads / att.numKvHeads;
+  const keepGroups = [...new Set(keepHeads.map((h) => Math.floor(h / group)))];
+  const heads = keepGroups.flatMap((k) => Array.from({ length: group }, (_, i) => k * group + i));
+  if (heads.length !== keepHeads.length && group > 1) {
+    throw new UserError(`attention '${att.o.name}' groups its ${att.numHeads} query heads by ${group} around ${att.numKvHeads} key/value heads: remove whole groups of ${group} heads`);
   }
-  return att.numHeads - keepHeads.length;
+  const dv = att.vFeatures.size / att.numKvHeads;
+  const run = (start: number, size: number, units: number[]) => units.flatMap((u) => Array.from({ length: size }, (_, j) => start + u * size + j));
+  const rows = new Map<LinearLayer, number[]>();
+  const add = (l: LinearLayer, f: number[]) => rows.set(l, [...(rows.get(l) ?? []), ...f]);
+  add(att.q, run(att.qFeatures.start, hd, heads));
+  add(att.k, run(att.kFeatures.start, hd, keepGroups));
+  add(att.v, run(att.vFeatures.start, dv, keepGroups));
+  for (const [l, f] of rows) {
+    // the other features of a packed projection (none here, but a fused MLP could share it) stay
+    const touched = new Set([...rangeOf(att.qFeatures, l === att.q), ...rangeOf(att.kFeatures, l === att.k), ...rangeOf(att.vFeatures, l === att.v)]);
+    const untouched = Array.from({ length: l.outFeatures }, (_, i) => i).filter((i) => !touched.has(i));
+    sliceOutputs(g, l, [...f, ...untouched].sort((x, y) => x - y));
+  }
+  sliceInputs(g, att.o, run(0, dv, heads));
+  const ratio = heads.length / att.numHeads;
+  const bySlot = new Map<string, { node: Node; slot: number; entries: number[] }>();
+  for (const site of att.headSites) {
+    const key = `${site.node.name}|${site.slot}`;
+    const e = bySlot.get(key) ?? { node: site.node, slot: site.slot, entries: [] };
+    e.entries.push(site.entry);
+    bySlot.set(key, e);
+  }
+  for (const { node, slot, entries } of bySlot.values()) scaleShapeEntries(g, shapes, node, slot, entries, ratio);
+  return att.numHeads - heads.length;
+}
+
+function rangeOf(r: FeatureRange, applies: boolean): number[] {
+  return applies ? Array.from({ length: r.size }, (_, i) => r.start + i) : [];
 }
 
 /** Replaces the Add of a residual and a sublayer with its skip input; the sublayer dies. */
@@ -169,46 +194,52 @@ function replaceConstant(g: Graph, node: Node, source: Value, t: Tensor): void {
 }
 
 /**
- * Sets entry `pos` of the shape tensor that `node` reads at input `slot`. Constant vectors get a
- * new constant; a Concat (torch's run-time shapes) is copied for this reader alone and the piece
- * holding the entry replaced, so shape pieces shared with other layers are never changed.
+ * Multiplies entries `entries` of the shape-like tensor `node` reads at input `slot` by `ratio`.
+ * A tensor whose value is known becomes a new constant; one computed at run time (torch's
+ * Concat of Shape pieces, the batch·heads Mul of MultiheadAttention) is copied for this reader
+ * alone down to the pieces that hold the entries, so pieces shared with other readers never change.
  */
-function rewriteShapeEntry(g: Graph, node: Node, slot: number, pos: number, value: number): void {
+function scaleShapeEntries(g: Graph, shapes: SymbolicShapes, node: Node, slot: number, entries: number[], ratio: number): void {
   const v = node.input(slot);
-  const where = `the shape read by '${node.name}'`;
-  const c = constantNumbers(v);
-  if (c) {
-    const dtype = constantTensor(v)?.dtype ?? DataType.INT64;
-    const data = c.map((x, i) => (i === pos ? value : x));
-    const t = dtype === DataType.INT32 ? Tensor.from(`${v!.name}_pruned`, DataType.INT32, [data.length], data) : Tensor.from(`${v!.name}_pruned`, DataType.INT64, [data.length], data.map((x) => BigInt(x)));
-    if (constantTensor(v)!.dims.length === 0 && data.length === 1) {
-      node.setInput(slot, g.addInitializer(Tensor.from(`${v!.name}_pruned`, t.dtype, [], dtype === DataType.INT32 ? data : data.map((x) => BigInt(x)))));
-    } else node.setInput(slot, g.addInitializer(t));
+  const where = `entries ${entries.join(', ')} of the shape read by '${node.name}'`;
+  const known = shapes.value(v);
+  if (v && known && known.every((d) => d && isNumber(d))) {
+    const data = known.map((d, i) => (entries.includes(i) ? scaled(d!.c, ratio, where) : d!.c));
+    const dtype = constantTensor(v)?.dtype === DataType.INT32 ? DataType.INT32 : DataType.INT64;
+    const dims = shapes.shape(v)?.length === 0 ? [] : [data.length];
+    node.setInput(slot, g.addInitializer(Tensor.from(g.uniqueName(`${v.name}_pruned`), dtype, dims, dtype === DataType.INT32 ? data : data.map((x) => BigInt(x)))));
     return;
   }
   const p = v?.producer();
-  if (p && p.opType === 'Concat') {
-    const copy = g.addNode('Concat', [...p.inputs], 1, { name: g.uniqueNodeName(`${p.name}_pruned`), attributes: Object.fromEntries(p.attributes), before: node });
-    node.setInput(slot, copy.output(0));
+  if (!p) throw new UserError(`${where} comes from a graph input, so the head count in it cannot be changed`);
+  const copy = g.addNode(p.opType, [...p.inputs], p.outputs.length, { name: g.uniqueNodeName(`${p.name}_pruned`), attributes: Object.fromEntries(p.attributes), before: node });
+  node.setInput(slot, copy.output(p.outputs.indexOf(v!)));
+  if (p.opType === 'Concat') {
     let offset = 0;
-    for (let i = 0; i < copy.inputs.length; i++) {
-      const len = readShapeVector(copy.input(i))?.length;
-      if (len === undefined) throw new UserError(`cannot tell the length of piece ${i} of ${where}`);
-      if (pos < offset + len) return rewriteShapeEntry(g, copy, i, pos - offset, value);
+    for (let i = 0; i < p.inputs.length; i++) {
+      const len = shapes.value(p.input(i))?.length ?? shapes.shape(p.input(i))?.[0]?.c;
+      if (len === undefined) throw new UserError(`cannot tell the length of piece ${i} of the shape read by '${node.name}'`);
+      const mine = entries.filter((e) => e >= offset && e < offset + len).map((e) => e - offset);
+      if (mine.length > 0) scaleShapeEntries(g, shapes, copy, i, mine, ratio);
       offset += len;
     }
-    throw new UserError(`${where} has no entry ${pos}`);
-  }
-  if (p && p.opType === 'Unsqueeze' && pos === 0 && constantNumbers(p.input(0))?.length === 1) {
-    node.setInput(slot, g.addInitializer(Tensor.from(`${v!.name}_pruned`, DataType.INT64, [1], [BigInt(value)])));
     return;
   }
-  if (p && (p.opType === 'Cast' || p.opType === 'Identity') && constantNumbers(p.input(0))) {
-    const data = constantNumbers(p.input(0))!.map((x, i) => (i === pos ? value : x));
-    node.setInput(slot, g.addInitializer(Tensor.from(`${v!.name}_pruned`, DataType.INT64, [data.length], data.map((x) => BigInt(x)))));
-    return;
+  if (['Unsqueeze', 'Squeeze', 'Cast', 'Identity'].includes(p.opType)) return scaleShapeEntries(g, shapes, copy, 0, entries, ratio);
+  if (p.opType === 'Mul' && entries.length === 1) {
+    const factor = [0, 1].find((i) => {
+      const x = shapes.value(p.input(i));
+      return x?.length === 1 && x[0] && isNumber(x[0]);
+    });
+    if (factor !== undefined) return scaleShapeEntries(g, shapes, copy, factor, [0], ratio);
   }
-  throw new UserError(`entry ${pos} of ${where} is computed by ${p ? `${p.opType} '${p.name}'` : 'a graph input'}, so the head count in it cannot be changed`);
+  throw new UserError(`${where} is computed by ${p.opType} '${p.name}', so the head count in it cannot be changed`);
+}
+
+function scaled(x: number, ratio: number, where: string): number {
+  const y = x * ratio;
+  if (Math.abs(y - Math.round(y)) > 1e-9) throw new UserError(`${where} is ${x}, which does not scale to a whole number of kept heads`);
+  return Math.round(y);
 }
 
 /** Value shapes recorded in the file go stale when widths change; let onnxruntime infer them again. */

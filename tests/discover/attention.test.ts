@@ -28,7 +28,7 @@ async function outputsOf(built: BuiltTransformer, model: Model): Promise<Float32
 }
 
 describe('attention', () => {
-  it('records why when the head count of the q reshape is computed, not constant', () => {
+  it('reads the head count of a q reshape computed from the projection width', () => {
     const { model } = buildTransformer({ blocks: 2, hidden: 32, heads: 4 });
     const concat = qShapeConcat(model);
     // torch writes this for q.view(b, s, q.size(-1) // head_size, head_size)
@@ -37,15 +37,9 @@ describe('attention', () => {
     const heads = w.op('/heads', 'Div', [w.size('/heads', q, -1), w.int('/heads', 8)]);
     concat.setInput(2, w.op('/heads', 'Unsqueeze', [heads, w.ints('/heads', [0])]));
     const s = discoverStructure(model);
-    expect(s.attentions).toHaveLength(1);
-    expect(s.blocks.map((b) => b.attention?.numHeads)).toEqual([undefined, 4]);
-    expect(s.unmatched).toContainEqual({
-      node: '/blocks.0/attn/Softmax',
-      opType: 'Softmax',
-      reason: "head count cannot be read: entry 2 of the shape of q's Reshape '/blocks.0/attn/Reshape' is not a constant",
-    });
-    // the MatMuls of an unrecognised attention are reported too: they have no constant weight
-    expect(s.unmatched.map((u) => u.node)).toEqual(['/blocks.0/attn/MatMul', '/blocks.0/attn/Softmax', '/blocks.0/attn/MatMul_1']);
+    // q.size(-1) // 8 is evaluated from the projection's static width
+    expect(s.unmatched).toEqual([]);
+    expect(s.blocks.map((b) => b.attention?.numHeads)).toEqual([4, 4]);
   });
 
   it('records a reason when the reshape disagrees with the projection width', () => {
@@ -56,7 +50,7 @@ describe('attention', () => {
     expect(s.unmatched).toContainEqual({
       node: '/blocks.0/attn/Softmax',
       opType: 'Softmax',
-      reason: "q projection 'blocks.0.attn.query' has 32 outputs but its Reshape splits them into 2 heads of 8",
+      reason: "a reshape of [batch,8,32] into [batch,8,2,8] (factors are left over after the reshape) at Reshape '/blocks.0/attn/Reshape'",
     });
   });
 
@@ -91,7 +85,7 @@ describe('attention', () => {
     expect(s.attentions.map((a) => [a.numHeads, a.headSize, a.causal, a.q.name, a.k.name])).toEqual([[4, 8, true, 'blocks.0.attn.query', 'blocks.0.attn.key']]);
   });
 
-  it('says that fused q/k/v projections are not recognised', () => {
+  it('recognises one packed q/k/v projection cut by Split (GPT-2 c_attn)', () => {
     const w = new GraphWriter();
     const x = w.input('x', ['batch', 8, 32]);
     const qkv = w.op('/c_attn', 'MatMul', [x, w.initializer('c_attn.weight', [32, 96])]);
@@ -102,10 +96,14 @@ describe('attention', () => {
     const ctx = w.op('/attn', 'Reshape', [w.transpose('/attn', w.op('/attn', 'MatMul', [probs, heads(2)]), [0, 2, 1, 3]), w.ints('/attn', [0, 0, 32])]);
     const y = w.op('/c_proj', 'MatMul', [ctx, w.initializer('c_proj.weight', [32, 32])]);
     const s = discoverStructure(w.finish(y, ['batch', 8, 32]));
-    expect(s.attentions).toEqual([]);
-    expect(s.unmatched.find((u) => u.opType === 'Softmax')?.reason).toBe(
-      "q is not produced by a linear layer (its Reshape reads Split '/attn/Split') (fused q/k/v projections are not recognised)",
-    );
+    expect(s.unmatched).toEqual([]);
+    const a = s.attentions[0]!;
+    expect(a.q).toBe(a.k);
+    expect(a.q).toBe(a.v);
+    expect([a.qFeatures, a.kFeatures, a.vFeatures]).toEqual([{ start: 0, size: 32 }, { start: 32, size: 32 }, { start: 64, size: 32 }]);
+    expect([a.numHeads, a.numKvHeads, a.headSize]).toEqual([4, 4, 8]);
+    // the split sizes and the three head reshapes state the head count; the context reshape reads 0, 0, 32
+    expect(a.headSites.map((x) => `${x.node.opType}:${x.entry}`).sort()).toEqual(['Reshape:2', 'Reshape:2', 'Reshape:2', 'Reshape:2', 'Split:0', 'Split:1', 'Split:2']);
   });
 
   it('says that a Softmax outside attention is not attention', () => {

@@ -73,7 +73,10 @@ describe('discoverStructure on built transformers', () => {
       Array.from({ length: want.blocks }, (_, index) => ({
         index,
         heads: want.heads,
+        kvHeads: want.heads,
         headSize: want.headSize,
+        projections: 'separate',
+        rotaryDims: o.rotary ? want.headSize : 0,
         hidden: want.hidden,
         mlpWidth: want.mlpWidth,
         activation: want.activation,
