@@ -41,7 +41,7 @@ export function registerCompress(program: Command): void {
     .argument('<model>', 'float ONNX model')
     .requiredOption('-o, --output <file>', 'where to write the compressed model (written atomically)')
     .requiredOption('--calib <path>', 'calibration dataset (sets activation ranges; the result is checked against the original on it)')
-    .option('--recipe <file>', 'recipe (.json, or .yaml in the subset of docs/recipes.md); default: quantize w8a8 + cleanup')
+    .option('--recipe <file>', 'recipe (.json or .yaml, see docs/recipes.md); default: quantize w8a8 + cleanup')
     .option('--data <path>', 'labelled evaluation dataset: accuracy before and after')
     .option('--metric <name>', `accuracy metric on --data: ${METRICS.join(', ')}`, 'top1')
     .option('--max-drop <limit>', 'largest allowed accuracy drop (0.005 absolute, or 0.5% relative); with --data, exit 1 when exceeded')

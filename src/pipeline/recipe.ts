@@ -4,7 +4,7 @@ import { UserError } from '../errors.js';
 import type { Pass } from '../passes/pass.js';
 import { pipeline, type Pipeline } from './pipeline.js';
 import { checkOptions, passEntry, passNames } from './registry.js';
-import { parseYamlSubset } from './yaml.js';
+import { parseYaml } from './yaml.js';
 
 /** One step of a recipe: a registered pass and its options, or a nested pipeline. */
 export type RecipeStep = { pass: string; [option: string]: unknown } | { pass: 'pipeline'; name?: string; passes: RecipeStep[] };
@@ -30,7 +30,7 @@ export const DEFAULT_RECIPE: Recipe = {
   passes: [{ pass: 'quantize', scheme: 'w8a8' }, { pass: 'cleanup' }],
 };
 
-/** Parses recipe text: JSON when it starts with `{`, otherwise the YAML subset of docs/recipes.md. */
+/** Parses recipe text: JSON when it starts with `{`, otherwise YAML (docs/recipes.md). */
 export function parseRecipe(text: string, source = 'recipe'): Recipe {
   let data: unknown;
   const t = text.trim();
@@ -41,7 +41,7 @@ export function parseRecipe(text: string, source = 'recipe'): Recipe {
       throw new UserError(`${source} is not valid JSON: ${(e as Error).message}`);
     }
   } else {
-    data = parseYamlSubset(text, source);
+    data = parseYaml(text, source);
   }
   return checkRecipe(data, source);
 }

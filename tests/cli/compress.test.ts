@@ -82,6 +82,17 @@ describe('slimformer compress', () => {
     expect(fs.existsSync(out)).toBe(false);
   });
 
+  it('rejects a recipe with a YAML syntax error with exit 2, one sentence naming the file and line, and writes nothing', () => {
+    const recipe = path.join(dir, 'broken.yaml');
+    fs.writeFileSync(recipe, 'passes:\n  - pass: quantize\n    scheme: [w8a8\n  - pass: cleanup\n');
+    const out = path.join(dir, 'broken.onnx');
+    const r = compressCli(model, '-o', out, '--calib', calib, '--recipe', recipe);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(`${recipe} line 4, column 3: YAML syntax error: `);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
   it('auto mode prints trials and keeps a passing model smaller than w8a8', () => {
     const out = path.join(dir, 'auto.onnx');
     const json = path.join(dir, 'auto.json');

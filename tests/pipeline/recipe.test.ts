@@ -1,8 +1,9 @@
+import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { UserError } from '../../src/errors.js';
 import { DEFAULT_RECIPE, checkRecipe, fromRecipe, parseRecipe } from '../../src/pipeline/recipe.js';
 import { passNames } from '../../src/pipeline/registry.js';
-import { parseYamlSubset } from '../../src/pipeline/yaml.js';
+import { parseYaml } from '../../src/pipeline/yaml.js';
 
 const yaml = `# a recipe
 name: mixed
@@ -24,7 +25,7 @@ describe('recipes', () => {
     expect(passNames()).toEqual(expect.arrayContaining(['cleanup', 'quantize', 'prune']));
   });
 
-  it('reads the YAML subset and JSON into the same recipe', () => {
+  it('reads YAML and JSON into the same recipe', () => {
     const fromYaml = parseRecipe(yaml, 'r.yaml');
     const json = JSON.stringify({ name: 'mixed', passes: [{ pass: 'quantize', scheme: 'w8a8', exclude: ['classifier', 'blocks.0.*'], perChannel: true, verifySamples: 8 }, { pass: 'pipeline', name: 'tidy', passes: [{ pass: 'cleanup', identities: false }] }] });
     expect(fromYaml).toEqual(parseRecipe(json, 'r.json'));
@@ -56,11 +57,73 @@ describe('recipes', () => {
     expect(() => checkRecipe({ passes: [] })).toThrow(UserError);
   });
 
-  it('rejects YAML outside the subset with the line number', () => {
-    expect(() => parseYamlSubset('passes:\n  - &a pass: cleanup\n', 'r.yaml')).toThrow(/r\.yaml line 2/);
-    expect(() => parseYamlSubset('a: 1\n\tb: 2\n', 'r.yaml')).toThrow(/line 2: tabs/);
-    expect(() => parseYamlSubset('a: {b: 1}\n', 'r.yaml')).toThrow(/flow mappings/);
-    expect(() => parseYamlSubset('a: 1\na: 2\n', 'r.yaml')).toThrow(/duplicate key 'a'/);
-    expect(parseYamlSubset('a: "x # y"\nb: [1, 2.5, true, null, s]\nc:\n  - 1\n  - two\n')).toEqual({ a: 'x # y', b: [1, 2.5, true, null, 's'], c: [1, 'two'] });
+  it('reads YAML the old hand-written subset rejected: anchors, aliases, merge keys, flow mappings, block strings', () => {
+    const text = `name: shared-exclude
+description: >
+  static INT8, then 4-bit FlexRound,
+  the same layers kept in float
+passes:
+  - pass: quantize
+    scheme: w8a8
+    exclude: &keep [classifier, 'blocks.0.*']
+  - {pass: pipeline, name: tidy, passes: [{pass: cleanup, identities: false}]}
+  - &fr
+    pass: flexround
+    bits: 4
+    exclude: *keep
+  - <<: *fr
+    bits: 3
+`;
+    const keep = ['classifier', 'blocks.0.*'];
+    expect(parseRecipe(text, 'r.yaml')).toEqual({
+      name: 'shared-exclude',
+      description: 'static INT8, then 4-bit FlexRound, the same layers kept in float\n',
+      passes: [
+        { pass: 'quantize', scheme: 'w8a8', exclude: keep },
+        { pass: 'pipeline', name: 'tidy', passes: [{ pass: 'cleanup', identities: false }] },
+        { pass: 'flexround', bits: 4, exclude: keep },
+        { pass: 'flexround', bits: 3, exclude: keep },
+      ],
+    });
+  });
+
+  it('reads every YAML example in docs/recipes.md as a valid recipe', () => {
+    const blocks = [...fs.readFileSync('docs/recipes.md', 'utf8').matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
+    expect(blocks.length).toBe(3);
+    for (const block of blocks) expect(() => fromRecipe(parseRecipe(block, 'docs/recipes.md')), block).not.toThrow();
+    // the anchor example: the copied step keeps the shared exclude list and overrides bits
+    expect(parseRecipe(blocks[2]!).passes[1]).toEqual({ pass: 'pipeline', passes: [{ pass: 'flexround', bits: 3, exclude: ['classifier', 'blocks.0.*'] }] });
+  });
+
+  it('turns a YAML syntax error into one sentence naming the file, line and column', () => {
+    const cases: [string, RegExp][] = [
+      ['passes:\n  - pass: quantize\n   scheme: w8a8\n', /^r\.yaml line 3, column 1: YAML syntax error: Sequence item without - indicator$/],
+      ['a: 1\n\tb: 2\n', /^r\.yaml line 2, column 1: YAML syntax error: Tabs are not allowed as indentation$/],
+      ['passes: [cleanup\n', /^r\.yaml line 2, column 1: YAML syntax error: Flow sequence .* end with a \]$/],
+      ['name: a\nname: b\n', /^r\.yaml line 2, column 1: YAML syntax error: Map keys must be unique$/],
+      ['passes: [cleanup]\n---\nname: b\n', /^r\.yaml line 2, column 1: YAML syntax error: Source contains multiple documents/],
+      ['name: "w8a8\npasses: [cleanup]\n', /^r\.yaml line 3, column 1: YAML syntax error: Missing closing "quote$/],
+      ['passes:\n  - !quant cleanup\n', /^r\.yaml line 2, column 5: Unresolved tag: !quant$/],
+      ['passes:\n  - pass: quantize\n    scheme: *s\n', /^r\.yaml line 3, column 13: alias \*s has no anchor &s before it$/],
+      ['passes:\n  - ? [a, b]\n    : 1\n', /^r\.yaml line 2, column 7: a list or mapping cannot be a key; keys are names$/],
+    ];
+    for (const [text, message] of cases) {
+      let error: unknown;
+      try {
+        parseYaml(text, 'r.yaml');
+      } catch (e) {
+        error = e;
+      }
+      expect(error, text).toBeInstanceOf(UserError);
+      expect((error as Error).message, text).toMatch(message);
+    }
+  });
+
+  it('keeps checking the shape after YAML parsing, naming the file and the key', () => {
+    expect(() => parseRecipe('passes:\n  - pass: quantize\n    scheme: w8a8\n    bits: 4\n', 'r.yaml')).toThrow(/^r\.yaml: passes\[0\]: unknown option 'bits' for pass 'quantize'/);
+    expect(() => parseRecipe('name: [a]\npasses: [cleanup]\n', 'r.yaml')).toThrow(/^r\.yaml: 'name' must be a string$/);
+    expect(() => parseRecipe('# nothing but a comment\n', 'r.yaml')).toThrow(/^r\.yaml must be a mapping with a 'passes' list$/);
+    // YAML 1.2 core schema: yes/no stay strings, so a boolean option given as 'yes' is caught
+    expect(() => parseRecipe('passes:\n  - pass: cleanup\n    identities: yes\n', 'r.yaml')).toThrow(/r\.yaml: passes\[0\].*identities/);
   });
 });
