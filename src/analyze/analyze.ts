@@ -5,7 +5,7 @@ import { UserError } from '../errors.js';
 import { transpose, weightOutIn } from '../export/linear-weight.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import type { Model } from '../ir/model.js';
-import { type Progress, silentProgress } from '../progress.js';
+import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session } from '../runtime/session.js';
 import { type AttentionForm, discoverWithForms } from './forms.js';
 import { type HeadRequest, withAnalysisOutputs } from './stats-graph.js';
@@ -269,28 +269,25 @@ export async function analyzeModel(model: Model, data: Dataset | BoundDataset, o
       accs = new Map(all.map((n) => [n, { n: 0, infSum: 0, maxAbs: 0, kurtSum: 0, min: Infinity, max: -Infinity, sumSq: 0, elements: 0, channels: undefined }]));
       heads = new Map();
       seen = 0;
-      let mismatch = false;
-      progress.start('analyze', limit);
-      for (const batch of batches(bound, batchSize)) {
-        options.signal?.throwIfAborted();
-        if (seen >= limit) break;
-        const count = Math.min(batch.count, limit - seen);
-        const feeds = count === batch.count ? batch.feeds : sliceFeeds(batch.feeds, count);
-        const out = await session.run(feeds, fetch);
-        for (const [name, o] of stats.tensors) {
-          const flat = ints(out[o.flatShape]!);
-          if (flat[0] !== count) {
-            mismatch = true;
-            break;
+      const mismatch = await inStep(progress, 'analyze', limit, async (tick) => {
+        for (const batch of batches(bound, batchSize)) {
+          options.signal?.throwIfAborted();
+          if (seen >= limit) break;
+          const count = Math.min(batch.count, limit - seen);
+          const feeds = count === batch.count ? batch.feeds : sliceFeeds(batch.feeds, count);
+          const out = await session.run(feeds, fetch);
+          for (const [name, o] of stats.tensors) {
+            const flat = ints(out[o.flatShape]!);
+            // a tensor without one sample per leading row: start again one sample at a time
+            if (flat[0] !== count) return true;
+            accumulate(accs.get(name)!, name, flat[1]!, out, o);
           }
-          accumulate(accs.get(name)!, name, flat[1]!, out, o);
+          for (const [key, o] of stats.heads) accumulateHeads(heads, key, out, o);
+          seen += count;
+          tick(seen);
         }
-        if (mismatch) break;
-        for (const [key, o] of stats.heads) accumulateHeads(heads, key, out, o);
-        seen += count;
-        progress.tick(seen);
-      }
-      progress.end();
+        return false;
+      });
       if (!mismatch) break;
       if (batchSize === 1) throw new UserError(`cannot analyze ${model.sourcePath ?? 'the model'}: its tensors are not laid out with one sample per leading row`);
       batchSize = 1;

@@ -6,7 +6,7 @@ import { DataType } from '../ir/dtype.js';
 import { float16BitsToFloat } from '../ir/float-bits.js';
 import type { Model } from '../ir/model.js';
 import { elementCount } from '../ir/tensor.js';
-import { type Progress, silentProgress } from '../progress.js';
+import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session, type SessionOptions } from '../runtime/session.js';
 import { cacheFile, cacheKey, defaultCacheDir, readCache, writeCache } from './cache.js';
 import { hashDataset, hashModel } from './hash.js';
@@ -155,40 +155,40 @@ export async function calibrate(model: Model, data: Dataset | BoundDataset, opti
       plan.groups = [[]];
     }
     const total = dataset.size * plan.groups.length;
-    progress.start('calibrate', total);
     let done = 0;
-    for (let g = 0; g < plan.groups.length; g++) {
-      const group = plan.groups[g]!;
-      const reduced = g === 0 ? graphMinmax : [];
-      const session = await run.session(g === 0 ? stats.model : model, group);
-      try {
-        const fetch = [...group, ...reduced.flatMap((n) => statNames(stats.outputs.get(n)!))];
-        for (const batch of batches(bound, plan.batchSize)) {
-          options.signal?.throwIfAborted();
-          const out = await run.run(session, batch.feeds, fetch);
-          const where = (): string => describeBatch(dataset, batch.start, batch.count);
-          for (const name of reduced) {
-            const o = stats.outputs.get(name)!;
-            const flag = out[o.nonFinite!]!.data[0] as number;
-            if (Number.isNaN(flag)) throw nonFinite(name, where());
-            const obs = observers.get(name) as MinMaxObserver;
-            const min = out[o.min!]!.data as Float32Array;
-            const max = out[o.max!]!.data as Float32Array;
-            observe(obs, name, undefined, [], where, () => obs.updateMinMax(min, max, elementCount(shapeOf(out[o.shape]!))));
+    await inStep(progress, 'calibrate', total, async (tick) => {
+      for (let g = 0; g < plan.groups.length; g++) {
+        const group = plan.groups[g]!;
+        const reduced = g === 0 ? graphMinmax : [];
+        const session = await run.session(g === 0 ? stats.model : model, group);
+        try {
+          const fetch = [...group, ...reduced.flatMap((n) => statNames(stats.outputs.get(n)!))];
+          for (const batch of batches(bound, plan.batchSize)) {
+            options.signal?.throwIfAborted();
+            const out = await run.run(session, batch.feeds, fetch);
+            const where = (): string => describeBatch(dataset, batch.start, batch.count);
+            for (const name of reduced) {
+              const o = stats.outputs.get(name)!;
+              const flag = out[o.nonFinite!]!.data[0] as number;
+              if (Number.isNaN(flag)) throw nonFinite(name, where());
+              const obs = observers.get(name) as MinMaxObserver;
+              const min = out[o.min!]!.data as Float32Array;
+              const max = out[o.max!]!.data as Float32Array;
+              observe(obs, name, undefined, [], where, () => obs.updateMinMax(min, max, elementCount(shapeOf(out[o.shape]!))));
+            }
+            for (const name of group) {
+              const t = out[name]!;
+              observe(observers.get(name)!, name, toFloat32(t, name), t.dims, where);
+              delete out[name];
+            }
+            done += batch.count;
+            tick(done, `${group.length + reduced.length} tensors`);
           }
-          for (const name of group) {
-            const t = out[name]!;
-            observe(observers.get(name)!, name, toFloat32(t, name), t.dims, where);
-            delete out[name];
-          }
-          done += batch.count;
-          progress.tick(done, `${group.length + reduced.length} tensors`);
+        } finally {
+          await session.release();
         }
-      } finally {
-        await session.release();
       }
-    }
-    progress.end();
+    });
   }
 
   const ranges = new Map<string, TensorRange>();

@@ -1,27 +1,36 @@
 import { isUserError } from '../errors.js';
 import { PassError } from '../passes/pass.js';
 
+/** Exit codes for the stop signals: 128 + the signal's number, as shells report them. */
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof SIGNAL_EXIT;
+
 /**
  * Runs a command body with the CLI's error contract: a user error prints one sentence and
- * exits 2; Ctrl-C aborts the signal so work stops cleanly (exit 130); anything else is a bug
- * and exits 70 (EX_SOFTWARE) with its stack, so a CI job never mistakes a crash for a failed
- * gate (exit 1).
+ * exits 2; Ctrl-C (SIGINT) or SIGTERM (what CI runners, containers and `timeout` send) aborts
+ * the signal so work stops cleanly, prints one line and exits 130 or 143 (a second one exits
+ * at once); anything else is a bug and exits 70 (EX_SOFTWARE) with its stack, so a CI job never
+ * mistakes a crash for a failed gate (exit 1). Outputs are written under temporary names and
+ * renamed when complete (saveModel, writeFileAtomic), so a stop leaves no partial file.
  */
 export async function runCommand(body: (signal: AbortSignal) => Promise<number | void>): Promise<never> {
   const controller = new AbortController();
-  const onSigint = (): void => {
-    if (controller.signal.aborted) process.exit(130);
-    process.stderr.write('\nslimformer: interrupted, stopping (press Ctrl-C again to force)\n');
+  let stoppedBy: StopSignal | undefined;
+  const onSignal = (name: StopSignal): void => {
+    // a second signal while stopping: leave now (temporary files go with the 'exit' handlers)
+    if (stoppedBy) process.exit(SIGNAL_EXIT[name]);
+    stoppedBy = name;
     controller.abort();
   };
-  process.on('SIGINT', onSigint);
+  const handlers = (Object.keys(SIGNAL_EXIT) as StopSignal[]).map((name) => [name, () => onSignal(name)] as const);
+  for (const [name, h] of handlers) process.on(name, h);
   let code: number;
   try {
     code = (await body(controller.signal)) ?? 0;
   } catch (e) {
-    if (controller.signal.aborted) {
-      process.stderr.write('slimformer: interrupted; nothing was written\n');
-      code = 130;
+    if (stoppedBy) {
+      process.stderr.write(`slimformer: stopped by ${stoppedBy === 'SIGINT' ? 'Ctrl-C (SIGINT)' : 'SIGTERM'}; nothing was written\n`);
+      code = SIGNAL_EXIT[stoppedBy];
     } else if (isUserError(e) || (e instanceof PassError && isUserError(e.inner))) {
       process.stderr.write(`slimformer: ${(e as Error).message}\n`);
       code = 2;
@@ -30,7 +39,7 @@ export async function runCommand(body: (signal: AbortSignal) => Promise<number |
       code = 70;
     }
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    for (const [name, h] of handlers) process.removeListener(name, h);
   }
   process.exit(code);
 }

@@ -8,6 +8,7 @@ import { magnitudeScores, MaskRunner, optinScores, sublayerSimilarity, taylorSco
 import { maskLayout, type MaskLayout } from '../prune/mask.js';
 import { ampSearch, planFromMask, selectFlops, selectFlopsVerified, selectMlpRatio } from '../prune/select.js';
 import { applyPrunePlan, type PrunePlan } from '../prune/surgery.js';
+import { inStep } from '../progress.js';
 import type { Pass, PassContext } from './pass.js';
 
 export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention', 'drop-mlp'] as const;
@@ -144,7 +145,14 @@ async function choose(
       started = true;
       ctx.progress.tick(done, `calibration KL ${kl.toPrecision(3)}`);
     };
-    const mask = await selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { refine, signal: ctx.signal, onRefined });
+    // the refinement's total is known only at its first report, so the step opens then
+    let mask: Float32Array;
+    try {
+      mask = await selectFlopsVerified(runner, scores, costs, flopsBefore!, target, { refine, signal: ctx.signal, onRefined });
+    } catch (e) {
+      if (started) ctx.progress.end(undefined, 'stopped');
+      throw e;
+    }
     if (started) ctx.progress.end();
     return mask;
   };
@@ -158,9 +166,7 @@ async function choose(
   if (options.method === 'optin') {
     const runner = await MaskRunner.create(model, batch!.feeds, batch!.count, { threads: ctx.threads, variantsPerRun });
     try {
-      ctx.progress.start('optin', layout.units.length);
-      const scores = await optinScores(runner, ctx.signal, 10, (done) => ctx.progress.tick(done));
-      ctx.progress.end();
+      const scores = await inStep(ctx.progress, 'optin', layout.units.length, (tick) => optinScores(runner, ctx.signal, 10, (done) => tick(done)));
       if (options.flops === undefined) return planFromMask(layout, selectMlpRatio(layout, scores, options.ratio ?? 0, 'global'));
       // The budget's plan is chosen and its MLP widths refined (refineWidths) on the calibration
       // KL of up to 4x the scoring samples: judged on the scoring batch alone, the refinement

@@ -19,6 +19,7 @@ import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
 import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
+import { inStep } from '../progress.js';
 import { cleanup } from './cleanup.js';
 import type { Pass, PassContext } from './pass.js';
 
@@ -128,16 +129,17 @@ export function quantize(options: QuantizePassOptions): Pass {
         calibrationInfo = { samples: calibration.samples, fromCache: calibration.fromCache, seconds: calibration.seconds };
         if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
       }
-      ctx.progress.start('quantize weights', sel.linears.length + sel.embeddings.length);
       const weights: QuantizedWeight[] = [];
-      for (const l of sel.linears) {
-        ctx.signal.throwIfAborted();
-        const w = weightOutIn(l);
-        const own = weightOnly ? { ...layerSpec(spec, bitsOf(l.name), options.weightSearch), symmetric: symmetricAt(options, bitsOf(l.name)) } : layerSpec(spec, bitsOf(l.name), options.weightSearch);
-        const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
-        weights.push(q);
-        ctx.progress.tick(weights.length, l.name);
-      }
+      await inStep(ctx.progress, 'quantize weights', sel.linears.length, async (tick) => {
+        for (const l of sel.linears) {
+          ctx.signal.throwIfAborted();
+          const w = weightOutIn(l);
+          const own = weightOnly ? { ...layerSpec(spec, bitsOf(l.name), options.weightSearch), symmetric: symmetricAt(options, bitsOf(l.name)) } : layerSpec(spec, bitsOf(l.name), options.weightSearch);
+          const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
+          weights.push(q);
+          tick(weights.length, l.name);
+        }
+      });
       if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError('--method flexround learns the rounding itself; it does not combine with --reconstruct gptq');
       if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
         const what = method === 'gptq' ? '--method gptq' : '--reconstruct gptq';
@@ -146,22 +148,22 @@ export function quantize(options: QuantizePassOptions): Pass {
         if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
         const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
         const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
-        ctx.progress.start('gptq', sel.linears.length);
-        for (const [i, l] of sel.linears.entries()) {
-          ctx.signal.throwIfAborted();
-          try {
-            weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
-          } catch (e) {
-            // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
-            // break that when the input's scales span many orders of magnitude
-            if (e instanceof Error && e.message.includes('not positive definite')) {
-              throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (--damp) makes it so`);
+        await inStep(ctx.progress, 'gptq', sel.linears.length, async (tick) => {
+          for (const [i, l] of sel.linears.entries()) {
+            ctx.signal.throwIfAborted();
+            try {
+              weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+            } catch (e) {
+              // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
+              // break that when the input's scales span many orders of magnitude
+              if (e instanceof Error && e.message.includes('not positive definite')) {
+                throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (--damp) makes it so`);
+              }
+              throw e;
             }
-            throw e;
+            tick(i + 1, l.name);
           }
-          ctx.progress.tick(i + 1, l.name);
-        }
-        ctx.progress.end();
+        });
         ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
       }
       let flexSummary: QuantizeSummary['flexround'] = null;
@@ -180,21 +182,24 @@ export function quantize(options: QuantizePassOptions): Pass {
         flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, activations: learnedActivations, seconds: r.seconds };
       }
       const tables: QuantizedWeight[] = [];
-      for (const e of sel.embeddings) {
-        ctx.signal.throwIfAborted();
-        const t = constantTensor(e.table)!.toFloat32();
-        // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
-        const tableBits = bitsOf(e.table.name);
-        const blocked = fitBlock({ bits: tableBits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: 'mse' }, e.width);
-        // static low-bit schemes keep tables at int8 (like RepQ-ViT keeps the patch embedding at 8 bits)
-        tables.push(
-          !staticScheme && tableBits <= 4 && e.width % blocked.blockSize === 0
-            ? await quantizeWeight(t, e.rows, e.width, blocked)
-            : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
-        );
-        ctx.progress.tick(weights.length + tables.length, e.table.name);
+      if (sel.embeddings.length > 0) {
+        await inStep(ctx.progress, 'quantize embedding tables', sel.embeddings.length, async (tick) => {
+          for (const e of sel.embeddings) {
+            ctx.signal.throwIfAborted();
+            const t = constantTensor(e.table)!.toFloat32();
+            // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
+            const tableBits = bitsOf(e.table.name);
+            const blocked = fitBlock({ bits: tableBits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: 'mse' }, e.width);
+            // static low-bit schemes keep tables at int8 (like RepQ-ViT keeps the patch embedding at 8 bits)
+            tables.push(
+              !staticScheme && tableBits <= 4 && e.width % blocked.blockSize === 0
+                ? await quantizeWeight(t, e.rows, e.width, blocked)
+                : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
+            );
+            tick(tables.length, e.table.name);
+          }
+        });
       }
-      ctx.progress.end();
 
       // phase 2: rewrite the graph once
       const g = model.graph;

@@ -15,7 +15,7 @@ import { Tensor } from '../ir/tensor.js';
 import type { Graph } from '../ir/graph.js';
 import type { Value } from '../ir/value.js';
 import type { ActivationParams } from '../export/qdq.js';
-import { silentProgress, type Progress } from '../progress.js';
+import { inStep, silentProgress, type Progress } from '../progress.js';
 import { reconstructBlocks } from '../reconstruct/engine.js';
 import { blockLinears } from '../reconstruct/plans.js';
 import type { TrainableParameter } from '../autodiff/optimizer.js';
@@ -111,15 +111,15 @@ export async function flexRoundWeights(
   if (iters > 0 && layerWise.length > 0) {
     const tensors = [...new Map(layerWise.map((i) => [linears[i]!.node.input(0)!.name, { name: linears[i]!.node.input(0)!.name, k: linears[i]!.inFeatures }])).values()];
     const rows = await captureRows(model, calibration, tensors, { tokens: settings.tokens ?? 4096, samples: settings.samples, batchSize: run.batchSize, threads: run.threads, signal: run.signal });
-    progress.start('flexround (layer-wise)', layerWise.length);
-    for (const [done, i] of layerWise.entries()) {
-      const l = linears[i]!;
-      const r = await flexRoundLayer(weightOutIn(l), start[i]!, rows.get(l.node.input(0)!.name)!, { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal });
-      weights[i] = r.weight;
-      reports.push({ unit: l.name, lossBefore: r.lossBefore, lossAfter: r.lossAfter, kept: r.kept, seconds: r.seconds });
-      progress.tick(done + 1, `${l.name}: ${r.lossBefore.toExponential(2)} -> ${r.lossAfter.toExponential(2)}`);
-    }
-    progress.end();
+    await inStep(progress, 'flexround (layer-wise)', layerWise.length, async (tick) => {
+      for (const [done, i] of layerWise.entries()) {
+        const l = linears[i]!;
+        const r = await flexRoundLayer(weightOutIn(l), start[i]!, rows.get(l.node.input(0)!.name)!, { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal });
+        weights[i] = r.weight;
+        reports.push({ unit: l.name, lossBefore: r.lossBefore, lossAfter: r.lossAfter, kept: r.kept, seconds: r.seconds });
+        tick(done + 1, `${l.name}: ${r.lossBefore.toExponential(2)} -> ${r.lossAfter.toExponential(2)}`);
+      }
+    });
   }
   return { weights, mode, iters, lr, layers: reports, activations: learnedActs, seconds: (performance.now() - started) / 1000 };
 }

@@ -15,7 +15,7 @@ import { DataType } from '../ir/dtype.js';
 import type { Graph } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import type { Value } from '../ir/value.js';
-import { silentProgress, type Progress } from '../progress.js';
+import { inStep, silentProgress, type Progress } from '../progress.js';
 import { Session } from '../runtime/session.js';
 import { type BlockSpan, blockSpans } from './blocks.js';
 import { ActivationCache, type TensorStore } from './store.js';
@@ -172,19 +172,20 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
           const initial = new Map(plan.params.map((p) => [p.name, p.init]));
           report.lossBefore = await evaluate(initial);
           const sampler = new MiniBatches(rows, Math.min(options.batchSize ?? 8, rows), (options.seed ?? 0) + span.index * 7919);
-          progress.start(`reconstruct block ${span.index}`, iterations);
-          const stepsStarted = performance.now();
-          await trainInChunks(trainer, iterations, () => feeds(sampler.next()), (i, loss) => {
-            report.curve.push(loss);
-            options.onStep?.(span.index, i, loss);
-            progress.tick(i + 1, `loss ${loss.toPrecision(4)}`);
-          }, options.signal);
-          report.stepSeconds = (performance.now() - stepsStarted) / 1000;
-          const learned = trainer.parameters();
-          report.lossAfter = await evaluate(learned);
-          const keep = (options.keepBest ?? true) && !(report.lossAfter < report.lossBefore);
-          report.kept = keep ? 'initial' : 'learned';
-          progress.end(`calibration loss ${report.lossBefore.toPrecision(4)} -> ${report.lossAfter.toPrecision(4)}${keep ? ' (kept the start: no better)' : ''}`);
+          const { learned, keep } = await inStep(progress, `reconstruct block ${span.index}`, iterations, async (tick) => {
+            const stepsStarted = performance.now();
+            await trainInChunks(trainer, iterations, () => feeds(sampler.next()), (i, loss) => {
+              report.curve.push(loss);
+              options.onStep?.(span.index, i, loss);
+              tick(i + 1, `loss ${loss.toPrecision(4)}`);
+            }, options.signal);
+            report.stepSeconds = (performance.now() - stepsStarted) / 1000;
+            const learned = trainer.parameters();
+            report.lossAfter = await evaluate(learned);
+            const keep = (options.keepBest ?? true) && !(report.lossAfter < report.lossBefore);
+            report.kept = keep ? 'initial' : 'learned';
+            return { learned, keep };
+          }, ({ keep }) => `calibration loss ${report.lossBefore.toPrecision(4)} -> ${report.lossAfter.toPrecision(4)}${keep ? ' (kept the start: no better)' : ''}`);
           await plan.bake(model, keep ? initial : learned);
         } finally {
           await trainer.release();
@@ -273,31 +274,31 @@ async function capture(model: Model, dataset: Dataset, names: string[], cache: A
   let row = 0;
   let total = 0;
   try {
-    progress.start(label, dataset.size);
-    for (const batch of batches(bound, batchSize)) {
-      options.signal?.throwIfAborted();
-      const fetched = names.filter((n) => !(n in batch.feeds));
-      const out = fetched.length > 0 ? { ...(await session.run(batch.feeds, fetched)), ...pick(batch.feeds, names) } : pick(batch.feeds, names);
-      const first = Object.values(batch.feeds)[0]!;
-      const n = first.dims[0] ?? 1;
-      if (total === 0) total = Math.round((n / batch.count) * dataset.size);
-      for (const name of names) {
-        const t = out[name]!;
-        if (t.dims[0] !== n) {
-          if (!statics.has(name)) statics.set(name, t);
-          continue;
+    await inStep(progress, label, dataset.size, async (tick) => {
+      for (const batch of batches(bound, batchSize)) {
+        options.signal?.throwIfAborted();
+        const fetched = names.filter((n) => !(n in batch.feeds));
+        const out = fetched.length > 0 ? { ...(await session.run(batch.feeds, fetched)), ...pick(batch.feeds, names) } : pick(batch.feeds, names);
+        const first = Object.values(batch.feeds)[0]!;
+        const n = first.dims[0] ?? 1;
+        if (total === 0) total = Math.round((n / batch.count) * dataset.size);
+        for (const name of names) {
+          const t = out[name]!;
+          if (t.dims[0] !== n) {
+            if (!statics.has(name)) statics.set(name, t);
+            continue;
+          }
+          let s = stores.get(name);
+          if (!s) {
+            s = cache.create(name, t.dtype, t.dims.slice(1), total);
+            stores.set(name, s);
+          }
+          s.write(row, t);
         }
-        let s = stores.get(name);
-        if (!s) {
-          s = cache.create(name, t.dtype, t.dims.slice(1), total);
-          stores.set(name, s);
-        }
-        s.write(row, t);
+        row += n;
+        tick(batch.start + batch.count);
       }
-      row += n;
-      progress.tick(batch.start + batch.count);
-    }
-    progress.end();
+    });
   } finally {
     await session.release();
   }

@@ -4,7 +4,7 @@ import { UserError, isUserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
 import { modelToBytes } from '../onnx/save.js';
 import type { LayerBits, QuantizeSummary } from '../passes/quantize.js';
-import { type Progress, silentProgress } from '../progress.js';
+import { inStep, type Progress, silentProgress } from '../progress.js';
 import { type Scheme, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { type CompressReport, type Trial, layerData } from '../report/compress-report.js';
 import type { PassRecord, ReportEntry } from '../report/report.js';
@@ -101,16 +101,16 @@ function trialLabel(c: TrialConfig): string {
 export async function rankLayers(model: Model, scheme: Scheme, names: string[], calibration: Dataset, options: { threads?: number; signal?: AbortSignal; progress?: Progress } = {}): Promise<Sensitivity[]> {
   const out: Sensitivity[] = [];
   const progress = options.progress ?? silentProgress;
-  progress.start('auto: layer sensitivity', names.length);
-  for (const name of names) {
-    options.signal?.throwIfAborted();
-    const recipe: Recipe = { name: 'sensitivity', passes: [{ pass: 'quantize', scheme, layerBits: { [name]: weightBits(scheme), '*': 'float' }, verifySamples: 8 }] };
-    const { report } = await fromRecipe(recipe).apply(model, { calibration, threads: options.threads, progress: silentProgress, signal: options.signal });
-    const s = quantizeSummary(report.passes);
-    out.push({ name, outputSqnr: s?.outputs[0]?.sqnr ?? Infinity });
-    progress.tick(out.length, name);
-  }
-  progress.end();
+  await inStep(progress, 'auto: layer sensitivity', names.length, async (tick) => {
+    for (const name of names) {
+      options.signal?.throwIfAborted();
+      const recipe: Recipe = { name: 'sensitivity', passes: [{ pass: 'quantize', scheme, layerBits: { [name]: weightBits(scheme), '*': 'float' }, verifySamples: 8 }] };
+      const { report } = await fromRecipe(recipe).apply(model, { calibration, threads: options.threads, progress: silentProgress, signal: options.signal });
+      const s = quantizeSummary(report.passes);
+      out.push({ name, outputSqnr: s?.outputs[0]?.sqnr ?? Infinity });
+      tick(out.length, name);
+    }
+  });
   // most sensitive first; ties keep the graph order
   return out.map((s, i) => ({ s, i })).sort((a, b) => a.s.outputSqnr - b.s.outputSqnr || a.i - b.i).map((x) => x.s);
 }

@@ -2,7 +2,7 @@ import { UserError } from '../errors.js';
 import { batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
-import { type Progress, silentProgress } from '../progress.js';
+import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session } from '../runtime/session.js';
 import { MetricAccumulator, type MetricName } from './metrics.js';
 
@@ -37,14 +37,14 @@ export async function evaluate(model: Model, dataset: Dataset, options: Evaluate
   const session = await Session.create(model, { threads: options.threads });
   const acc = new MetricAccumulator();
   try {
-    progress.start('eval', dataset.size);
-    for (const batch of batches(bound, options.batchSize ?? 32)) {
-      options.signal?.throwIfAborted();
-      const out = await session.run(batch.feeds, [output]);
-      acc.add(out[output]!, batch.label!, output);
-      progress.tick(batch.start + batch.count);
-    }
-    progress.end();
+    await inStep(progress, 'eval', dataset.size, async (tick) => {
+      for (const batch of batches(bound, options.batchSize ?? 32)) {
+        options.signal?.throwIfAborted();
+        const out = await session.run(batch.feeds, [output]);
+        acc.add(out[output]!, batch.label!, output);
+        tick(batch.start + batch.count);
+      }
+    });
   } finally {
     await session.release();
   }

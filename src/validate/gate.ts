@@ -5,7 +5,7 @@ import { describe } from '../ir/array-tensor.js';
 import { type DataType, dtypeName } from '../ir/dtype.js';
 import type { Model } from '../ir/model.js';
 import type { Dim } from '../ir/value.js';
-import { type Progress, silentProgress } from '../progress.js';
+import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session } from '../runtime/session.js';
 import { ComparisonAccumulator, type ComparisonMetricName, isComparisonMetricName, labelsFitOutput } from './comparison.js';
 import { GATE_METRICS, GATE_METRIC_INFO, type GateMetricName, isGateMetricName } from './gate-metrics.js';
@@ -103,24 +103,24 @@ export async function gate(options: GateOptions): Promise<GateResult> {
     sessions.push(sb);
     const sc = await Session.create(candidate, { threads: options.threads });
     sessions.push(sc);
-    progress.start('gate', dataset.size);
-    const batchSize = Math.min(options.batchSize ?? 32, boundCandidate.maxBatch);
-    for (const batch of batches(boundBaseline, batchSize)) {
-      options.signal?.throwIfAborted();
-      const b = (await sb.run(batch.feeds, [output]))[output]!;
-      const c = (await sc.run(batch.feeds, [output]))[output]!;
-      if (labelMetrics.length > 0) {
-        accBaseline.add(b, batch.label!, output);
-        accCandidate.add(c, batch.label!, output);
+    await inStep(progress, 'gate', dataset.size, async (tick) => {
+      const batchSize = Math.min(options.batchSize ?? 32, boundCandidate.maxBatch);
+      for (const batch of batches(boundBaseline, batchSize)) {
+        options.signal?.throwIfAborted();
+        const b = (await sb.run(batch.feeds, [output]))[output]!;
+        const c = (await sc.run(batch.feeds, [output]))[output]!;
+        if (labelMetrics.length > 0) {
+          accBaseline.add(b, batch.label!, output);
+          accCandidate.add(c, batch.label!, output);
+        }
+        if (comparisonMetrics.length > 0) {
+          if (b.dtype !== c.dtype) throw new UserError(`output '${output}' is ${describe(b)} in the ${names.baseline} but ${describe(c)} in the ${names.candidate}`);
+          const mask = batch.label && labelsFitOutput(batch.label.dims, b.dims) ? batch.label : undefined;
+          comparison.add(b, c, output, mask);
+        }
+        tick(batch.start + batch.count);
       }
-      if (comparisonMetrics.length > 0) {
-        if (b.dtype !== c.dtype) throw new UserError(`output '${output}' is ${describe(b)} in the ${names.baseline} but ${describe(c)} in the ${names.candidate}`);
-        const mask = batch.label && labelsFitOutput(batch.label.dims, b.dims) ? batch.label : undefined;
-        comparison.add(b, c, output, mask);
-      }
-      progress.tick(batch.start + batch.count);
-    }
-    progress.end();
+    });
   } finally {
     for (const s of sessions) await s.release();
   }
