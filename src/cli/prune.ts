@@ -16,6 +16,7 @@ interface PruneFlags {
   method: string;
   ratio?: string;
   flops?: string;
+  headRatio?: string;
   maxIncrease?: string;
   count?: string;
   samples?: string;
@@ -33,6 +34,7 @@ export function registerPrune(program: Command): void {
     .option('--method <method>', `${PRUNE_METHODS.join(' | ')}`, 'mlp')
     .option('--ratio <r>', 'share of MLP neurons to remove (0..1)')
     .option('--flops <f>', 'FLOP budget: the pruned model keeps this fraction of the FLOPs (0..1]')
+    .option('--head-ratio <r>', 'optin: share of all attention heads to remove (0..1), alone or with --ratio / --flops')
     .option('--max-increase <e>', 'mlp: largest rise of the prediction entropy accepted per MLP, in nats (default 0.005)')
     .option('--count <n>', 'drop-attention / drop-mlp: attention (MLP) sublayers to drop (default 1)')
     .option('--samples <n>', 'calibration samples used for scoring (default 32)')
@@ -46,6 +48,7 @@ export function registerPrune(program: Command): void {
           method: flags.method as PruneMethod,
           ratio: num(flags.ratio, '--ratio'),
           flops: num(flags.flops, '--flops'),
+          headRatio: num(flags.headRatio, '--head-ratio'),
           maxIncrease: num(flags.maxIncrease, '--max-increase'),
           count: flags.count !== undefined ? positiveInt(flags.count, '--count') : undefined,
           samples: flags.samples !== undefined ? positiveInt(flags.samples, '--samples') : undefined,

@@ -7,7 +7,7 @@ import { describeReaders, describeValue, fail, nodeLabel, NoMatch, producerOf, s
 import { axisSize, type Factor, type HeadSite, type Layout, LayoutReplay, lineage, type PathStep, projectionLayout } from './head-layout.js';
 import type { SymbolicShapes } from './infer-shapes.js';
 import type { Attention, LinearLayer } from './structure.js';
-import { isNumber, num, symEqual, symText } from './symbolic.js';
+import { isNumber, num, type Sym, symEqual, symText } from './symbolic.js';
 
 const PATH_OPS = new Set(['Reshape', 'Transpose', 'Unsqueeze', 'Squeeze', 'Cast', 'Identity', 'Expand', 'Split', 'Slice', 'Gather', 'Flatten']);
 
@@ -160,6 +160,7 @@ export function matchAttention(softmax: Node, linears: LinearIndex, shapes: Symb
     qFeatures: { start: q.layout.offset, size: numHeads * headSize },
     kFeatures: { start: k.layout.offset, size: numKvHeads * headSize },
     vFeatures: { start: vp.layout.offset, size: numKvHeads * vDim },
+    contextTokens: ctx.contextTokens,
     layout: qs.batch.some((ax) => ax.includes(qs.head!) && ax.some((f) => f.kind === 'tok')) ? 'batch-heads' : 'heads',
     softmax,
     mask: mask.mask,
@@ -308,7 +309,7 @@ function headAxesAlign(q: Side, k: Side): boolean {
  * From probs @ v forward to the output linear: the context is [..., heads, ..., tokens, dv]
  * and must reach o as tokens × (heads · dv) in head-major order.
  */
-function traceOutput(softmax: Node, pv: Node, q: Side, numHeads: number, vDim: number, linears: LinearIndex, shapes: SymbolicShapes, nodes: Node[]): { o: LinearLayer; head?: Factor; replay: LayoutReplay } | NoMatch {
+function traceOutput(softmax: Node, pv: Node, q: Side, numHeads: number, vDim: number, linears: LinearIndex, shapes: SymbolicShapes, nodes: Node[]): { o: LinearLayer; head?: Factor; replay: LayoutReplay; contextTokens: Sym[] } | NoMatch {
   const head: Factor | undefined = numHeads > 1 ? { kind: 'feat', size: numHeads, stride: vDim } : undefined;
   const dim: Factor = { kind: 'feat', size: vDim, stride: 1 };
   const batch = q.batch.map((ax) => ax.flatMap((f): Factor[] => (f === q.head ? (head ? [head] : []) : f.kind === 'tok' ? [f] : [])));
@@ -326,7 +327,8 @@ function traceOutput(softmax: Node, pv: Node, q: Side, numHeads: number, vDim: n
       }
       if (layout.axes.slice(0, -1).some((ax) => ax.some((f) => f.kind !== 'tok'))) return fail(softmax, `the attention context reaches '${o.name}' with heads left on a token axis`);
       if (o.inFeatures !== numHeads * vDim) return fail(softmax, `output projection '${o.name}' reads ${o.inFeatures} features, not heads * headSize = ${numHeads * vDim}`);
-      return { o, head, replay };
+      const contextTokens = layout.axes.flat().flatMap((f) => (f.kind === 'tok' ? [f.size] : []));
+      return { o, head, replay, contextTokens };
     }
     // Shape readers (torch's dynamic reshape targets) read only dims, not the data
     const c = v.consumers().filter((n) => n.opType !== 'Shape');

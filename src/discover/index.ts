@@ -66,6 +66,8 @@ export function discoverStructure(model: Model): Structure {
     // the q @ k and probs @ v MatMuls have no constant weight by design
     for (const m of a.nodes) failures.delete(m);
   }
+  // a rotary embedding's inv_freq @ position_ids is a product of two computed values by design
+  for (const n of [...failures.keys()]) if (n.opType === 'MatMul' && feedsRotaryTable(n)) failures.delete(n);
 
   const used = new Set<LinearLayer>(attentions.flatMap((a) => [a.q, a.k, a.v]));
   const mlps: Mlp[] = [];
@@ -83,8 +85,32 @@ export function discoverStructure(model: Model): Structure {
     if (r) residualByOutput.set(out, r);
   }
   const blocks = assembleBlocks(attentions, mlps, norms, (v) => residualByOutput.get(v), position);
+  // a merged decoder keeps its blocks in the branches of an If on use_cache_branch
+  if (blocks.length === 0) {
+    for (const n of nodes) {
+      if (n.subgraphs().some((sub) => sub.nodes.some((x) => x.opType === 'MatMul' || x.opType === 'Gemm'))) {
+        failures.set(n, new NoMatch(n, `the model's layers are inside the subgraphs of this ${n.opType} (a merged decoder), which discovery does not search`));
+      }
+    }
+  }
   const unmatched = [...failures.values()].sort((a, b) => position(a.node) - position(b.node)).map((f) => f.toUnmatched());
   return { linears, norms, attentions, mlps, residuals: [...residualByOutput.values()], blocks, unmatched };
+}
+
+/** Whether a MatMul's output becomes the angles of a rotary table (reaches Cos or Sin through layout ops). */
+function feedsRotaryTable(n: Node): boolean {
+  let frontier = [n.output(0)];
+  for (let depth = 0; depth < 5 && frontier.length > 0; depth++) {
+    const next: Value[] = [];
+    for (const v of frontier) {
+      for (const c of v.consumers()) {
+        if (c.opType === 'Cos' || c.opType === 'Sin') return true;
+        if (['Transpose', 'Concat', 'Cast', 'Reshape', 'Unsqueeze', 'Mul'].includes(c.opType)) next.push(c.output(0));
+      }
+    }
+    frontier = next;
+  }
+  return false;
 }
 
 /** Linear names come from node scopes, which can repeat (two MatMuls in one module): keep them unique. */

@@ -199,7 +199,8 @@ export class SymbolicShapes {
         const first = shapes[0];
         if (first && shapes.every((s) => s && s.length === first.length)) {
           const a = axis < 0 ? axis + first.length : axis;
-          const res = first.map((d, i) => (i === a ? sumDims(shapes.map((s) => s![i] ?? null)) : d));
+          // a sum of different sizes (past + new tokens) is no product: it gets a name of its own
+          const res = first.map((d, i) => (i === a ? (sumDims(shapes.map((s) => s![i] ?? null)) ?? named(`${out.name}:${i}`)) : d));
           setShape(res);
         }
         const vals = n.inputs.map((v) => this.value(v));

@@ -1,6 +1,7 @@
 import type { Node } from '../ir/node.js';
 import type { Value } from '../ir/value.js';
 import type { HeadSite } from './head-layout.js';
+import type { Sym } from './symbolic.js';
 
 export type { HeadSite } from './head-layout.js';
 
@@ -72,6 +73,8 @@ export interface Attention {
   headSize: number;
   /** 'batch-heads' when heads share an axis with the batch (torch MultiheadAttention's [B·heads, S, d]). */
   layout: 'heads' | 'batch-heads';
+  /** The token dims of the context entering o, outermost first (e.g. [seq, batch] for torch's seq-first layout). */
+  contextTokens: Sym[];
   /** Shape entries that state a head count (times other sizes): removing heads rewrites each by the kept share. */
   headSites: HeadSite[];
   softmax: Node;

@@ -6,7 +6,7 @@ import type { Model } from '../ir/model.js';
 import { calibrationBatch, firstSample, measureFlops, mlpParameters, tokensPerSample, unitCosts } from '../prune/cost.js';
 import { magnitudeScores, MaskRunner, optinScores, sublayerSimilarity, taylorScores, type Scores } from '../prune/importance.js';
 import { maskLayout, type MaskLayout } from '../prune/mask.js';
-import { ampSearch, planFromMask, selectFlops, selectFlopsVerified, selectMlpRatio } from '../prune/select.js';
+import { ampSearch, planFromMask, selectFlops, selectFlopsVerified, selectHeadShare, selectMlpRatio } from '../prune/select.js';
 import { applyPrunePlan, type PrunePlan } from '../prune/surgery.js';
 import { inStep } from '../progress.js';
 import type { Pass, PassContext } from './pass.js';
@@ -25,6 +25,12 @@ export interface PruneOptions {
   ratio?: number;
   /** FLOP budget: the pruned model's FLOPs as a fraction of the original's, 0..1. */
   flops?: number;
+  /**
+   * optin: share of all attention heads to remove, 0..1 (the least important by OPTIN's score;
+   * whole key/value groups under grouped-query attention). With `ratio` the neurons are chosen
+   * as well; with `flops` the neurons fill the rest of the budget.
+   */
+  headRatio?: number;
   /** AMP: largest rise of the prediction entropy (nats) accepted per MLP (default 0.005). */
   maxIncrease?: number;
   /** drop-attention / drop-mlp: how many attention (MLP) sublayers to drop (default 1). */
@@ -167,6 +173,16 @@ async function choose(
     const runner = await MaskRunner.create(model, batch!.feeds, batch!.count, { threads: ctx.threads, variantsPerRun });
     try {
       const scores = await inStep(ctx.progress, 'optin', layout.units.length, (tick) => optinScores(runner, ctx.signal, 10, (done) => tick(done)));
+      if (options.headRatio !== undefined) {
+        const heads = selectHeadShare(layout, scores, options.headRatio);
+        if (options.flops === undefined) return planFromMask(layout, selectMlpRatio(layout, scores, options.ratio ?? 0, 'global').map((x, i) => x * heads[i]!));
+        // the heads are fixed; neurons, lowest-scored first, fill what the budget still asks
+        const tokens = await tokensPerSample(model, structure, sample!, ctx.threads);
+        const costs = unitCosts(structure, tokens);
+        const headFlops = layout.units.reduce((t, u, i) => t + (u.kind === 'head' && heads[i] === 0 ? costs.head.get(u.block)! : 0), 0);
+        const neurons = selectFlops(layout, scores, costs, flopsBefore! - headFlops, options.flops * flopsBefore!, { heads: false });
+        return planFromMask(layout, neurons.map((x, i) => x * heads[i]!));
+      }
       if (options.flops === undefined) return planFromMask(layout, selectMlpRatio(layout, scores, options.ratio ?? 0, 'global'));
       // The budget's plan is chosen and its MLP widths refined (refineWidths) on the calibration
       // KL of up to 4x the scoring samples: judged on the scoring batch alone, the refinement
@@ -203,6 +219,8 @@ function validate(o: PruneOptions): void {
     if (v !== undefined && !(Number.isFinite(v) && v >= lo && v < hi)) throw new UserError(`${flag} must be a number in [${lo}, ${hi}), not ${v}`);
   };
   frac(o.ratio, '--ratio', 0, 1);
+  frac(o.headRatio, '--head-ratio', 0, 1);
+  if (o.headRatio !== undefined && o.method !== 'optin') throw new UserError(`--head-ratio is an OPTIN option: use it with --method optin, not ${o.method}`);
   if (o.flops !== undefined && !(Number.isFinite(o.flops) && o.flops > 0 && o.flops <= 1)) throw new UserError(`--flops must be a fraction in (0, 1], not ${o.flops}`);
   if (o.maxIncrease !== undefined && !(Number.isFinite(o.maxIncrease) && o.maxIncrease >= 0)) throw new UserError(`--max-increase must be a number >= 0, not ${o.maxIncrease}`);
   if (o.ratio !== undefined && o.flops !== undefined) throw new UserError('give either --ratio or --flops, not both');
@@ -210,5 +228,5 @@ function validate(o: PruneOptions): void {
   if (o.count !== undefined && !(Number.isInteger(o.count) && o.count >= 0)) throw new UserError(`--count must be a whole number >= 0, not ${o.count}`);
   if (o.samples !== undefined && !(Number.isInteger(o.samples) && o.samples > 0)) throw new UserError(`--samples must be a whole number > 0, not ${o.samples}`);
   if (o.method === 'magnitude' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError('--method magnitude needs --ratio or --flops');
-  if (o.method === 'optin' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError('--method optin needs --ratio or --flops');
+  if (o.method === 'optin' && o.ratio === undefined && o.flops === undefined && o.headRatio === undefined && !o.plan) throw new UserError('--method optin needs --ratio, --flops or --head-ratio');
 }

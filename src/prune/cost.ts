@@ -91,7 +91,9 @@ export function unitCosts(structure: Structure, tokens: number): UnitCosts {
       const a = b.attention;
       const d = a.q.inFeatures;
       const hd = a.headSize;
-      head.set(b.index, 2 * tokens * (3 * d * hd + hd * a.o.outFeatures) + 2 * 2 * tokens * tokens * hd);
+      // one head unit: its query heads, and the k/v head they share when grouped
+      const per = a.numKvHeads < a.numHeads ? a.numHeads / a.numKvHeads : 1;
+      head.set(b.index, 2 * tokens * ((per + 2) * d * hd + per * hd * a.o.outFeatures) + 2 * 2 * tokens * tokens * hd * per);
     }
     if (b.mlp) {
       const m = b.mlp;

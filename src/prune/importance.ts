@@ -35,14 +35,18 @@ export function magnitudeScores(structure: Structure, layout: MaskLayout): Score
       const v = outNorms(a.v);
       const o = inNorms(a.o);
       const off = layout.headOffset.get(b.index)!;
+      const per = layout.headsPerUnit.get(b.index) ?? 1;
+      const group = a.numHeads / a.numKvHeads;
+      const hd = a.headSize;
+      const dv = a.vFeatures.size / a.numKvHeads;
       for (let h = 0; h < a.numHeads; h++) {
+        // q/k/v may sit anywhere in a packed projection; a grouped head reads its group's k and v
+        const kv = Math.floor(h / group);
         let qk = 0;
         let vo = 0;
-        for (let j = h * a.headSize; j < (h + 1) * a.headSize; j++) {
-          qk += q[j]! * k[j]!;
-          vo += v[j]! * o[j]!;
-        }
-        s[off + h] = Math.sqrt(qk) + Math.sqrt(vo);
+        for (let j = 0; j < hd; j++) qk += q[a.qFeatures.start + h * hd + j]! * k[a.kFeatures.start + kv * hd + j]!;
+        for (let j = 0; j < dv; j++) vo += v[a.vFeatures.start + kv * dv + j]! * o[h * dv + j]!;
+        s[off + Math.floor(h / per)] += Math.sqrt(qk) + Math.sqrt(vo);
       }
     }
   }
@@ -230,7 +234,7 @@ export async function taylorScores(model: Model, structure: Structure, layout: M
   const points = new Map<string, { kind: 'neuron' | 'head'; block: number; width: number; group: number }>();
   for (const b of structure.blocks) {
     if (b.mlp) points.set(b.mlp.fc2.input.name, { kind: 'neuron', block: b.index, width: b.mlp.width, group: 1 });
-    if (b.attention) points.set(b.attention.o.input.name, { kind: 'head', block: b.index, width: b.attention.numHeads * b.attention.headSize, group: b.attention.headSize });
+    if (b.attention) points.set(b.attention.o.input.name, { kind: 'head', block: b.index, width: b.attention.numHeads * b.attention.headSize, group: b.attention.headSize * (layout.headsPerUnit.get(b.index) ?? 1) });
   }
   let grad;
   try {

@@ -2,7 +2,9 @@
 // the scoring outputs (feature distortion, KL of the logits, prediction entropy) computed inside
 // the graph, so that many masked variants run in one onnxruntime call.
 import { discoverStructure } from '../discover/index.js';
-import type { Structure } from '../discover/structure.js';
+import { SymbolicShapes } from '../discover/infer-shapes.js';
+import { symEqual } from '../discover/symbolic.js';
+import type { Attention, Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import { DataType } from '../ir/dtype.js';
 import type { Graph } from '../ir/graph.js';
@@ -22,8 +24,11 @@ export interface MaskLayout {
   /** Offset of each block's heads / neurons in the mask row. */
   headOffset: Map<number, number>;
   neuronOffset: Map<number, number>;
+  /** Head units per block: query heads, or key/value groups under grouped-query attention. */
   heads: Map<number, number>;
   neurons: Map<number, number>;
+  /** Query heads per head unit (1, or the group size of grouped-query attention). */
+  headsPerUnit: Map<number, number>;
 }
 
 export const MASK_INPUT = 'slimformer_prune_mask';
@@ -34,11 +39,14 @@ export function maskLayout(structure: Structure): MaskLayout {
   const neuronOffset = new Map<number, number>();
   const heads = new Map<number, number>();
   const neurons = new Map<number, number>();
+  const headsPerUnit = new Map<number, number>();
   for (const b of structure.blocks) {
     if (b.attention) {
       headOffset.set(b.index, units.length);
-      heads.set(b.index, b.attention.numHeads);
-      for (let h = 0; h < b.attention.numHeads; h++) units.push({ kind: 'head', block: b.index, index: h });
+      const n = headUnits(b.attention);
+      heads.set(b.index, n);
+      headsPerUnit.set(b.index, b.attention.numHeads / n);
+      for (let h = 0; h < n; h++) units.push({ kind: 'head', block: b.index, index: h });
     }
     if (b.mlp) {
       neuronOffset.set(b.index, units.length);
@@ -46,7 +54,15 @@ export function maskLayout(structure: Structure): MaskLayout {
       for (let k = 0; k < b.mlp.width; k++) units.push({ kind: 'neuron', block: b.index, index: k });
     }
   }
-  return { units, headOffset, neuronOffset, heads, neurons };
+  return { units, headOffset, neuronOffset, heads, neurons, headsPerUnit };
+}
+
+/**
+ * Head units of an attention: its query heads, or with grouped-query attention its key/value
+ * groups (a group's query heads share k and v, so they go together).
+ */
+export function headUnits(a: Attention): number {
+  return a.numKvHeads < a.numHeads ? a.numKvHeads : a.numHeads;
 }
 
 export interface ScoringSpec {
@@ -93,19 +109,35 @@ export function buildMaskedModel(source: Model, scoring?: ScoringSpec): MaskedMo
   const c64 = (name: string, values: number[]): Value => g.addInitializer(Tensor.from(g.uniqueName(name), DataType.INT64, [values.length], values.map((x) => BigInt(x))));
   const sliceMask = (off: number, n: number, tag: string): Value =>
     g.addNode('Slice', [mask, c64(`${tag}_start`, [off]), c64(`${tag}_end`, [off + n]), c64(`${tag}_axes`, [1])], [g.uniqueName(`${tag}_mask`)]).output(0);
-  /** Multiplies what `reader` reads from `input` by `factor` ([rows, 1.., width]). */
-  const applyAt = (input: Value, reader: import('../ir/node.js').Node, factor: Value, tag: string, flat: boolean, width: number): void => {
+  const shapes = new SymbolicShapes(g, g.topologicalOrder());
+  const sampleInput = g.inputs.find((v) => !v.initializer && v.name !== MASK_INPUT);
+  const batch = sampleInput ? shapes.shape(sampleInput)?.[0] : undefined;
+  /**
+   * Multiplies what `reader` reads from `input` by `factor` ([rows, 1.., width]), with the mask's
+   * rows on the input's batch axis: the first (most models), a later one (torch's seq-first
+   * [S, B, W]), or the inner part of flattened tokens (`batchLast`: [S·B, W]).
+   */
+  const applyAt = (input: Value, reader: import('../ir/node.js').Node, factor: Value, tag: string, flat: boolean, width: number, batchLast = false): void => {
     const slot = reader.inputs.indexOf(input);
+    const dims = shapes.shape(input);
+    const batchAxis = !flat && dims && batch ? dims.findIndex((d) => symEqual(d, batch)) : -1;
+    if (!flat && batchAxis > 0) {
+      const f = g.addNode('Reshape', [factor, c64(`${tag}_fb`, dims!.map((_, i) => (i === batchAxis ? -1 : i === dims!.length - 1 ? width : 1)))], [g.uniqueName(`${tag}_factorb`)]).output(0);
+      const mul = g.addNode('Mul', [input, f], [g.uniqueName(`${tag}_masked`)], { before: reader });
+      reader.setInput(slot, mul.output(0));
+      return;
+    }
     if (!flat) {
       const mul = g.addNode('Mul', [input, factor], [g.uniqueName(`${tag}_masked`)], { before: reader });
       reader.setInput(slot, mul.output(0));
       return;
     }
-    // a Gemm reads [rows * tokens, width]: view it as [rows, tokens, width] for the product
+    // a Gemm reads [rows * tokens, width] (or [tokens * rows, width]): view it as 3-D for the product
     const rows = g.addNode('Slice', [g.addNode('Shape', [mask], [g.uniqueName(`${tag}_mshape`)]).output(0), c64(`${tag}_r0`, [0]), c64(`${tag}_r1`, [1]), c64(`${tag}_ra`, [0])], [g.uniqueName(`${tag}_rows`)]).output(0);
-    const shape3 = g.addNode('Concat', [rows, c64(`${tag}_rest`, [-1, width])], [g.uniqueName(`${tag}_shape3`)], { attributes: { axis: { type: 'int', value: 0 } } }).output(0);
+    const pieces = batchLast ? [c64(`${tag}_lead`, [-1]), rows, c64(`${tag}_w`, [width])] : [rows, c64(`${tag}_rest`, [-1, width])];
+    const shape3 = g.addNode('Concat', pieces, [g.uniqueName(`${tag}_shape3`)], { attributes: { axis: { type: 'int', value: 0 } } }).output(0);
     const x3 = g.addNode('Reshape', [input, shape3], [g.uniqueName(`${tag}_x3`)]).output(0);
-    const f3 = g.addNode('Reshape', [factor, c64(`${tag}_f3`, [-1, 1, width])], [g.uniqueName(`${tag}_factor3`)]).output(0);
+    const f3 = g.addNode('Reshape', [factor, c64(`${tag}_f3`, batchLast ? [1, -1, width] : [-1, 1, width])], [g.uniqueName(`${tag}_factor3`)]).output(0);
     const mul = g.addNode('Mul', [x3, f3], [g.uniqueName(`${tag}_masked3`)]).output(0);
     const back = g.addNode('Reshape', [mul, c64(`${tag}_flat`, [-1, width])], [g.uniqueName(`${tag}_masked`)], { before: reader });
     reader.setInput(slot, back.output(0));
@@ -123,12 +155,16 @@ export function buildMaskedModel(source: Model, scoring?: ScoringSpec): MaskedMo
     if (b.attention) {
       const a = b.attention;
       const rank = a.o.node.opType === 'Gemm' ? 2 : (a.o.input.shape?.length ?? 3);
-      const m = sliceMask(layout.headOffset.get(b.index)!, a.numHeads, `${tag}_attn`);
-      const m3 = g.addNode('Reshape', [m, c64(`${tag}_attn_s1`, [-1, a.numHeads, 1])], [g.uniqueName(`${tag}_attn_h`)]).output(0);
-      const tiled = g.addNode('Tile', [m3, c64(`${tag}_attn_rep`, [1, 1, a.headSize])], [g.uniqueName(`${tag}_attn_t`)]).output(0);
+      const n = layout.heads.get(b.index)!;
+      const m = sliceMask(layout.headOffset.get(b.index)!, n, `${tag}_attn`);
+      const m3 = g.addNode('Reshape', [m, c64(`${tag}_attn_s1`, [-1, n, 1])], [g.uniqueName(`${tag}_attn_h`)]).output(0);
+      // a unit's query heads are contiguous in the context that enters o
+      const tiled = g.addNode('Tile', [m3, c64(`${tag}_attn_rep`, [1, 1, (a.numHeads / n) * a.headSize])], [g.uniqueName(`${tag}_attn_t`)]).output(0);
       const shape = rank === 2 ? [-1, a.numHeads * a.headSize] : [-1, ...new Array<number>(rank - 2).fill(1), a.numHeads * a.headSize];
       const f = g.addNode('Reshape', [tiled, c64(`${tag}_attn_s2`, shape)], [g.uniqueName(`${tag}_attn_factor`)]).output(0);
-      applyAt(a.o.input, a.o.node, f, `${tag}_attn`, rank === 2, a.numHeads * a.headSize);
+      // the context's token dims tell where the batch sits when a Gemm reads them flattened
+      const batchLast = rank === 2 && !!batch && a.contextTokens.length > 1 && symEqual(a.contextTokens[a.contextTokens.length - 1], batch);
+      applyAt(a.o.input, a.o.node, f, `${tag}_attn`, rank === 2, a.numHeads * a.headSize, batchLast);
     }
   }
   const blockOutputs = new Map<number, string>();

@@ -15,10 +15,30 @@ export function planFromMask(layout: MaskLayout, mask: Float32Array): PrunePlan 
     if (mask[i] === 0) return;
     const m = u.kind === 'head' ? headKeep : mlpKeep;
     const list = m.get(u.block) ?? [];
-    list.push(u.index);
+    const per = u.kind === 'head' ? (layout.headsPerUnit.get(u.block) ?? 1) : 1;
+    for (let j = 0; j < per; j++) list.push(u.index * per + j);
     m.set(u.block, list);
   });
   return { mlpKeep, headKeep };
+}
+
+/**
+ * Removes `share` of all head units (query heads, or key/value groups), the lowest-scored across
+ * the model, keeping at least one in every attention; `mask` (default all ones) is kept otherwise.
+ */
+export function selectHeadShare(layout: MaskLayout, scores: Scores, share: number, mask: Float32Array = onesMask(1, layout.units.length)): Float32Array {
+  const heads = layout.units.map((u, i) => ({ u, i })).filter((x) => x.u.kind === 'head');
+  const target = Math.round(share * heads.length);
+  const left = new Map(layout.heads);
+  let removed = 0;
+  for (const { u, i } of heads.sort((a, b) => scores[a.i]! - scores[b.i]!)) {
+    if (removed >= target) break;
+    if (left.get(u.block)! <= 1) continue;
+    mask[i] = 0;
+    left.set(u.block, left.get(u.block)! - 1);
+    removed++;
+  }
+  return mask;
 }
 
 /** Removes `ratio` of the MLP neurons: the lowest-scored ones of each MLP, or of all of them. */

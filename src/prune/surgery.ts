@@ -225,7 +225,21 @@ function scaleShapeEntries(g: Graph, shapes: SymbolicShapes, node: Node, slot: n
     }
     return;
   }
-  if (['Unsqueeze', 'Squeeze', 'Cast', 'Identity'].includes(p.opType)) return scaleShapeEntries(g, shapes, copy, 0, entries, ratio);
+  const sameVector = shapes.value(p.input(0))?.length === shapes.value(v)?.length;
+  if (['Unsqueeze', 'Squeeze', 'Cast', 'Identity'].includes(p.opType) || (p.opType === 'Reshape' && sameVector)) return scaleShapeEntries(g, shapes, copy, 0, entries, ratio);
+  if (p.opType === 'Where') {
+    // torch's expand(-1, ...) picks each entry from one side: follow the side that supplies it
+    const cond = shapes.value(p.input(0));
+    const len = shapes.value(v)?.length;
+    const side = (e: number) => (cond?.[cond.length === 1 ? 0 : e]?.c ? 1 : 2);
+    if (cond && cond.every((c) => c && isNumber(c)) && entries.every((e) => shapes.value(p.input(side(e)))?.length === len)) {
+      for (const slotOf of [1, 2]) {
+        const mine = entries.filter((e) => side(e) === slotOf);
+        if (mine.length > 0) scaleShapeEntries(g, shapes, copy, slotOf, mine, ratio);
+      }
+      return;
+    }
+  }
   if (p.opType === 'Mul' && entries.length === 1) {
     const factor = [0, 1].find((i) => {
       const x = shapes.value(p.input(i));
