@@ -74,7 +74,7 @@ describe('prune pass', () => {
 
   it('user errors are one sentence', async () => {
     const cases: [() => unknown, RegExp][] = [
-      [() => prune({ method: 'optin' }), /needs --ratio or --flops/],
+      [() => prune({ method: 'optin' }), /needs --ratio, --flops or --head-ratio/],
       [() => prune({ method: 'magnitude', ratio: 1.5 }), /--ratio must be/],
       [() => prune({ method: 'mlp', ratio: 0.2, flops: 0.5 }), /either --ratio or --flops/],
       [() => prune({ method: 'nope' as never }), /unknown pruning method/],
