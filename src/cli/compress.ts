@@ -16,6 +16,7 @@ import { autoCompress } from '../search/auto.js';
 import { parseLimits } from '../validate/limits.js';
 import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
 import { positiveInt } from './eval.js';
+import { FORCE_HELP, refuseBelowFloor } from './quality-floor.js';
 import { runCommand } from './run-command.js';
 
 interface CompressFlags {
@@ -32,6 +33,7 @@ interface CompressFlags {
   latencyRuns: string;
   json?: boolean;
   quiet?: boolean;
+  force?: boolean;
 }
 
 export function registerCompress(program: Command): void {
@@ -52,6 +54,7 @@ export function registerCompress(program: Command): void {
     .option('--latency-runs <n>', 'timed runs per model for the latency figure', '20')
     .option('--json', 'print the report as one JSON object')
     .option('-q, --quiet', 'no progress and no table (errors only)')
+    .option('--force', FORCE_HELP)
     .action((modelPath: string, flags: CompressFlags) =>
       runCommand(async (signal) => {
         if (!isMetricName(flags.metric)) throw new UserError(`unknown metric '${flags.metric}' (choose from ${METRICS.join(', ')})`);
@@ -77,26 +80,31 @@ export function registerCompress(program: Command): void {
         };
         let report: CompressReport;
         let out;
-        if (flags.auto) {
-          log(`auto: searching for the smallest model within ${flags.maxDrop} ${flags.metric} of the original`);
-          const r = await autoCompress(model, {
-            calibration,
-            data: data!,
-            limit: limit!,
-            metric: flags.metric as MetricName,
-            threads,
-            progress,
-            signal,
-            latencyRuns,
-            onRanking: (ranked) => log(`sensitivity (output SQNR with one layer alone at 4 bits, most sensitive first): ${ranked.slice(0, 8).map((x) => `${x.name} ${x.outputSqnr.toFixed(1)} dB`).join(', ')}${ranked.length > 8 ? `, ... (${ranked.length} in all)` : ''}`),
-            onTrial: (t) => log(`trial ${t.index}: ${t.label.padEnd(44)} ${size(t.bytes).padStart(10)}  ${flags.metric} ${t.accuracy === null ? '-' : (t.accuracy * 100).toFixed(2) + '%'}  ${t.pass ? 'pass' : 'fail'}`),
-          });
-          out = r.model;
-          report = r.report;
-        } else {
-          const r = await compressModel(model, fromRecipe(recipe, flags.recipe), recipe.name ?? path.basename(flags.recipe ?? 'recipe'), { calibration, data, metric: flags.metric as MetricName, limit, threads, progress, signal, latencyRuns });
-          out = r.model;
-          report = r.report;
+        try {
+          if (flags.auto) {
+            log(`auto: searching for the smallest model within ${flags.maxDrop} ${flags.metric} of the original`);
+            const r = await autoCompress(model, {
+              calibration,
+              data: data!,
+              limit: limit!,
+              metric: flags.metric as MetricName,
+              threads,
+              progress,
+              signal,
+              latencyRuns,
+              onRanking: (ranked) => log(`sensitivity (output SQNR with one layer alone at 4 bits, most sensitive first): ${ranked.slice(0, 8).map((x) => `${x.name} ${x.outputSqnr.toFixed(1)} dB`).join(', ')}${ranked.length > 8 ? `, ... (${ranked.length} in all)` : ''}`),
+              onTrial: (t) => log(`trial ${t.index}: ${t.label.padEnd(44)} ${size(t.bytes).padStart(10)}  ${flags.metric} ${t.accuracy === null ? '-' : (t.accuracy * 100).toFixed(2) + '%'}  ${t.pass ? 'pass' : 'fail'}`),
+              force: flags.force,
+            });
+            out = r.model;
+            report = r.report;
+          } else {
+            const r = await compressModel(model, fromRecipe(recipe, flags.recipe), recipe.name ?? path.basename(flags.recipe ?? 'recipe'), { calibration, data, metric: flags.metric as MetricName, limit, threads, progress, signal, latencyRuns, force: flags.force });
+            out = r.model;
+            report = r.report;
+          }
+        } catch (e) {
+          return refuseBelowFloor(e, modelPath, flags.output, flags.json === true);
         }
         signal.throwIfAborted();
         if (flags.report.length > 0) {

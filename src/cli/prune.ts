@@ -8,6 +8,7 @@ import { prune, PRUNE_METHODS, type PruneMethod, type PruneSummary } from '../pa
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { positiveInt } from './eval.js';
+import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
 import { runCommand } from './run-command.js';
 
 interface PruneFlags {
@@ -22,6 +23,7 @@ interface PruneFlags {
   samples?: string;
   threads?: string;
   json?: boolean;
+  force?: boolean;
 }
 
 export function registerPrune(program: Command): void {
@@ -40,6 +42,7 @@ export function registerPrune(program: Command): void {
     .option('--samples <n>', 'calibration samples used for scoring (default 32)')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--json', 'print the summary as one JSON object')
+    .option('--force', FORCE_HELP)
     .action((modelPath: string, flags: PruneFlags) =>
       runCommand(async (signal) => {
         if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
@@ -57,12 +60,16 @@ export function registerPrune(program: Command): void {
         const calibration = flags.calib ? openDataset(flags.calib) : undefined;
         const progress = flags.json ? silentProgress : consoleProgress();
         const started = Date.now();
-        const { model: out, report } = await pipeline([pass]).apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal });
+        const applied = await pipeline([pass])
+          .apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal, force: flags.force })
+          .catch((e: unknown) => refuseBelowFloor(e, modelPath, flags.output, flags.json === true));
+        if (typeof applied === 'number') return applied;
+        const { model: out, report } = applied;
         signal.throwIfAborted();
         saveModel(out, flags.output);
         const s = report.passes.find((p) => p.pass === 'prune')!.summary as unknown as PruneSummary;
         if (flags.json) {
-          process.stdout.write(JSON.stringify({ input: modelPath, output: flags.output, seconds: (Date.now() - started) / 1000, ...s, report: report.entries }) + '\n');
+          process.stdout.write(JSON.stringify({ input: modelPath, output: flags.output, seconds: (Date.now() - started) / 1000, ...s, quality: report.quality, report: report.entries }) + '\n');
           return;
         }
         const pct = (a: number, b: number) => `${a} -> ${b} (${((100 * (b - a)) / a).toFixed(1)}%)`;
@@ -74,6 +81,7 @@ export function registerPrune(program: Command): void {
         if (s.flopsBefore !== null && s.flopsAfter !== null) lines.push(`FLOPs/sample    ${pct(s.flopsBefore, s.flopsAfter)}`);
         lines.push(`removed         ${s.neuronsRemoved} MLP neurons, ${s.headsRemoved} heads, ${s.sublayersRemoved} sublayers`);
         if (s.entropy) lines.push(`entropy         ${s.entropy.before.toFixed(4)} -> ${s.entropy.after.toFixed(4)} nats on the calibration batch`);
+        lines.push(`quality         ${qualityLine(report.quality)}`);
         for (const b of s.blocks) lines.push(`block ${String(b.index).padEnd(9)} heads ${b.attentionDropped ? 'dropped' : (b.heads ?? '-')}, MLP width ${b.mlpDropped ? 'dropped' : (b.mlpWidth ?? '-')}`);
         for (const e of report.entries.filter((x) => x.level !== 'info')) lines.push(`${e.level.padEnd(15)} ${e.target ? `${e.target}: ` : ''}${e.message}`);
         process.stdout.write(lines.join('\n') + '\n');

@@ -10,6 +10,7 @@ import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { BLOCK_SIZES, CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, parseGranularity, type BlockSize, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
 import { positiveInt } from './eval.js';
+import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
 import { runCommand } from './run-command.js';
 
 interface QuantizeFlags {
@@ -39,6 +40,7 @@ interface QuantizeFlags {
   cacheDir?: string;
   cache: boolean;
   json?: boolean;
+  force?: boolean;
 }
 
 export function registerQuantize(program: Command): void {
@@ -73,6 +75,7 @@ export function registerQuantize(program: Command): void {
     .option('--cache-dir <dir>', 'calibration cache folder (default .slimformer-cache, or SLIMFORMER_CACHE_DIR)')
     .option('--no-cache', 'do not read or write the calibration cache')
     .option('--json', 'print the report as one JSON object')
+    .option('--force', FORCE_HELP)
     .action((modelPath: string, flags: QuantizeFlags) =>
       runCommand(async (signal) => {
         if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
@@ -110,7 +113,7 @@ export function registerQuantize(program: Command): void {
         const calibration = flags.calib ? openDataset(flags.calib) : undefined;
         const progress = flags.json ? silentProgress : consoleProgress();
         const started = Date.now();
-        const { model: out, report } = await pipeline([
+        const applied = await pipeline([
           quantize({
             scheme,
             ...(weightBits !== undefined && weightBits !== 8 ? { weightBits } : {}),
@@ -130,7 +133,11 @@ export function registerQuantize(program: Command): void {
             embeddings: flags.embeddings,
             cacheDir: flags.cache ? flags.cacheDir : false,
           }),
-        ]).apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal });
+        ])
+          .apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal, force: flags.force })
+          .catch((e: unknown) => refuseBelowFloor(e, modelPath, flags.output, flags.json === true));
+        if (typeof applied === 'number') return applied;
+        const { model: out, report } = applied;
         signal.throwIfAborted();
         const saved = saveModel(out, flags.output);
         const summary = report.passes.find((p) => p.pass === 'quantize')!.summary as unknown as QuantizeSummary;
@@ -142,6 +149,7 @@ export function registerQuantize(program: Command): void {
           fileBytesBefore: fileBytes(modelPath),
           fileBytesAfter: fileBytes(saved.path, saved.dataPath),
           ...summary,
+          quality: report.quality,
           report: report.entries,
         };
         if (flags.json) {
@@ -164,6 +172,7 @@ export function registerQuantize(program: Command): void {
           const f = (x: number | null): string => (x === null ? 'not measured' : db(x));
           lines.push(`softmax     ${sm.attentions} attention(s) written as ${sm.mode === 'log2' ? `simulated log2 (${sm.bits}-bit codes, float ops)` : 'uniform 8-bit QDQ (integer kernels)'}: output SQNR ${f(sm.outputSqnr)}; ${sm.alternative.mode} would give ${f(sm.alternative.outputSqnr)}`);
         }
+        lines.push(`quality     ${qualityLine(report.quality)}`);
         for (const o of summary.outputs) lines.push(`output      '${o.name}' SQNR ${db(o.sqnr)} vs float (${summary.verifiedSamples} calibration samples)`);
         const worst = [...summary.layers].filter((l) => l.sqnr !== null).sort((a, b) => a.sqnr! - b.sqnr!).slice(0, 5);
         if (worst.length) lines.push(`lowest SQNR ${worst.map((l) => `${l.name} ${db(l.sqnr!)}`).join(', ')}`);

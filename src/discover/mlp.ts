@@ -17,8 +17,8 @@ const MAX_REGION = 48;
  */
 export function matchMlp(first: LinearLayer, linears: LinearIndex): Mlp | NoMatch | undefined {
   const x = first.output;
-  const { region: reached, fc2s, gateInput } = elementwiseRegion(first, linears);
-  if (fc2s.size === 0) return undefined;
+  const { region: reached, fc2s, gateInput, stopped } = elementwiseRegion(first, linears);
+  if (fc2s.size === 0) return unknownActivation(first, stopped, linears);
   if (fc2s.size > 1) {
     return fail(first.node, `its output reaches ${fc2s.size} linear layers through elementwise ops (${[...fc2s].map((l) => l.name).join(', ')})`);
   }
@@ -58,12 +58,29 @@ export function matchMlp(first: LinearLayer, linears: LinearIndex): Mlp | NoMatc
 }
 
 /**
- * The elementwise nodes computed from `first`'s output alone (besides constants), and the
- * linear layers that read them. One Mul may also read the output of another linear layer
+ * fc1 -> an op discovery does not know -> a linear back to fc1's input width: an MLP whose
+ * activation is not recognised, recorded with the op and node (otherwise the block would show
+ * no MLP and no reason). Only a linear reading the op's output directly counts, so attention
+ * projections (Reshape, Transpose, MatMul of two activations) are not taken for one.
+ */
+function unknownActivation(first: LinearLayer, stopped: Set<Node>, linears: LinearIndex): NoMatch | undefined {
+  for (const op of stopped) {
+    for (const o of op.outputs) {
+      const fc2 = o.consumers().map((c) => linears.atNode(c)).find((l) => l?.input === o && l.inFeatures === first.outFeatures && l.outFeatures === first.inFeatures);
+      if (fc2) return fail(first.node, `the activation between '${first.name}' and '${fc2.name}' is not recognised (op ${op.domain && op.domain !== 'ai.onnx' ? `${op.domain}.` : ''}${op.opType} '${nodeLabel(op)}' is not an elementwise op slimformer knows)`);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The elementwise nodes computed from `first`'s output alone (besides constants), the
+ * linear layers that read them, and the other ops that read them (`stopped`). One Mul may also read the output of another linear layer
  * with the same input: the "up" projection of a gated MLP.
  */
-function elementwiseRegion(first: LinearLayer, linears: LinearIndex): { region: Set<Node>; fc2s: Set<LinearLayer>; gateInput?: Value } {
+function elementwiseRegion(first: LinearLayer, linears: LinearIndex): { region: Set<Node>; fc2s: Set<LinearLayer>; gateInput?: Value; stopped: Set<Node> } {
   const region = new Set<Node>();
+  const stopped = new Set<Node>();
   const fc2s = new Set<LinearLayer>();
   const known = new Set<Value>([first.output]);
   let gateInput: Value | undefined;
@@ -76,6 +93,7 @@ function elementwiseRegion(first: LinearLayer, linears: LinearIndex): { region: 
         if (v !== first.output) fc2s.add(l);
         continue;
       }
+      if (!ELEMENTWISE.has(c.opType)) stopped.add(c);
       if (!ELEMENTWISE.has(c.opType) || region.has(c)) continue;
       const pending = c.inputs.filter((i): i is Value => !!i && !known.has(i) && !isConstant(i));
       if (pending.length === 1 && !gateInput && c.opType === 'Mul' && linears.producing(pending[0])?.input === first.input) {
@@ -90,7 +108,7 @@ function elementwiseRegion(first: LinearLayer, linears: LinearIndex): { region: 
       }
     }
   }
-  return { region, fc2s, gateInput };
+  return { region, fc2s, gateInput, stopped };
 }
 
 /** Nodes of `within` from which `v` can be reached, in the order they were added to `within`. */

@@ -9,6 +9,7 @@ import { maskLayout, type MaskLayout } from '../prune/mask.js';
 import { ampSearch, planFromMask, selectFlops, selectFlopsVerified, selectHeadShare, selectMlpRatio } from '../prune/select.js';
 import { applyPrunePlan, type PrunePlan } from '../prune/surgery.js';
 import { inStep } from '../progress.js';
+import { assertNotQuantized } from '../quantize/select.js';
 import type { Pass, PassContext } from './pass.js';
 
 export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention', 'drop-mlp'] as const;
@@ -69,6 +70,8 @@ export function prune(options: PruneOptions): Pass {
     name: PASS,
     async run(model: Model, ctx: PassContext) {
       const where = model.sourcePath ?? 'the model';
+      // quantized linears are not MatMuls with float weights, so discovery would find no blocks
+      assertNotQuantized(model, where, 'prune');
       const structure = discoverStructure(model);
       if (structure.blocks.length === 0) throw new UserError(`no transformer blocks were found in ${where}, so there is nothing to prune`);
       const layout = maskLayout(structure);

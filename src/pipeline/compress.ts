@@ -23,6 +23,8 @@ export interface CompressOptions {
   signal?: AbortSignal;
   /** Timed runs per model for latency (default 20; 0: no latency). */
   latencyRuns?: number;
+  /** Keep a result measured below the quality floor instead of throwing QualityFloorError (pipeline's `force`). */
+  force?: boolean;
 }
 
 export interface CompressResult {
@@ -37,7 +39,7 @@ export interface CompressResult {
  */
 export async function compressModel(model: Model, p: Pipeline, recipeName: string, options: CompressOptions): Promise<CompressResult> {
   const started = Date.now();
-  const { model: out, report } = await p.apply(model, { calibration: options.calibration, threads: options.threads, progress: options.progress ?? silentProgress, signal: options.signal });
+  const { model: out, report } = await p.apply(model, { calibration: options.calibration, threads: options.threads, progress: options.progress ?? silentProgress, signal: options.signal, force: options.force });
   const m = await measure(model, out, options);
   return {
     model: out,
@@ -47,6 +49,7 @@ export async function compressModel(model: Model, p: Pipeline, recipeName: strin
       recipe: { name: recipeName, passes: p.passes.map((x) => x.name) },
       seconds: (Date.now() - started) / 1000,
       ...m,
+      quality: report.quality,
       ...layerData(report.passes),
       passes: report.passes,
       entries: report.entries,

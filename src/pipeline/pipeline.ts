@@ -4,9 +4,21 @@ import { PassError, type Pass, type PassContext, type PassResult } from '../pass
 import { silentProgress } from '../progress.js';
 import { Report } from '../report/report.js';
 import { openDataset, type Dataset } from '../data/dataset.js';
+import { QualityFloorError, checkQuality, floorFor, qualityWarning, type QualityFloor } from '../validate/quality-floor.js';
 
 /** Options of a top-level run: any part of the context; calibration may be a path. */
-export type ApplyOptions = Partial<Omit<PassContext, 'calibration'>> & { calibration?: Dataset | string };
+export type ApplyOptions = Partial<Omit<PassContext, 'calibration'>> & {
+  calibration?: Dataset | string;
+  /**
+   * The quality floor the result is held to (default QUALITY_FLOOR, PRUNING_FLOOR when a
+   * prune pass changed the model): with calibration data, a
+   * changed model is compared with the input on the first calibration samples, and one below
+   * the floor is refused (QualityFloorError). false: not measured (report.quality stays null).
+   */
+  floor?: QualityFloor | false;
+  /** Return a result measured below the floor instead of throwing (recorded as a warning). */
+  force?: boolean;
+};
 
 /** A sequence of passes; itself a Pass, so pipelines nest. */
 export interface Pipeline extends Pass {
@@ -65,6 +77,13 @@ export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
       signal: options.signal ?? new AbortController().signal,
     };
     const result = await runIn(model.clone(), ctx);
+    if (result.modified && ctx.calibration && options.floor !== false) {
+      const check = await checkQuality(model, result.model, ctx.calibration, { threads: ctx.threads, signal: ctx.signal, floor: options.floor ?? floorFor(report.passes), force: options.force });
+      report.quality = check;
+      if (check.verdict === 'below-floor' && !check.forced) throw new QualityFloorError(check);
+      const warning = qualityWarning(check);
+      if (warning) report.warn('quality', warning);
+    }
     return { ...result, report };
   };
   return {

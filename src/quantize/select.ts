@@ -37,9 +37,10 @@ export function namePattern(pattern: string): RegExp {
   return new RegExp(`^${escaped}$`);
 }
 
-export function assertNotQuantized(model: Model, file: string): void {
+/** A user error naming the first quantized node; `action` is what to do with the float model instead (quantize, prune). */
+export function assertNotQuantized(model: Model, file: string, action = 'quantize'): void {
   for (const n of model.graph.allNodes()) {
-    if (QUANTIZED_OPS.has(n.opType)) throw new UserError(`${file} is already quantized (it has a ${n.opType} node '${n.name}'); quantize the float model instead`);
+    if (QUANTIZED_OPS.has(n.opType)) throw new UserError(`${file} is already quantized (it has a ${n.opType} node '${n.name}'); ${action} the float model instead`);
   }
 }
 

@@ -1,5 +1,6 @@
 import type { AnalysisResult } from '../analyze/analyze.js';
 import type { GateResult } from '../validate/gate.js';
+import type { QualityCheck } from '../validate/quality-floor.js';
 import type { PassRecord, ReportEntry } from './report.js';
 
 /** One auto-mode trial: what was tried and what it gave. */
@@ -29,6 +30,8 @@ export interface CompressReport {
   latency: { beforeMs: number; afterMs: number; runs: number; batch: number } | null;
   /** The output compared with the original on calibration data. */
   check: { samples: number; agreement: number; sqnr: number; cosine: number } | null;
+  /** The output against the quality floor on the verification samples (src/validate/quality-floor.ts). */
+  quality?: QualityCheck | null;
   /** Accuracy on --data: baseline, compressed, and the gate's verdict when a limit was given. */
   accuracy: { metric: string; before: number; after: number; samples: number; limit: string | null; pass: boolean | null } | null;
   /** Per-layer figures the passes recorded (quantize: bits and SQNR; prune: widths). */

@@ -21,6 +21,7 @@ export function summaryRows(r: CompressReport): string[][] {
     rows.push([`${r.accuracy.metric} (${r.accuracy.samples} samples)`, pct(r.accuracy.before), pct(r.accuracy.after), `${d >= 0 ? '+' : ''}${(d * 100).toFixed(2)} points${r.accuracy.pass === null ? '' : r.accuracy.pass ? ' (pass)' : ' (FAIL)'}`]);
   }
   if (r.check) rows.push([`vs original (${r.check.samples} calib samples)`, '', `agreement ${pct(r.check.agreement)}`, `output SQNR ${db(r.check.sqnr)}`]);
+  if (r.quality) rows.push([`quality floor (${r.quality.samples} calib samples)`, '', r.quality.verdict === 'below-floor' ? 'below, forced' : r.quality.verdict, `floor: SQNR ${Number.isFinite(r.quality.floor.sqnr) ? db(r.quality.floor.sqnr) : 'not held (pruned)'}, agreement ${pct(r.quality.floor.agreement)}`]);
   return rows;
 }
 

@@ -1,3 +1,5 @@
+import type { QualityCheck } from '../validate/quality-floor.js';
+
 /** What a pass did, one entry per fact worth telling the user. */
 export interface ReportEntry {
   pass: string;
@@ -22,6 +24,8 @@ export interface PassRecord {
 export class Report {
   readonly entries: ReportEntry[] = [];
   readonly passes: PassRecord[] = [];
+  /** The result against the input model and the quality floor (null: not measured, e.g. no calibration data). */
+  quality: QualityCheck | null = null;
 
   info(pass: string, message: string, extra: Partial<Pick<ReportEntry, 'target' | 'data'>> = {}): void {
     this.entries.push({ pass, level: 'info', message, ...extra });
@@ -35,7 +39,7 @@ export class Report {
     this.entries.push({ pass, level: 'skipped', message: reason, target });
   }
 
-  toJSON(): { passes: PassRecord[]; entries: ReportEntry[] } {
-    return { passes: this.passes, entries: this.entries };
+  toJSON(): { passes: PassRecord[]; entries: ReportEntry[]; quality: QualityCheck | null } {
+    return { passes: this.passes, entries: this.entries, quality: this.quality };
   }
 }

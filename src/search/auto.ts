@@ -14,6 +14,7 @@ import { evaluate } from '../validate/evaluate.js';
 import { GATE_METRIC_INFO } from '../validate/gate-metrics.js';
 import { checkLimit, type Limit } from '../validate/limits.js';
 import type { MetricName } from '../validate/metrics.js';
+import { QualityFloorError, checkQuality, floorFor, qualityWarning } from '../validate/quality-floor.js';
 
 export interface AutoOptions {
   calibration: Dataset;
@@ -40,6 +41,8 @@ export interface AutoOptions {
   onRanking?: (ranked: Sensitivity[]) => void;
   signal?: AbortSignal;
   latencyRuns?: number;
+  /** Keep a result measured below the quality floor instead of throwing QualityFloorError. */
+  force?: boolean;
 }
 
 /** How much one layer (or embedding table) alone costs when quantized at the search's lowest precision. */
@@ -105,7 +108,7 @@ export async function rankLayers(model: Model, scheme: Scheme, names: string[], 
     for (const name of names) {
       options.signal?.throwIfAborted();
       const recipe: Recipe = { name: 'sensitivity', passes: [{ pass: 'quantize', scheme, layerBits: { [name]: weightBits(scheme), '*': 'float' }, verifySamples: 8 }] };
-      const { report } = await fromRecipe(recipe).apply(model, { calibration, threads: options.threads, progress: silentProgress, signal: options.signal });
+      const { report } = await fromRecipe(recipe).apply(model, { calibration, threads: options.threads, progress: silentProgress, signal: options.signal, floor: false });
       const s = quantizeSummary(report.passes);
       out.push({ name, outputSqnr: s?.outputs[0]?.sqnr ?? Infinity });
       tick(out.length, name);
@@ -147,7 +150,8 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
   interface Kept { model: Model; trial: Trial; config: TrialConfig; passes: PassRecord[]; entries: ReportEntry[] }
   let best: Kept | undefined;
   let closest: Kept | undefined;
-  const ctx = { calibration: options.calibration, threads: options.threads, progress: silentProgress, signal: options.signal };
+  // trials are judged by the accuracy limit; the quality floor is checked once, on the kept model
+  const ctx = { calibration: options.calibration, threads: options.threads, progress: silentProgress, signal: options.signal, floor: false as const };
   // a calibration set that does not fit the model is the user's error, not "this model cannot be
   // pruned" (which the first pruning trial would take it for): say so before any trial
   bindDataset(options.calibration, model);
@@ -293,6 +297,10 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
   }
 
   const kept = best ?? closest!;
+  const quality = await checkQuality(model, kept.model, options.calibration, { threads: options.threads, signal: options.signal, force: options.force, floor: floorFor(kept.passes) });
+  if (quality.verdict === 'below-floor' && !quality.forced) throw new QualityFloorError(quality);
+  const warning = qualityWarning(quality);
+  if (warning) kept.entries.push({ pass: 'quality', level: 'warning', message: warning });
   const m = await measure(model, kept.model, { calibration: options.calibration, data: options.data, metric, limit: options.limit, threads: options.threads, signal: options.signal, latencyRuns: options.latencyRuns, progress: options.progress });
   const recipe = trialRecipe(kept.config);
   return {
@@ -305,6 +313,7 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
       recipe: { name: recipe.name!, passes: recipe.passes.map((p) => p.pass) },
       seconds: (Date.now() - started) / 1000,
       ...m,
+      quality,
       ...layerData(kept.passes),
       passes: kept.passes,
       entries: kept.entries,

@@ -30,7 +30,8 @@ if (have) {
 const evalData = () => openDataset(path.join(ROOT, 'calibration/vit_mnist/eval'));
 
 async function quantized(file: string, options: QuantizeOptions): Promise<{ model: Model; summary: QuantizeSummary }> {
-  const { model, report } = await pipeline([quantize({ cacheDir: false, verifySamples: 4, ...options })]).apply(loadModel(file), { calibration: openDataset(calibDir) });
+  // w4a4 RTN on the outlier fixture is broken on purpose (RepQuant is what repairs it): no quality floor here
+  const { model, report } = await pipeline([quantize({ cacheDir: false, verifySamples: 4, ...options })]).apply(loadModel(file), { calibration: openDataset(calibDir), floor: false });
   return { model, summary: report.passes[0]!.summary as unknown as QuantizeSummary };
 }
 async function integerKernels(m: Model): Promise<number> {
