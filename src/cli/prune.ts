@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { openDataset } from '../data/dataset.js';
 import { UserError } from '../errors.js';
@@ -8,6 +7,7 @@ import { prune, PRUNE_METHODS, type PruneMethod, type PruneSummary } from '../pa
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { positiveInt } from './eval.js';
+import { OutputPlan } from './output-paths.js';
 import { runCommand } from './run-command.js';
 
 interface PruneFlags {
@@ -41,7 +41,7 @@ export function registerPrune(program: Command): void {
     .action((modelPath: string, flags: PruneFlags) =>
       runCommand(async (signal) => {
         if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
-        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the pruned model to another file`);
+        const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'pruned model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const pass = prune({
           method: flags.method as PruneMethod,
           ratio: num(flags.ratio, '--ratio'),
@@ -56,7 +56,7 @@ export function registerPrune(program: Command): void {
         const started = Date.now();
         const { model: out, report } = await pipeline([pass]).apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal });
         signal.throwIfAborted();
-        saveModel(out, flags.output);
+        await outputs.write(() => saveModel(out, flags.output));
         const s = report.passes.find((p) => p.pass === 'prune')!.summary as unknown as PruneSummary;
         if (flags.json) {
           process.stdout.write(JSON.stringify({ input: modelPath, output: flags.output, seconds: (Date.now() - started) / 1000, ...s, report: report.entries }) + '\n');
