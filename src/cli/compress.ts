@@ -11,7 +11,7 @@ import { consoleProgress, silentProgress } from '../progress.js';
 import { analyzeModel } from '../analyze/analyze.js';
 import { type CompressReport, outlierRows } from '../report/compress-report.js';
 import { renderReport, reportJson, size, summaryRows, textTable, trialRows } from '../report/render.js';
-import { writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
+import { writeFileAtomic, writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
 import { autoCompress } from '../search/auto.js';
 import { parseLimits } from '../validate/limits.js';
 import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
@@ -117,7 +117,7 @@ export function registerCompress(program: Command): void {
           report.output = flags.output;
           report.size.after = fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0);
           report.size.before = fileBytes(modelPath);
-          for (const file of flags.report) writeAtomic(file, renderReport(report, file));
+          for (const file of flags.report) writeFileAtomic(file, renderReport(report, file));
           if (flags.junit) writeJunit(flags.junit, junitSuite(report, modelPath, flags.auto === true));
         });
         if (flags.json) process.stdout.write(reportJson(report).replace(/\n\s*/g, '') + '\n');
@@ -145,14 +145,6 @@ function chosenLayers(report: CompressReport): string {
 function fileBytes(f: string): number {
   const data = `${f}.data`;
   return fs.statSync(f).size + (fs.existsSync(data) ? fs.statSync(data).size : 0);
-}
-
-function writeAtomic(file: string, text: string): void {
-  const dir = path.dirname(path.resolve(file));
-  if (!fs.existsSync(dir)) throw new UserError(`cannot write ${file}: folder ${dir} does not exist`);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
 }
 
 /** The compress run as JUnit: the accuracy check, and for --auto whether any trial passed. */
