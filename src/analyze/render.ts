@@ -31,7 +31,7 @@ export function analysisText(r: AnalysisResult): string {
   lines.push('');
   lines.push(`max inf norm ${f(s.maxInfNorm)} (${s.maxInfNormLayer}); avg kurtosis ${f(s.avgKurtosis, 2)}; max kurtosis ${f(s.maxKurtosis, 2)} (${s.maxKurtosisLayer})`);
   lines.push(`outlier channels ${s.outlierChannels}; no-op heads ${s.noOpHeads}; layers w8a8 per-tensor breaks: ${s.breaking.join(', ') || 'none'}`);
-  if (s.exclude.length > 0) lines.push(`suggested: slimformer quantize ... --scheme w8a8 --exclude ${s.exclude.map((x) => `'${x}'`).join(' ')}`);
+  if (s.exclude.length > 0) lines.push(`suggested: slimformer quantize ... --scheme w8a8 ${s.exclude.map((x) => `--exclude '${x}'`).join(' ')}`);
   return lines.join('\n') + '\n';
 }
 

@@ -1,5 +1,3 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { analyzeModel } from '../analyze/analyze.js';
 import { gateAnalysis } from '../analyze/gate.js';
@@ -8,8 +6,10 @@ import { type WhatIfClipped, whatIfClippedSoftmax } from '../analyze/what-if.js'
 import { openDataset } from '../data/dataset.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../onnx/load.js';
+import { writeFileAtomic } from '../report/junit.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { positiveInt } from './eval.js';
+import { OutputPlan } from './output-paths.js';
 import { runCommand } from './run-command.js';
 
 interface AnalyzeFlags {
@@ -64,6 +64,10 @@ export function registerAnalyze(program: Command): void {
           clip = { gamma, zeta };
         }
         if (flags.eval && !clip) throw new UserError('--eval is used with --what-if-clipped');
+        const outputs = OutputPlan.check(
+          [flags.html ? { flag: '--html', file: flags.html, what: 'HTML report' } : undefined],
+          [{ file: modelPath, what: 'input model' }, { file: flags.calib, what: 'calibration dataset' }, flags.eval ? { file: flags.eval, what: 'evaluation dataset' } : undefined],
+        );
         const model = loadModel(modelPath);
         const calibration = openDataset(flags.calib);
         const options = {
@@ -82,16 +86,7 @@ export function registerAnalyze(program: Command): void {
           whatIf = await whatIfClippedSoftmax(model, calibration, { ...options, ...clip, before: result, evalData: flags.eval ? openDataset(flags.eval) : undefined });
         }
         const gate = gateAnalysis(result, { maxKurtosis, maxInfNorm });
-        if (flags.html) {
-          const tmp = path.join(path.dirname(path.resolve(flags.html)), `.${path.basename(flags.html)}.${process.pid}.tmp`);
-          try {
-            fs.writeFileSync(tmp, analysisHtml(result));
-            fs.renameSync(tmp, flags.html);
-          } catch (e) {
-            fs.rmSync(tmp, { force: true });
-            throw new UserError(`cannot write ${flags.html}: ${e instanceof Error ? e.message : String(e)}`);
-          }
-        }
+        if (flags.html) await outputs.write(() => writeFileAtomic(flags.html!, analysisHtml(result), 'HTML report'));
         if (flags.json) {
           process.stdout.write(JSON.stringify({ ...result, ...(whatIf ? { whatIfClipped: whatIf } : {}), gate: { maxKurtosis: maxKurtosis ?? null, maxInfNorm: maxInfNorm ?? null, ...gate } }, jsonSafe) + '\n');
         } else {

@@ -11,12 +11,14 @@ import { consoleProgress, silentProgress } from '../progress.js';
 import { analyzeModel } from '../analyze/analyze.js';
 import { type CompressReport, outlierRows } from '../report/compress-report.js';
 import { renderReport, reportJson, size, summaryRows, textTable, trialRows } from '../report/render.js';
-import { checkReportTarget, writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
+import { writeFileAtomic, writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
 import { autoCompress } from '../search/auto.js';
 import { parseLimits } from '../validate/limits.js';
 import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
 import { positiveInt } from './eval.js';
 import { FORCE_HELP, refuseBelowFloor } from './quality-floor.js';
+import { OutputPlan } from './output-paths.js';
+import { repeatable } from './repeatable.js';
 import { runCommand } from './run-command.js';
 
 interface CompressFlags {
@@ -48,7 +50,7 @@ export function registerCompress(program: Command): void {
     .option('--metric <name>', `accuracy metric on --data: ${METRICS.join(', ')}`, 'top1')
     .option('--max-drop <limit>', 'largest allowed accuracy drop (0.005 absolute, or 0.5% relative); with --data, exit 1 when exceeded')
     .option('--auto', 'search for the smallest model within --max-drop (needs --data and --max-drop)')
-    .option('--report <file>', 'also write the report: .json, .md or .html (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
+    .option('--report <file>', 'also write the report: .json, .md or .html; repeat the flag for more files', repeatable, [])
     .option('--junit <file>', 'write the accuracy check (and the auto search result) as JUnit XML for CI')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--latency-runs <n>', 'timed runs per model for the latency figure', '20')
@@ -58,11 +60,13 @@ export function registerCompress(program: Command): void {
     .action((modelPath: string, flags: CompressFlags) =>
       runCommand(async (signal) => {
         if (!isMetricName(flags.metric)) throw new UserError(`unknown metric '${flags.metric}' (choose from ${METRICS.join(', ')})`);
-        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the compressed model to another file`);
         for (const r of flags.report) if (!/\.(json|md|html?)$/.test(r)) throw new UserError(`--report ${r}: the file must end in .json, .md or .html`);
+        const outputs = OutputPlan.check(
+          [{ flag: '-o', file: flags.output, what: 'compressed model' }, ...flags.report.map((file) => ({ flag: '--report', file, what: 'report' })), flags.junit ? { flag: '--junit', file: flags.junit, what: 'JUnit report' } : undefined],
+          [{ file: modelPath, what: 'input model' }, { file: flags.calib, what: 'calibration dataset' }, flags.data ? { file: flags.data, what: 'evaluation dataset' } : undefined, flags.recipe ? { file: flags.recipe, what: 'recipe' } : undefined],
+        );
         if (flags.auto && (!flags.data || !flags.maxDrop)) throw new UserError('--auto needs --data (labelled evaluation data) and --max-drop (the accuracy limit)');
         if (flags.auto && flags.recipe) throw new UserError('--auto chooses its own recipe; leave out --recipe');
-        if (flags.junit) checkReportTarget(flags.junit, 'JUnit report');
         const limit = flags.maxDrop ? parseLimits({ maxDrop: [flags.maxDrop] }).all : undefined;
         if (flags.maxDrop && !limit) throw new UserError(`--max-drop takes one VALUE or VALUE%, not '${flags.maxDrop}'`);
         if (limit && !flags.data) throw new UserError('--max-drop needs --data (labelled evaluation data) to measure the drop');
@@ -116,12 +120,14 @@ export function registerCompress(program: Command): void {
             report.entries.push({ pass: 'analyze', level: 'warning', message: `outlier metrics not measured: ${e.message}` });
           }
         }
-        const saved = saveModel(out, flags.output);
-        report.output = flags.output;
-        report.size.after = fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0);
-        report.size.before = fileBytes(modelPath);
-        for (const file of flags.report) writeAtomic(file, renderReport(report, file));
-        if (flags.junit) writeJunit(flags.junit, junitSuite(report, modelPath, flags.auto === true));
+        await outputs.write(() => {
+          const saved = saveModel(out, flags.output);
+          report.output = flags.output;
+          report.size.after = fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0);
+          report.size.before = fileBytes(modelPath);
+          for (const file of flags.report) writeFileAtomic(file, renderReport(report, file));
+          if (flags.junit) writeJunit(flags.junit, junitSuite(report, modelPath, flags.auto === true));
+        });
         if (flags.json) process.stdout.write(reportJson(report).replace(/\n\s*/g, '') + '\n');
         else if (!flags.quiet) {
           const lines = [`${modelPath} -> ${flags.output}  (recipe ${report.recipe.name}: ${report.recipe.passes.join(', ')})`, '', textTable(summaryRows(report))];
@@ -147,14 +153,6 @@ function chosenLayers(report: CompressReport): string {
 function fileBytes(f: string): number {
   const data = `${f}.data`;
   return fs.statSync(f).size + (fs.existsSync(data) ? fs.statSync(data).size : 0);
-}
-
-function writeAtomic(file: string, text: string): void {
-  const dir = path.dirname(path.resolve(file));
-  if (!fs.existsSync(dir)) throw new UserError(`cannot write ${file}: folder ${dir} does not exist`);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
 }
 
 /** The compress run as JUnit: the accuracy check, and for --auto whether any trial passed. */

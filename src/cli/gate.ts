@@ -3,12 +3,13 @@ import { UserError } from '../errors.js';
 import { openDataset } from '../data/dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { consoleProgress, silentProgress } from '../progress.js';
-import { checkReportTarget, writeJunit } from '../report/junit.js';
+import { writeJunit } from '../report/junit.js';
 import { gate } from '../validate/gate.js';
 import { GATE_METRICS, type GateMetricName, isGateMetricName } from '../validate/gate-metrics.js';
 import { gateJson, gateJunitSuite, gateTable } from '../validate/gate-report.js';
 import { assignLimits, gateMetricList, parseLimits } from '../validate/limits.js';
 import { positiveInt } from './eval.js';
+import { OutputPlan } from './output-paths.js';
 import { runCommand } from './run-command.js';
 
 interface GateFlags {
@@ -82,7 +83,10 @@ export function registerGate(program: Command): void {
         const limits = assignLimits(metrics, parsed);
         const batchSize = positiveInt(opts.batchSize, '--batch-size');
         const threads = opts.threads ? positiveInt(opts.threads, '--threads') : undefined;
-        if (opts.junit) checkReportTarget(opts.junit, 'JUnit report');
+        const outputs = OutputPlan.check(
+          [opts.junit ? { flag: '--junit', file: opts.junit, what: 'JUnit report' } : undefined],
+          [{ file: opts.baseline, what: 'baseline model' }, { file: opts.candidate, what: 'candidate model' }, { file: opts.data, what: 'dataset' }],
+        );
         const baseline = loadModel(opts.baseline);
         const candidate = loadModel(opts.candidate);
         const dataset = openDataset(opts.data);
@@ -98,7 +102,7 @@ export function registerGate(program: Command): void {
           progress: opts.json ? silentProgress : consoleProgress(),
           signal,
         });
-        if (opts.junit) writeJunit(opts.junit, gateJunitSuite(result));
+        if (opts.junit) await outputs.write(() => writeJunit(opts.junit!, gateJunitSuite(result)));
         process.stdout.write(opts.json ? JSON.stringify(gateJson(result)) + '\n' : gateTable(result));
         return result.pass ? 0 : 1;
       }),

@@ -1,4 +1,3 @@
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { openDataset } from '../data/dataset.js';
 import { UserError } from '../errors.js';
@@ -9,6 +8,7 @@ import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { positiveInt } from './eval.js';
 import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
+import { OutputPlan } from './output-paths.js';
 import { runCommand } from './run-command.js';
 
 interface PruneFlags {
@@ -46,7 +46,7 @@ export function registerPrune(program: Command): void {
     .action((modelPath: string, flags: PruneFlags) =>
       runCommand(async (signal) => {
         if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
-        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the pruned model to another file`);
+        const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'pruned model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const pass = prune({
           method: flags.method as PruneMethod,
           ratio: num(flags.ratio, '--ratio'),
@@ -66,7 +66,7 @@ export function registerPrune(program: Command): void {
         if (typeof applied === 'number') return applied;
         const { model: out, report } = applied;
         signal.throwIfAborted();
-        saveModel(out, flags.output);
+        await outputs.write(() => saveModel(out, flags.output));
         const s = report.passes.find((p) => p.pass === 'prune')!.summary as unknown as PruneSummary;
         if (flags.json) {
           process.stdout.write(JSON.stringify({ input: modelPath, output: flags.output, seconds: (Date.now() - started) / 1000, ...s, quality: report.quality, report: report.entries }) + '\n');

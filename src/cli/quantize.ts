@@ -1,5 +1,4 @@
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { openDataset } from '../data/dataset.js';
@@ -11,6 +10,8 @@ import { consoleProgress, silentProgress } from '../progress.js';
 import { BLOCK_SIZES, CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, parseGranularity, type BlockSize, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
 import { positiveInt } from './eval.js';
 import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
+import { repeatable } from './repeatable.js';
+import { OutputPlan } from './output-paths.js';
 import { runCommand } from './run-command.js';
 
 interface QuantizeFlags {
@@ -68,8 +69,8 @@ export function registerQuantize(program: Command): void {
     .option('--block-size <n>', 'input features per scale for w8/w4/w3/w2: 16, 32, 64 or 128 (the same as --granularity block:N)', '32')
     .option('--granularity <g>', 'weights sharing one scale: tensor | channel (one per output channel) | block:N (N inputs of one output channel, N = 16, 32, 64 or 128; weight-only schemes); overrides --block-size and --per-channel')
     .option('--weight-grid <kind>', 'weight-only schemes: symmetric | asymmetric (a zero point per group; default symmetric, asymmetric for w2)')
-    .option('--exclude <pattern...>', 'keep matching layers in float (glob like "*.attn.*" or /regex/)', [])
-    .option('--layer-bits <pattern=bits...>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float, e.g. "lm_head=8" "blocks.0.*=float"; the first matching pattern wins', [])
+    .option('--exclude <pattern>', 'keep matching layers in float (glob like "*.attn.*" or /regex/); repeat the flag for more patterns', repeatable, [])
+    .option('--layer-bits <pattern=bits>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float; repeat the flag for more, e.g. --layer-bits lm_head=8 --layer-bits "blocks.0.*=float"; the first matching pattern wins', repeatable, [])
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--cache-dir <dir>', 'calibration cache folder (default .slimformer-cache, or SLIMFORMER_CACHE_DIR)')
@@ -108,7 +109,7 @@ export function registerQuantize(program: Command): void {
         if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) throw new UserError(`--block-size must be ${BLOCK_SIZES.join(', ')}, not ${blockSize}`);
         if (flags.weightGrid !== undefined && !['symmetric', 'asymmetric'].includes(flags.weightGrid)) throw new UserError(`unknown --weight-grid '${flags.weightGrid}' (choose from symmetric, asymmetric)`);
         const granularity = flags.granularity === undefined ? { perChannel: flags.perChannel, blockSize: blockSize as BlockSize } : parseGranularity(flags.granularity, scheme);
-        if (path.resolve(flags.output) === path.resolve(modelPath)) throw new UserError(`the output ${flags.output} is the input model; write the quantized model to another file`);
+        const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'quantized model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const model = loadModel(modelPath);
         const calibration = flags.calib ? openDataset(flags.calib) : undefined;
         const progress = flags.json ? silentProgress : consoleProgress();
@@ -139,7 +140,7 @@ export function registerQuantize(program: Command): void {
         if (typeof applied === 'number') return applied;
         const { model: out, report } = applied;
         signal.throwIfAborted();
-        const saved = saveModel(out, flags.output);
+        const saved = await outputs.write(() => saveModel(out, flags.output));
         const summary = report.passes.find((p) => p.pass === 'quantize')!.summary as unknown as QuantizeSummary;
         const fileBytes = (f: string, d?: string): number => statSize(f) + (d ? statSize(d) : 0);
         const result = {

@@ -4,6 +4,7 @@ import { DataType, isFloatType } from '../ir/dtype.js';
 import type { Model } from '../ir/model.js';
 import type { Dim } from '../ir/value.js';
 import type { Dataset, NamedArray, Sample } from './dataset.js';
+import { firstOutOfRange, indexedTables } from './index-ranges.js';
 
 /** A graph input the caller must feed (inputs with an initializer default are optional). */
 export interface ModelInput {
@@ -44,6 +45,7 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
     });
     return out;
   };
+  const tables = indexedTables(model);
   let labelled: boolean | undefined;
   for (let i = 0; i < dataset.size; i++) {
     const where = dataset.where(i);
@@ -53,7 +55,8 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
       const name = nameOf(a, k);
       const expected = byName.get(name);
       if (!expected) {
-        throw new UserError(`${where}: tensor '${name}' is not an input of the model (its inputs are ${inputs.map((x) => `'${x.name}'`).join(', ')})`);
+        const known = inputs.length ? `its inputs are ${inputs.map((x) => `'${x.name}'`).join(', ')}` : 'the model takes no inputs';
+        throw new UserError(`${where}: tensor '${name}' is not an input of the model (${known})`);
       }
       seen.add(name);
       if (a.dtype !== expected.dtype) {
@@ -62,12 +65,27 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
       if (expected.shape && !shapeFits(a.dims, expected.shape)) {
         throw new UserError(`${where}: tensor '${name}' has shape [${a.dims.join(',')}] but the model's input '${name}' takes [${expected.shape.map((d) => d ?? '?').join(',')}]`);
       }
+      // samples are concatenated along the first axis into batches: each must hold one example
+      if (a.dims.length > 0 && a.dims[0] !== 1 && typeof expected.shape?.[0] !== 'number') {
+        throw new UserError(`${sample.files?.inputs[k] ?? where}: tensor '${name}' has shape [${a.dims.join(',')}], a batch axis of ${a.dims[0]}; a sample holds one example (batch axis 1, see "Datasets" in the README)`);
+      }
       const bad = isFloatType(a.dtype) && a.dtype !== DataType.FLOAT16 ? nonFinite(a.data as Float32Array) : undefined;
       if (bad) throw new UserError(`${where}: tensor '${name}' contains ${bad}`);
+      for (const t of tables) {
+        if (t.input !== name) continue;
+        const out = firstOutOfRange(a.data as ArrayLike<number | bigint>, t.rows);
+        if (out) {
+          throw new UserError(`${sample.files?.inputs[k] ?? where}: tensor '${name}' holds ${out.value} at position ${out.at}, outside the ${t.rows} rows of table '${t.table}' that node '${t.node}' reads (valid: ${-t.rows} to ${t.rows - 1})`);
+        }
+      }
     });
     const missing = inputs.filter((x) => !seen.has(x.name));
     if (missing.length > 0) throw new UserError(`${where}: no data for the model's input '${missing[0]!.name}'`);
     const hasLabel = sample.label !== undefined;
+    const label = sample.label;
+    if (label && label.dims.length > 0 && label.dims[0] !== 1 && sample.inputs.every((a) => a.dims[0] === 1)) {
+      throw new UserError(`${sample.files?.label ?? where}: the label has shape [${label.dims.join(',')}], a batch axis of ${label.dims[0]}; a sample holds one example (batch axis 1, see "Datasets" in the README)`);
+    }
     if (labelled !== undefined && labelled !== hasLabel) throw new UserError(`${where}: some samples have a label.pb and others do not`);
     labelled = hasLabel;
   }
@@ -95,6 +113,16 @@ export interface Batch {
   /** Index of the batch's first sample in the dataset. */
   start: number;
   count: number;
+}
+
+/** The samples of one batch, named for messages (the dataset and the sample's place in it). */
+export interface BatchSamples {
+  count: number;
+  where(sampleInBatch: number): string;
+}
+
+export function batchSamples(dataset: Dataset, batch: Batch): BatchSamples {
+  return { count: batch.count, where: (i) => dataset.where(batch.start + i) };
 }
 
 /**

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors.js';
 import { type ArrayTensor, arrayTensorFromTensor } from '../ir/array-tensor.js';
+import { DataType, dtypeName } from '../ir/dtype.js';
 import { elementCount, type TypedArray } from '../ir/tensor.js';
 import { readTensorFile } from '../onnx/tensor-file.js';
 import { parseNpy } from './npy.js';
@@ -17,6 +18,8 @@ export interface Sample {
   label: ArrayTensor | undefined;
   /** Expected model outputs (output_K.pb), when the dataset has them. */
   expected: NamedArray[];
+  /** The files the inputs and label were read from (folder layout), for messages. */
+  files?: { inputs: string[]; label?: string };
 }
 
 /**
@@ -79,13 +82,24 @@ function openTestDataFolder(dir: string): Dataset {
     where: (i) => folders[i]!,
     read(i) {
       const folder = folders[i]!;
-      const inputs = numbered(folder, 'input').map(readNamed);
+      const inputFiles = numbered(folder, 'input');
+      const inputs = inputFiles.map(readNamed);
       if (inputs.length === 0) throw new UserError(`sample folder ${folder} has no input_0.pb`);
       const labelFile = path.join(folder, 'label.pb');
-      const label = fs.existsSync(labelFile) ? arrayTensorFromTensor(readTensorFile(labelFile)) : undefined;
-      return { inputs, label, expected: numbered(folder, 'output').map(readNamed) };
+      const label = fs.existsSync(labelFile) ? checkLabelType(arrayTensorFromTensor(readTensorFile(labelFile)), labelFile) : undefined;
+      return { inputs, label, expected: numbered(folder, 'output').map(readNamed), files: { inputs: inputFiles, label: label ? labelFile : undefined } };
     },
   };
+}
+
+const INTEGER_TYPES: readonly DataType[] = [DataType.INT64, DataType.INT32, DataType.INT16, DataType.INT8, DataType.UINT8, DataType.UINT16, DataType.UINT32, DataType.UINT64];
+
+/** Labels are class indices: int64 as documented (any integer type is read); a float label is a mistake. */
+function checkLabelType(label: ArrayTensor, where: string): ArrayTensor {
+  if (!INTEGER_TYPES.includes(label.dtype)) {
+    throw new UserError(`${where} holds ${dtypeName(label.dtype)} labels; labels must be int64 class indices (see "Datasets" in the README)`);
+  }
+  return label;
 }
 
 function npyArray(file: string): ArrayTensor {
@@ -110,7 +124,7 @@ function npzArrays(file: string): Map<string, ArrayTensor> {
 
 /** Arrays with a leading sample axis: sample i is row i of each (kept with a batch axis of 1). */
 function openArrays(file: string, arrays: Map<string, ArrayTensor>): Dataset {
-  const label = arrays.get('label');
+  const label = arrays.has('label') ? checkLabelType(arrays.get('label')!, `the 'label' array of ${file}`) : undefined;
   arrays.delete('label');
   const inputs = [...arrays].filter(([name]) => !name.startsWith('output'));
   if (inputs.length === 0) throw new UserError(`dataset ${file} holds no input arrays`);

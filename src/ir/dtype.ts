@@ -55,6 +55,11 @@ const NAMES: Record<number, string> = {
   [DataType.FLOAT4E2M1]: 'float4e2m1',
 };
 
+/** Whether `value` is one of the element types above (UNDEFINED, 0, is not). */
+export function isDataType(value: number): value is DataType {
+  return value in NAMES;
+}
+
 /** Short lower-case name ("float32", "int64"), as onnxruntime-node names tensor types. */
 export function dtypeName(dtype: DataType): string {
   return NAMES[dtype] ?? `dtype(${dtype})`;

@@ -81,7 +81,7 @@ function graphFromProto(p: IGraphProto, parent: Graph | undefined, ctx: TensorDe
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i]!;
     const np = protoNodes[i]!;
-    for (const a of np.attribute ?? []) n.attributes.set(a.name ?? '', attributeFromProto(a, g, ctx));
+    for (const a of np.attribute ?? []) n.attributes.set(a.name ?? '', attributeFromProto(a, g, ctx, `the tensor of attribute '${a.name ?? ''}' of node '${n.name}' (${n.opType})`));
     for (const name of np.input ?? []) {
       if (name === '') {
         n.appendInput(undefined);
@@ -120,7 +120,7 @@ export function typeFromProto(t: ITypeProto): ValueType {
   return { kind: 'opaque', bytes: onnx.TypeProto.encode(t).finish() };
 }
 
-function attributeFromProto(a: IAttributeProto, g: Graph, ctx: TensorDecodeContext): Attribute {
+function attributeFromProto(a: IAttributeProto, g: Graph, ctx: TensorDecodeContext, label: string): Attribute {
   const extra: Pick<Attribute, 'refAttrName' | 'docString'> = {};
   if (a.refAttrName) extra.refAttrName = a.refAttrName;
   if (a.docString) extra.docString = a.docString;
@@ -133,7 +133,7 @@ function attributeFromProto(a: IAttributeProto, g: Graph, ctx: TensorDecodeConte
     case A.STRING:
       return { type: 'string', value: a.s ?? new Uint8Array(), ...extra };
     case A.TENSOR:
-      return { type: 'tensor', value: decodeTensor(a.t ?? {}, ctx), ...extra };
+      return { type: 'tensor', value: decodeTensor(a.t ?? {}, ctx, label), ...extra };
     case A.GRAPH:
       return { type: 'graph', value: graphFromProto(a.g ?? {}, g, ctx), ...extra };
     case A.FLOATS:
@@ -143,7 +143,7 @@ function attributeFromProto(a: IAttributeProto, g: Graph, ctx: TensorDecodeConte
     case A.STRINGS:
       return { type: 'strings', value: [...(a.strings ?? [])], ...extra };
     case A.TENSORS:
-      return { type: 'tensors', value: (a.tensors ?? []).map((t) => decodeTensor(t, ctx)), ...extra };
+      return { type: 'tensors', value: (a.tensors ?? []).map((t, i) => decodeTensor(t, ctx, `${label.replace('the tensor', `tensor ${i}`)}`)), ...extra };
     case A.GRAPHS:
       return { type: 'graphs', value: (a.graphs ?? []).map((x) => graphFromProto(x, g, ctx)), ...extra };
     default:

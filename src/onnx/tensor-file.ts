@@ -20,7 +20,8 @@ export function readTensorFile(file: string): Tensor {
   } catch (e) {
     throw new UserError(`${file} is not a valid serialized ONNX tensor (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (!proto.dataType) throw new UserError(`${file} is not a valid serialized ONNX tensor (no data type)`);
+  // neither a type nor a name: not a tensor file at all (a tensor with a bad type is named by decodeTensor)
+  if (!proto.dataType && !proto.name) throw new UserError(`${file} is not a valid serialized ONNX tensor (no data type)`);
   return decodeTensor(proto, { file, baseDir: path.dirname(path.resolve(file)), readExternal: readExternalBytes });
 }
 

@@ -1,4 +1,4 @@
-import { DataType, byteLength, dtypeName } from '../ir/dtype.js';
+import { DataType, byteLength, dtypeName, isDataType } from '../ir/dtype.js';
 import { Tensor, elementCount, type ExternalReader } from '../ir/tensor.js';
 import { UserError } from '../errors.js';
 import { type ITensorProto, longToBigInt, longToNumber, toLong } from './proto.js';
@@ -15,12 +15,18 @@ export interface TensorDecodeContext {
   readExternal: ExternalReader;
 }
 
-/** TensorProto → Tensor. Typed fields are converted to raw_data layout once, here. */
-export function decodeTensor(p: ITensorProto, ctx: TensorDecodeContext): Tensor {
+/**
+ * TensorProto → Tensor. Typed fields are converted to raw_data layout once, here. `label` names
+ * a tensor that has no name of its own (a node attribute's) in messages.
+ */
+export function decodeTensor(p: ITensorProto, ctx: TensorDecodeContext, label?: string): Tensor {
   const name = p.name ?? '';
   const dtype = (p.dataType ?? 0) as DataType;
   const dims = (p.dims ?? []).map((d) => longToNumber(d));
-  const where = `tensor '${name}' in ${ctx.file}`;
+  const where = `${name === '' && label ? label : `tensor '${name}'`} in ${ctx.file}`;
+  if (!isDataType(dtype)) {
+    throw new UserError(dtype === DataType.UNDEFINED ? `${where} has no data type (data_type 0, UNDEFINED); the file is corrupt` : `${where} has data type ${dtype}, which is not an ONNX data type; the file is corrupt or from a newer ONNX`);
+  }
   if (dims.some((d) => d < 0 || !Number.isSafeInteger(d))) throw new UserError(`${where} has an invalid shape [${dims.join(',')}]`);
   if (p.segment) throw new UserError(`${where} is a segmented tensor, which slimformer does not read`);
   let t: Tensor;

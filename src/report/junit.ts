@@ -80,22 +80,6 @@ const text = escapeXmlText;
 const attr = escapeXmlAttribute;
 
 /**
- * Checks before long work that a report can be written to `file` (its folder exists and it is
- * not itself a folder), so a bad path fails at once rather than after the run.
- */
-export function checkReportTarget(file: string, what = 'report'): void {
-  const dir = path.dirname(path.resolve(file));
-  let stat: fs.Stats | undefined;
-  try {
-    stat = fs.statSync(dir);
-  } catch {
-    stat = undefined;
-  }
-  if (!stat?.isDirectory()) throw new UserError(`cannot write the ${what} ${file}: folder ${path.dirname(file)} does not exist`);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UserError(`cannot write the ${what} ${file}: it is a folder`);
-}
-
-/**
  * Writes a file atomically: to a temporary name in the same folder, then renamed over `file`,
  * so a reader never sees half a report and a failure leaves nothing behind.
  */

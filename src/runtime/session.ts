@@ -90,7 +90,8 @@ export class Session {
       intraOpNumThreads: options.threads ?? defaultThreads(),
       interOpNumThreads: 1,
       graphOptimizationLevel: options.optimization ?? 'all',
-      logSeverityLevel: 3,
+      // fatal only: a failed run is reported by slimformer's own sentence, not also by onnxruntime's log line
+      logSeverityLevel: 4,
     };
     if (!options.spinning) sessionOptions.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
     if (options.memoryArena === false) {

@@ -1,5 +1,5 @@
 import { UserError } from '../errors.js';
-import { batches, bindDataset } from '../data/bind.js';
+import { batchSamples, batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
 import { inStep, type Progress, silentProgress } from '../progress.js';
@@ -41,7 +41,7 @@ export async function evaluate(model: Model, dataset: Dataset, options: Evaluate
       for (const batch of batches(bound, options.batchSize ?? 32)) {
         options.signal?.throwIfAborted();
         const out = await session.run(batch.feeds, [output]);
-        acc.add(out[output]!, batch.label!, output);
+        acc.add(out[output]!, batch.label!, output, batchSamples(dataset, batch));
         tick(batch.start + batch.count);
       }
     });

@@ -1,5 +1,5 @@
 import { UserError, isUserError } from '../errors.js';
-import { type BoundDataset, batches, bindDataset, modelInputs } from '../data/bind.js';
+import { type BoundDataset, batchSamples, batches, bindDataset, modelInputs } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import { describe } from '../ir/array-tensor.js';
 import { type DataType, dtypeName } from '../ir/dtype.js';
@@ -110,8 +110,8 @@ export async function gate(options: GateOptions): Promise<GateResult> {
         const b = (await sb.run(batch.feeds, [output]))[output]!;
         const c = (await sc.run(batch.feeds, [output]))[output]!;
         if (labelMetrics.length > 0) {
-          accBaseline.add(b, batch.label!, output);
-          accCandidate.add(c, batch.label!, output);
+          accBaseline.add(b, batch.label!, output, batchSamples(dataset, batch));
+          accCandidate.add(c, batch.label!, output, batchSamples(dataset, batch));
         }
         if (comparisonMetrics.length > 0) {
           if (b.dtype !== c.dtype) throw new UserError(`output '${output}' is ${describe(b)} in the ${names.baseline} but ${describe(c)} in the ${names.candidate}`);

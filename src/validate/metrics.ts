@@ -1,6 +1,12 @@
 import { UserError } from '../errors.js';
+import type { BatchSamples } from '../data/bind.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { isFloatType } from '../ir/dtype.js';
+
+/** A batch's shape as one sample's: the first axis divided among the batch's samples. */
+function perSample(dims: readonly number[], count: number): number[] {
+  return dims.length > 0 && dims[0]! % count === 0 ? [dims[0]! / count, ...dims.slice(1)] : [...dims];
+}
 
 export const METRICS = ['top1', 'nll', 'perplexity'] as const;
 export type MetricName = (typeof METRICS)[number];
@@ -23,12 +29,14 @@ export class MetricAccumulator {
   private correct = 0;
   private nllSum = 0;
 
-  add(scores: ArrayTensor, labels: ArrayTensor, outputName: string): void {
+  /** `samples` names the batch's samples in messages (a label error names the dataset and sample). */
+  add(scores: ArrayTensor, labels: ArrayTensor, outputName: string, samples?: BatchSamples): void {
     const classes = scores.dims[scores.dims.length - 1] ?? 0;
     const lead = scores.dims.slice(0, -1);
     const fits = labels.dims.length === lead.length ? labels.dims.every((d, i) => d === lead[i]) : labels.dims.length === lead.length + 1 && labels.dims[labels.dims.length - 1] === 1 && lead.every((d, i) => d === labels.dims[i]);
     if (!fits) {
-      throw new UserError(`labels of shape [${labels.dims.join(',')}] do not fit output '${outputName}' of shape [${scores.dims.join(',')}] (expected [${lead.join(',')}])`);
+      const one = (dims: readonly number[]): string => `[${(samples ? perSample(dims, samples.count) : dims).join(',')}]`;
+      throw new UserError(`${samples ? `${samples.where(0)}: the label` : 'labels'} of shape ${one(labels.dims)} do${samples ? 'es' : ''} not fit output '${outputName}' of shape ${one(scores.dims)} (expected ${one(lead)})`);
     }
     if (!isFloatType(scores.dtype)) throw new UserError(`output '${outputName}' is not a floating-point tensor of scores`);
     const s = scores.data as Float32Array;
@@ -37,7 +45,10 @@ export class MetricAccumulator {
     for (let p = 0; p < n; p++) {
       const label = Number(l[p]);
       if (label < 0) continue;
-      if (label >= classes) throw new UserError(`label ${label} is out of range for output '${outputName}' with ${classes} classes`);
+      if (label >= classes) {
+        const at = samples ? `${samples.where(Math.floor((p * samples.count) / n))}: ` : '';
+        throw new UserError(`${at}label ${label} is out of range for output '${outputName}' with ${classes} classes (0 to ${classes - 1})`);
+      }
       const base = p * classes;
       let best = 0;
       let max = -Infinity;

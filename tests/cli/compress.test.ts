@@ -41,9 +41,9 @@ describe('slimformer compress', () => {
     const fail = fs.readFileSync(junit, 'utf8');
     expect(fail).toMatch(/failures="1"/);
     expect(fail).toMatch(/<failure message="top1 0\.974 -&gt; 0\.\d+ on 500 samples exceeds max drop 0\.005" type="LimitExceeded"/);
-    const missing = compressCli(model, '-o', path.join(dir, 'j-x.onnx'), '--calib', calib, '--junit', path.join(dir, 'no-such-folder', 'r.xml'));
-    expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/cannot write the JUnit report .*no-such-folder/);
+    const underFile = compressCli(model, '-o', path.join(dir, 'j-x.onnx'), '--calib', calib, '--junit', path.join(junit, 'r.xml'));
+    expect(underFile.code).toBe(2);
+    expect(underFile.stderr).toMatch(/cannot write the JUnit report .*compress\.xml\/r\.xml \(--junit\): .*compress\.xml is a file, not a folder/);
   });
 
   it('prints JSON and writes JSON, Markdown and HTML reports', () => {

@@ -138,10 +138,13 @@ describe('slimformer gate: bad input or usage exits 2 with one sentence', () => 
     expectUserError(gateCli(...baseArgs(otherFile), '--max-drop', '0.01'), /the baseline .*base\.onnx and the candidate .*other\.onnx have different outputs: the candidate has no output 'logits'/);
   });
 
-  it('a --junit path whose folder is missing fails before the run and writes nothing', () => {
+  it('a --junit path whose folder is missing is created with the report (mkdir -p); under a file it fails before the run', () => {
     const file = path.join(dir, 'no-such-folder', 'gate.xml');
-    expectUserError(gateCli(...baseArgs(small), '--max-drop', '0.01', '--junit', file), /cannot write the JUnit report .*gate\.xml: folder .*no-such-folder does not exist/);
-    expect(fs.existsSync(path.dirname(file))).toBe(false);
+    const r = gateCli(...baseArgs(small), '--max-drop', '0.01', '--junit', file);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readFileSync(file, 'utf8')).toMatch(/<testsuites/);
+    const underFile = path.join(file, 'again.xml');
+    expectUserError(gateCli(...baseArgs(small), '--max-drop', '0.01', '--junit', underFile), /cannot write the JUnit report .*again\.xml \(--junit\): .*gate\.xml is a file, not a folder/);
   });
 
   it('--help documents the limit syntax and the exit codes', () => {

@@ -10,7 +10,7 @@ const { dir, modelFile: model, calibDir: calib } = builtFixture({ blocks: 1, hid
 describe('quantize --layer-bits from the CLI', () => {
   it('writes each matched layer at its own bits (MatMulNBits) and keeps float layers as MatMul', () => {
     const out = path.join(dir, 'mixed.onnx');
-    const r = cli('quantize', model, '-o', out, '--calib', calib, '--no-cache', '--scheme', 'w4', '--layer-bits', '*.mlp.*=8', '*.attn.out=float', '--json');
+    const r = cli('quantize', model, '-o', out, '--calib', calib, '--no-cache', '--scheme', 'w4', '--layer-bits', '*.mlp.*=8', '--layer-bits', '*.attn.out=float', '--json');
     expect(r.code, r.stderr).toBe(0);
     const layers = JSON.parse(r.stdout).layers as { name: string; bits: number }[];
     const bitsOf = new Map(layers.map((l) => [l.name, l.bits]));

@@ -94,4 +94,13 @@ describe('.npz and .npy', () => {
     fs.writeFileSync(broken, Buffer.from('definitely not numpy'));
     expect(() => openDataset(broken)).toThrow(/broken\.npy: not a \.npy file/);
   });
+
+  it('a float label array is refused, naming the file; int32 labels are read', () => {
+    const floatLabels = path.join(dir, 'float-labels.npz');
+    fs.writeFileSync(floatLabels, npzBytes({ features: npyBytes('<f4', [5, FEATURES], flat), label: npyBytes('<f4', [5], Float32Array.from(labels)) }));
+    expect(() => openDataset(floatLabels)).toThrow(/the 'label' array of .*float-labels\.npz holds float32 labels; labels must be int64 class indices/);
+    const intLabels = path.join(dir, 'int32-labels.npz');
+    fs.writeFileSync(intLabels, npzBytes({ features: npyBytes('<f4', [5, FEATURES], flat), label: npyBytes('<i4', [5], Int32Array.from(labels)) }));
+    expect([...openDataset(intLabels).read(2).label!.data]).toEqual([labels[2]]);
+  });
 });
