@@ -11,7 +11,7 @@ import { readTensorFile } from '../../src/onnx/tensor-file.js';
 // trained ones reproduce the metrics recorded by `slimformer eval` when the zoo was made.
 // The metrics here are computed independently of src/validate: argmax and log-softmax below.
 
-const ROOT = path.resolve(__dirname, '..', '..');
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const MANIFEST = path.join(ROOT, 'fixtures', 'zoo', 'manifest.json');
 
 interface Entry {
