@@ -151,7 +151,8 @@ export function consoleProgress(stream: NodeJS.WriteStream = process.stderr, int
         const s = steps.pop();
         if (!s) return;
         hideBar();
-        stream.write(finalLine(s, outcome, String(detail)) + '\n');
+        // in a log, the error or interrupt that stopped the step says so in its one line
+        if (tty || outcome === 'done') stream.write(finalLine(s, outcome, String(detail)) + '\n');
         lastLog = Date.now();
         showTop();
       });

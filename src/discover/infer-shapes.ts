@@ -304,6 +304,8 @@ export class SymbolicShapes {
         return void setShape([product(s.slice(0, a) as Sym[]), product(s.slice(a) as Sym[])]);
       }
       default:
+        // an op of a custom domain with one output: most are activations; assume it keeps its input's shape
+        if (n.domain && n.domain !== 'ai.onnx' && n.domain !== 'com.microsoft' && n.outputs.length === 1) return void setShape(inShape(0));
         if (REDUCE.has(op)) {
           const s = inShape(0);
           if (!s) return;
