@@ -101,6 +101,11 @@ export function findFoldSites(structure: Structure): FoldSearch {
       views.push(v);
       for (const use of v.uses()) {
         if (SHAPE_ONLY.has(use.node.opType)) continue;
+        if (use.node.graph !== v.graph) {
+          // read inside a subgraph (If/Loop body): handed y back from this graph, never followed
+          if (!restore.some((r) => r.node === use.node && r.value === v)) restore.push({ node: use.node, value: v });
+          continue;
+        }
         const l = byNode.get(use.node);
         if (l && use.index === 0 && l.input === v && foldableReader(l, hidden) === undefined) {
           if (!linears.includes(l)) linears.push(l);

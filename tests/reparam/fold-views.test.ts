@@ -25,7 +25,7 @@ function values(n: number, seed: number): number[] {
  * Shape; and two readers that do move the channel axis, which must get the original values
  * back: Reshape to [B, S·E] and Transpose [2, 0, 1].
  */
-function normWithViews(rms: boolean): Model {
+function normWithViews(rms: boolean, ifBranch = false): Model {
   const g = new Graph('views');
   const x = g.addInput('x', { kind: 'tensor', dtype: DataType.FLOAT, shape: [B, S, E] });
   const gamma = g.addInitializer(Tensor.from('gamma', DataType.FLOAT, [E], values(E, 1).map((v) => 1 + 0.5 * v)));
@@ -44,6 +44,21 @@ function normWithViews(rms: boolean): Model {
   const merged = g.addNode('Reshape', [y, c('merged_shape', [2], [B, S * E])], ['out_merged']);
   const moved = g.addNode('Transpose', [y], ['out_moved'], { attributes: { perm: { type: 'ints', value: [2, 0, 1] } } });
   for (const n of [gemm, mm, dims, merged, moved]) g.outputs.push(n.output(0));
+  if (ifBranch) {
+    // an If whose branches read y from the enclosing graph
+    const branch = (op: string): Graph => {
+      const b = new Graph(op);
+      // a layout op inside the branch must not be followed: the restore has to live in the enclosing graph
+      const swapped = b.addNode('Transpose', [y], [`${op}_swapped`], { attributes: { perm: { type: 'ints', value: [1, 0, 2] } } }).output(0);
+      const out = b.addNode(op, [swapped], [`${op}_y`]).output(0);
+      out.type = { kind: 'tensor', dtype: DataType.FLOAT, shape: [S, B, E] };
+      b.outputs.push(out);
+      return b;
+    };
+    const cond = c('cond', [], [1], DataType.BOOL);
+    const node = g.addNode('If', [cond], ['out_if'], { attributes: { then_branch: { type: 'graph', value: branch('Neg') }, else_branch: { type: 'graph', value: branch('Abs') } } });
+    g.outputs.push(node.output(0));
+  }
   const m = new Model(g);
   m.opsetImports = new Map([['', 17]]);
   return m;
@@ -74,4 +89,18 @@ describe('fold through layout readers', () => {
       for (const l of site.linears) expect(l.node.input(1)!.name).toMatch(/weight_folded/);
     });
   }
+});
+
+describe('fold with a reader inside a subgraph', () => {
+  it('an If branch reading the norm output is handed y back from the enclosing graph; outputs change by <= 1e-5 relative', async () => {
+    const original = normWithViews(false, true);
+    const model = original.clone();
+    const { sites } = findFoldSites(discoverStructure(model));
+    expect(sites).toHaveLength(1);
+    expect(sites[0]!.restore.map((r) => r.node.opType).sort()).toEqual(['Reshape', 'Transpose', 'Transpose', 'Transpose']);
+    applyFold(model, sites[0]!, { scale: values(E, 7).map((v) => Math.exp(v * 3)), shift: values(E, 8) });
+    const feeds: Record<string, ArrayTensor> = { x: { dtype: DataType.FLOAT, dims: [B, S, E], data: Float32Array.from(values(B * S * E, 9), (v) => 3 * v) } };
+    const [a, b] = await runBoth(original, model, feeds);
+    expect(relativeError(a, b)).toBeLessThanOrEqual(1e-5);
+  });
 });
