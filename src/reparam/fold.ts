@@ -1,6 +1,9 @@
-import { constantSource, constantTensor } from '../discover/constants.js';
+import { constantNumbers, constantSource, constantTensor } from '../discover/constants.js';
+import { SymbolicShapes } from '../discover/infer-shapes.js';
+import { topoPositions } from '../discover/order.js';
 import type { LinearLayer, NormLayer, Structure } from '../discover/structure.js';
 import { DataType } from '../ir/dtype.js';
+import type { Graph } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import { Tensor } from '../ir/tensor.js';
@@ -8,18 +11,32 @@ import type { Value } from '../ir/value.js';
 
 /**
  * A LayerNorm (or RMSNorm) whose output can be rescaled per channel, and the linear layers
- * that read it. `restore` lists the other readers (residual Adds of post-LN blocks): the fold
- * hands them the original tensor again through `y = y' * r + t`, so the rewrite stays exact.
+ * that read it, directly or through layout ops that keep the channel axis last (`views`).
+ * `restore` lists every other reader (residual Adds, a masked mean-pool, ...): the fold hands
+ * each the original tensor again through `y = y' * r + t`, so the rewrite stays exact.
+ * Shape-only readers (`Shape`, `Size`) see the same dims before and after and need nothing.
  */
 export interface FoldSite {
   /** The norm's output name (what the report and the calibration use). */
   name: string;
   norm: NormLayer;
   linears: LinearLayer[];
-  restore: Node[];
+  /** The norm output and its channel-last layout views (Transpose, Reshape, Gather, ...) on the way to the linears. */
+  views: Value[];
+  restore: FoldReader[];
   hidden: number;
-  /** False for RMSNorm and for norms written without a bias: only t = 0 folds there. */
-  canShift: boolean;
+  /**
+   * Where a shift t goes: 'bias' into the norm's β (a LayerNorm with β, or a fused
+   * LayerNormalization that takes one); 'add' into a new `Add(·, -t/r)` right after the norm
+   * (RMSNorm, and LayerNorms written without β), which is exact as well.
+   */
+  shiftBy: 'bias' | 'add';
+}
+
+/** A reader that is handed the original values back: `node` reads `value` (the norm output or one of its views). */
+export interface FoldReader {
+  node: Node;
+  value: Value;
 }
 
 export interface FoldSearch {
@@ -39,15 +56,20 @@ export interface AffineFold {
   shift?: ArrayLike<number>;
 }
 
+/** Readers that take only a tensor's dims, never its values. */
+const SHAPE_ONLY = new Set(['Shape', 'Size']);
+
 /**
- * The norms whose output may be rescaled: each reader must be a linear layer with a float
- * constant weight (a residual Add may read it too; it gets the original tensor back).
- * Every norm that does not qualify is listed with the reason.
+ * The norms whose output may be rescaled: at least one linear layer with a float constant
+ * weight must read it, directly or through layout ops that keep the channel axis last; every
+ * other reader gets the original tensor back. Every norm that does not qualify is listed with
+ * the reason.
  */
 export function findFoldSites(structure: Structure): FoldSearch {
   const out: FoldSearch = { sites: [], skipped: [] };
   const byNode = new Map<Node, LinearLayer>(structure.linears.map((l) => [l.node, l]));
-  const residualAdds = new Set(structure.residuals.map((r) => r.add));
+  let shapes: SymbolicShapes | undefined;
+  const shapesOf = (graph: Graph): SymbolicShapes => (shapes ??= new SymbolicShapes(graph, graph.nodes.slice().sort(byPosition(topoPositions(graph)))));
   for (const norm of structure.norms) {
     const name = norm.output.name;
     const skip = (reason: string): void => void out.skipped.push({ name, reason });
@@ -65,46 +87,123 @@ export function findFoldSites(structure: Structure): FoldSearch {
       skip('the norm bias (β) is not a float constant');
       continue;
     }
-    if (norm.output.isGraphOutput()) {
-      skip('the norm output is a graph output');
-      continue;
-    }
     const linears: LinearLayer[] = [];
-    const restore: Node[] = [];
+    const restore: FoldReader[] = [];
+    const views: Value[] = [];
     let reason: string | undefined;
-    for (const use of norm.output.uses()) {
-      const l = byNode.get(use.node);
-      if (l && use.index === 0 && l.input === norm.output) {
-        const w = constantTensor(l.weight);
-        if (!w || w.dtype !== DataType.FLOAT) reason = `reader '${l.name}' has no float constant weight`;
-        else if (l.inFeatures !== hidden) reason = `reader '${l.name}' takes ${l.inFeatures} features, the norm gives ${hidden}`;
-        else if (l.node.opType === 'Gemm' && (l.node.intAttr('transA', 0) !== 0 || l.node.floatAttr('alpha', 1) !== 1 || l.node.floatAttr('beta', 1) !== 1)) reason = `reader '${l.name}' is a Gemm with transA/alpha/beta`;
-        else if (l.bias && constantTensor(l.bias)?.dtype !== DataType.FLOAT) reason = `reader '${l.name}' has a bias that is not a float constant`;
-        else {
+    const queue: Value[] = [norm.output];
+    walk: while (queue.length > 0) {
+      const v = queue.shift()!;
+      if (v.isGraphOutput()) {
+        reason = v === norm.output ? 'the norm output is a graph output' : `the norm output reaches the graph output '${v.name}' through layout ops`;
+        break;
+      }
+      views.push(v);
+      for (const use of v.uses()) {
+        if (SHAPE_ONLY.has(use.node.opType)) continue;
+        if (use.node.graph !== v.graph) {
+          // read inside a subgraph (If/Loop body): handed y back from this graph, never followed
+          if (!restore.some((r) => r.node === use.node && r.value === v)) restore.push({ node: use.node, value: v });
+          continue;
+        }
+        const l = byNode.get(use.node);
+        if (l && use.index === 0 && l.input === v && foldableReader(l, hidden) === undefined) {
           if (!linears.includes(l)) linears.push(l);
           continue;
         }
-        break;
+        if (l && use.index === 0 && l.input === v && l.inFeatures !== hidden) {
+          // a linear over other features means the channel axis was not where we thought
+          reason = foldableReader(l, hidden);
+          break walk;
+        }
+        const next = channelView(use.node, use.index, v, (g) => shapesOf(g), hidden);
+        if (next) {
+          queue.push(next);
+          continue;
+        }
+        if (!restore.some((r) => r.node === use.node && r.value === v)) restore.push({ node: use.node, value: v });
       }
-      if (residualAdds.has(use.node)) {
-        if (!restore.includes(use.node)) restore.push(use.node);
-        continue;
-      }
-      reason = `the norm output is also read by ${use.node.opType} '${use.node.name}', which is not a linear layer or a residual add`;
-      break;
     }
     if (reason) {
       skip(reason);
       continue;
     }
     if (linears.length === 0) {
-      skip('no linear layer reads the norm output');
+      const readers = restore.map((r) => `${r.node.opType} '${r.node.name}'`).join(', ');
+      skip(`no linear layer with a float constant weight reads the norm output (directly or through Transpose/Reshape/Gather/Slice keeping the channel axis last); its readers: ${readers || 'none'}`);
       continue;
     }
-    const canShift = norm.kind === 'layernorm' && (!!norm.bias || norm.form === 'fused');
-    out.sites.push({ name, norm, linears, restore, hidden, canShift });
+    const shiftBy = norm.kind === 'layernorm' && (!!norm.bias || norm.form === 'fused') ? 'bias' : 'add';
+    out.sites.push({ name, norm, linears, views, restore, hidden, shiftBy });
   }
   return out;
+}
+
+/** Why a linear reading the norm output cannot absorb the factors, or undefined when it can. */
+function foldableReader(l: LinearLayer, hidden: number): string | undefined {
+  const w = constantTensor(l.weight);
+  if (!w || w.dtype !== DataType.FLOAT) return `reader '${l.name}' has no float constant weight`;
+  if (l.inFeatures !== hidden) return `reader '${l.name}' takes ${l.inFeatures} features, the norm gives ${hidden}`;
+  if (l.node.opType === 'Gemm' && (l.node.intAttr('transA', 0) !== 0 || l.node.floatAttr('alpha', 1) !== 1 || l.node.floatAttr('beta', 1) !== 1)) return `reader '${l.name}' is a Gemm with transA/alpha/beta`;
+  if (l.bias && constantTensor(l.bias)?.dtype !== DataType.FLOAT) return `reader '${l.name}' has a bias that is not a float constant`;
+  return undefined;
+}
+
+/**
+ * The output of `node` when it only moves or selects elements of `v` (read at `index`) and
+ * keeps v's last axis, the channel axis, as its own last axis: then a per-channel scale and
+ * shift commute with it. Transpose must leave the last axis in place; Reshape, Flatten,
+ * Squeeze and Unsqueeze keep the channel of every element when the last dim is `hidden` on
+ * both sides (row-major order: channel = flat index mod hidden); Gather and Slice must not
+ * touch the last axis.
+ */
+function channelView(node: Node, index: number, v: Value, shapesOf: (g: Graph) => SymbolicShapes, hidden: number): Value | undefined {
+  if (index !== 0 || node.outputs.length < 1) return undefined;
+  const graph = v.graph;
+  const rankOf = (x: Value): number | undefined => (graph ? shapesOf(graph).shape(x)?.length : undefined);
+  switch (node.opType) {
+    case 'Identity':
+      return node.output(0);
+    case 'Transpose': {
+      const perm = node.intsAttr('perm');
+      const rank = perm?.length ?? rankOf(v);
+      if (rank === undefined) return undefined;
+      const last = perm ? perm[rank - 1] : 0;
+      return last === rank - 1 ? node.output(0) : undefined;
+    }
+    case 'Reshape':
+    case 'Flatten':
+    case 'Squeeze':
+    case 'Unsqueeze': {
+      const dims = graph ? shapesOf(graph).shape(node.output(0)) : undefined;
+      const lastDim = dims?.[dims.length - 1];
+      return lastDim && lastDim.s.length === 0 && lastDim.c === hidden ? node.output(0) : undefined;
+    }
+    case 'Gather': {
+      const rank = rankOf(v);
+      if (rank === undefined) return undefined;
+      const axis = node.intAttr('axis', 0)!;
+      return (axis + rank) % rank !== rank - 1 ? node.output(0) : undefined;
+    }
+    case 'Slice': {
+      const rank = rankOf(v);
+      if (rank === undefined) return undefined;
+      let axes = node.input(3) ? constantNumbers(node.input(3)) : undefined;
+      if (!node.input(3)) {
+        const n = graph ? shapesOf(graph).shape(node.input(1))?.[0] : undefined;
+        if (n && n.s.length === 0) axes = Array.from({ length: n.c }, (_, i) => i);
+      }
+      if (!axes) return undefined;
+      return axes.every((a) => (a + rank) % rank !== rank - 1) ? node.output(0) : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+function byPosition(positions: Map<Node, number>): (a: Node, b: Node) => number {
+  const at = (n: Node): number => positions.get(n) ?? Number.MAX_SAFE_INTEGER;
+  return (a, b) => at(a) - at(b);
 }
 
 /** Reads a constant as float32 [out, in] rows for the linear (whatever its stored layout). */
@@ -115,7 +214,11 @@ function weightRows(l: LinearLayer): { w: Float32Array; stride: number } {
 /**
  * Applies y' = (y - t) / r at a site, in place: new constants for the norm's γ and β and for
  * each reader's weight and bias (shared originals are left to other readers), and a
- * `y' * r + t` branch for residual readers. Arithmetic is in float64, stored as float32.
+ * `y' * r + t` branch for every other reader. Arithmetic is in float64, stored as float32.
+ *
+ * Without a β to absorb the shift (RMSNorm, LayerNorm written without bias), the norm keeps
+ * γ' = γ / r and an `Add(·, -t/r)` follows it: (γ/r)·x̂ - t/r = (γ·x̂ - t)/r = (y - t)/r, the
+ * same y' as with β, so the readers' rewrite is unchanged (docs/repquant.md).
  */
 export function applyFold(model: Model, site: FoldSite, fold: AffineFold): void {
   const g = model.graph;
@@ -125,7 +228,6 @@ export function applyFold(model: Model, site: FoldSite, fold: AffineFold): void 
   if (r.length !== n || t.length !== n) throw new Error(`fold at '${site.name}': ${r.length} factors and ${t.length} shifts for ${n} channels`);
   for (let i = 0; i < n; i++) if (!(r[i]! > 0) || !Number.isFinite(r[i]!)) throw new Error(`fold at '${site.name}': factor ${i} is ${r[i]}, not a positive number`);
   const shifted = t.some((x) => x !== 0);
-  if (shifted && !site.canShift) throw new Error(`fold at '${site.name}': the norm has no bias, so only a pure scaling (t = 0) can be folded`);
   const base = site.name;
 
   // the readers first (they need the original W for the bias)
@@ -183,25 +285,39 @@ export function applyFold(model: Model, site: FoldSite, fold: AffineFold): void 
     const bv = g.addInitializer(Tensor.from(`${base}.beta_folded`, DataType.FLOAT, constantTensor(site.norm.bias)!.dims, b2));
     replaceConstant(site.norm.nodes, site.norm.bias, bv);
     site.norm.bias = bv;
-  } else if (shifted) {
+  } else if (shifted && site.shiftBy === 'bias') {
     // a fused LayerNormalization without its optional bias input
     const node = site.norm.nodes[0]!;
     const bv = g.addInitializer(Tensor.from(`${base}.beta_folded`, DataType.FLOAT, [n], b2));
     node.setInput(2, bv);
     site.norm.bias = bv;
+  } else if (shifted) {
+    // no β to absorb -t/r: it follows the norm as an Add, which every reader then reads
+    const y = site.norm.output;
+    const bv = g.addInitializer(Tensor.from(`${base}.fold_beta`, DataType.FLOAT, [n], b2));
+    const add = g.addNode('Add', [y, bv], [g.uniqueName(`${base}_fold_shifted`)], { name: g.uniqueNodeName(`${base}/fold_shift`), after: y.producer()! });
+    y.replaceAllUsesWith(add.output(0));
+    add.setInput(0, y);
+    const i = site.views.indexOf(y);
+    site.views[i] = add.output(0);
+    for (const reader of site.restore) if (reader.value === y) reader.value = add.output(0);
   }
 
-  // residual readers get y = y' * r + t back
-  if (site.restore.length > 0) {
-    const y = site.norm.output;
-    const rv = g.addInitializer(Tensor.from(`${base}.fold_scale`, DataType.FLOAT, [n], r));
-    const producer = y.producer()!;
-    let back: Value = g.addNode('Mul', [y, rv], [`${base}_restored`], { name: g.uniqueNodeName(`${base}/fold_restore`), after: producer }).output(0);
-    if (shifted) {
-      const tv = g.addInitializer(Tensor.from(`${base}.fold_shift`, DataType.FLOAT, [n], t));
-      back = g.addNode('Add', [back, tv], [`${base}_restored_shifted`], { name: g.uniqueNodeName(`${base}/fold_restore_shift`), after: back.producer()! }).output(0);
+  // every other reader gets y = y' * r + t back, at the view it reads (channel axis last there too)
+  const restored = new Map<Value, Value>();
+  for (const { node, value } of site.restore) {
+    let back = restored.get(value);
+    if (!back) {
+      const stem = g.uniqueName(`${value.name}_restored`);
+      const rv = g.addInitializer(Tensor.from(`${stem}.fold_scale`, DataType.FLOAT, [n], r));
+      back = g.addNode('Mul', [value, rv], [stem], { name: g.uniqueNodeName(`${base}/fold_restore`), after: value.producer()! }).output(0);
+      if (shifted) {
+        const tv = g.addInitializer(Tensor.from(`${stem}.fold_shift`, DataType.FLOAT, [n], t));
+        back = g.addNode('Add', [back, tv], [`${stem}_shifted`], { name: g.uniqueNodeName(`${base}/fold_restore_shift`), after: back.producer()! }).output(0);
+      }
+      restored.set(value, back);
     }
-    for (const node of site.restore) node.inputs.forEach((v, i) => v === y && node.setInput(i, back));
+    node.inputs.forEach((v, i) => v === value && node.setInput(i, back));
   }
 }
 

@@ -87,11 +87,7 @@ export async function repQuantReparam(model: Model, data: Dataset, options: RepQ
   const observer = options.observer ?? 'mse';
   const { sites, skipped } = findFoldSites(discoverStructure(model));
   const result: RepQuantResult = { bits: options.bits, observer, activations: new Map(), folded: [], skipped: [...skipped] };
-  const usable: FoldSite[] = [];
-  for (const s of sites) {
-    if (s.canShift) usable.push(s);
-    else result.skipped.push({ name: s.name, reason: 'the norm has no bias (RMSNorm), so the zero-point shift cannot be folded' });
-  }
+  const usable: FoldSite[] = sites;
   if (usable.length === 0) return result;
   const cal = await calibrate(model, data, {
     tensors: usable.map((s) => s.name),
@@ -110,7 +106,9 @@ export async function repQuantReparam(model: Model, data: Dataset, options: RepQ
     const grid = channelGrid(range.min, range.max, options.bits);
     const fold = gridFold(grid);
     applyFold(model, site, fold);
-    result.activations.set(site.name, { scale: Math.fround(grid.scale), zeroPoint: grid.zeroPoint, ...(options.bits < 8 ? { qmax: grid.qmax } : {}) });
+    // the linears may read the folded tensor through layout views (or after the RMSNorm's shift Add): same values, same grid
+    const params: ActivationParams = { scale: Math.fround(grid.scale), zeroPoint: grid.zeroPoint, ...(options.bits < 8 ? { qmax: grid.qmax } : {}) };
+    for (const name of new Set([site.name, ...site.linears.map((l) => l.node.input(0)!.name)])) result.activations.set(name, params);
     result.folded.push({ name: site.name, scale: grid.scale, zeroPoint: grid.zeroPoint, maxRatio: Math.max(...fold.scale), minRatio: Math.min(...fold.scale) });
   }
   return result;
