@@ -13,6 +13,8 @@ const PATH_OPS = new Set(['Reshape', 'Transpose', 'Unsqueeze', 'Squeeze', 'Cast'
 
 /** A projection traced from a MatMul operand back to its linear layer. */
 interface Traced {
+  /** Concats of a key/value cache with the new tokens on the way. */
+  cache: Node[];
   linear: LinearLayer;
   layout: Layout;
   scale: number;
@@ -161,6 +163,7 @@ export function matchAttention(softmax: Node, linears: LinearIndex, shapes: Symb
     kFeatures: { start: k.layout.offset, size: numKvHeads * headSize },
     vFeatures: { start: vp.layout.offset, size: numKvHeads * vDim },
     contextTokens: ctx.contextTokens,
+    cacheConcats: [...k.cache, ...vp.cache],
     layout: qs.batch.some((ax) => ax.includes(qs.head!) && ax.some((f) => f.kind === 'tok')) ? 'batch-heads' : 'heads',
     softmax,
     mask: mask.mask,
@@ -203,6 +206,7 @@ function scaleSiteOf(scores: boolean, onQ: boolean, onK: boolean): Attention['sc
  */
 function traceProjection(softmax: Node, start: Value, role: string, linears: LinearIndex, shapes: SymbolicShapes, nodes: Node[]): Traced | NoMatch {
   const path: PathStep[] = [];
+  const cache: Node[] = [];
   let scale = 1;
   let rotaryDims: Traced['rotaryDims'] = 0;
   let v = start;
@@ -251,6 +255,7 @@ function traceProjection(softmax: Node, start: Value, role: string, linears: Lin
       const cached = cacheConcat(p);
       if (cached) {
         path.push({ node: p, slot: cached.slot, out: 0, cacheConcat: true });
+        cache.push(p);
         v = p.input(cached.slot)!;
         continue;
       }
@@ -265,7 +270,7 @@ function traceProjection(softmax: Node, start: Value, role: string, linears: Lin
   const replay = new LayoutReplay(shapes, softmax);
   const layout = replay.run(start0, path.reverse());
   if (layout instanceof NoMatch) return layout;
-  return { linear, layout, scale, rotaryDims, replay };
+  return { cache, linear, layout, scale, rotaryDims, replay };
 }
 
 /**
@@ -374,6 +379,10 @@ function maskSites(maskNodes: readonly Node[], shapes: SymbolicShapes, q: Side, 
   const sites: HeadSite[] = [];
   for (const n of maskNodes) {
     if (n.opType !== 'Reshape' && n.opType !== 'Expand') continue;
+    // expand_as(scores): a target read from a tensor's Shape follows that tensor's heads by itself
+    let src = n.input(1)?.producer();
+    while (src && (src.opType === 'Cast' || src.opType === 'Identity')) src = src.input(0)?.producer();
+    if (src?.opType === 'Shape') continue;
     const target = shapes.value(n.input(1));
     target?.forEach((d, entry) => {
       if (symEqual(d, size) || (n.opType === 'Expand' && symEqual(d, num(numHeads)))) sites.push({ node: n, slot: 1, entry });

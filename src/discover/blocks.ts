@@ -57,6 +57,14 @@ export function assembleBlocks(
     } else if (item.mlp) {
       block.mlp = item.mlp;
       block.mlpResidual = residualOf(item.mlp.output);
+      const shared = block.attention && skipCastsUp(block.attention.input) === skipCastsUp(item.mlp.input) ? byOutput.get(skipCastsUp(item.mlp.input)) : undefined;
+      if (shared) {
+        // one norm feeds both sublayers, whose outputs are added to the stream together
+        block.attentionNorm = shared;
+        block.mlpNorm = shared;
+        block.placement = 'parallel';
+        continue;
+      }
       const p = placed({ input: item.mlp.input, residual: block.mlpResidual });
       block.mlpNorm = p.norm;
       block.placement = block.attention ? (block.placement === p.placement ? p.placement : 'unknown') : p.placement;

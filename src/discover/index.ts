@@ -73,7 +73,7 @@ export function discoverStructure(model: Model): Structure {
   const mlps: Mlp[] = [];
   for (const l of linears) {
     if (used.has(l)) continue;
-    const m = attempt(l.node, () => matchMlp(l, index));
+    const m = attempt(l.node, () => matchMlp(l, index, shapes));
     if (!m || [m.fc1, m.gate, m.fc2].some((x) => x && used.has(x))) continue;
     mlps.push(m);
     for (const x of [m.fc1, m.gate]) if (x) used.add(x);

@@ -4,7 +4,9 @@ import { classifyActivation, ELEMENTWISE, gatedName } from './activation.js';
 import { isConstant } from './constants.js';
 import type { LinearIndex } from './linear.js';
 import { fail, nodeLabel, type NoMatch } from './match.js';
-import type { LinearLayer, Mlp } from './structure.js';
+import type { SymbolicShapes } from './infer-shapes.js';
+import type { HeadSite, LinearLayer, Mlp } from './structure.js';
+import { isNumber, symEqual } from './symbolic.js';
 
 const MAX_REGION = 48;
 
@@ -15,9 +17,9 @@ const MAX_REGION = 48;
  * the same input. Returns undefined when there is no nonlinearity between two linears (not an
  * MLP), NoMatch when there is one but the rest does not fit.
  */
-export function matchMlp(first: LinearLayer, linears: LinearIndex): Mlp | NoMatch | undefined {
+export function matchMlp(first: LinearLayer, linears: LinearIndex, shapes?: SymbolicShapes): Mlp | NoMatch | undefined {
   const x = first.output;
-  const { region: reached, fc2s, gateInput, stopped } = elementwiseRegion(first, linears);
+  const { region: reached, fc2s, gateInput, stopped } = elementwiseRegion(first, linears, shapes);
   if (fc2s.size === 0) return unknownActivation(first, stopped, linears);
   if (fc2s.size > 1) {
     return fail(first.node, `its output reaches ${fc2s.size} linear layers through elementwise ops (${[...fc2s].map((l) => l.name).join(', ')})`);
@@ -27,13 +29,14 @@ export function matchMlp(first: LinearLayer, linears: LinearIndex): Mlp | NoMatc
   if (fc2.outFeatures !== first.inFeatures) return undefined;
   const region = ancestorsWithin(fc2.input, reached);
   const gateMul = gateInput ? region.find((n) => n.inputs.includes(gateInput)) : undefined;
-  const guess = classifyActivation(region.filter((n) => n !== gateMul), x);
+  const guess = classifyActivation(region.filter((n) => n !== gateMul && n.opType !== 'Reshape'), x);
   if (guess === undefined) return undefined;
   const between = `the activation between '${first.name}' and '${fc2.name}'`;
   if ('unknown' in guess) return fail(first.node, `${between} is not recognised (ops ${guess.unknown.join(', ')})`);
   for (const n of region) {
     for (const o of n.outputs) {
-      const escape = o.consumers().find((c) => !region.includes(c) && c !== fc2.node);
+      // Shape readers (torch's x.size() for a view) read only dims
+      const escape = o.consumers().find((c) => !region.includes(c) && c !== fc2.node && c.opType !== 'Shape');
       if (escape || o.isGraphOutput()) {
         return fail(first.node, `the activation value '${o.name}' is also read by ${escape ? `'${nodeLabel(escape)}'` : 'the graph outputs'}`);
       }
@@ -54,7 +57,26 @@ export function matchMlp(first: LinearLayer, linears: LinearIndex): Mlp | NoMatc
   if (fc2.inFeatures !== fc1.outFeatures) {
     return fail(first.node, `'${fc2.name}' reads ${fc2.inFeatures} features but '${fc1.name}' writes ${fc1.outFeatures}`);
   }
-  return { fc1, gate, fc2, activation, activationNodes: region, width: fc1.outFeatures, input: fc1.input, output: fc2.output };
+  return { fc1, gate, fc2, activation, activationNodes: region, width: fc1.outFeatures, widthSites: widthSites(region, shapes), input: fc1.input, output: fc2.output };
+}
+
+/** The last entry of each view inside the MLP (HF Conv1D's x.view(size_out)) when it states the width. */
+function widthSites(region: readonly Node[], shapes: SymbolicShapes | undefined): HeadSite[] {
+  const sites: HeadSite[] = [];
+  for (const n of region) {
+    if (n.opType !== 'Reshape') continue;
+    const target = shapes?.value(n.input(1));
+    const last = target?.[target.length - 1];
+    if (last && isNumber(last) && last.c > 0) sites.push({ node: n, slot: 1, entry: target!.length - 1 });
+  }
+  return sites;
+}
+
+/** A Reshape that keeps the last axis (the neurons) and only regroups the tokens in front of it. */
+function keepsLastAxis(n: Node, shapes: SymbolicShapes | undefined): boolean {
+  const a = shapes?.shape(n.input(0))?.at(-1);
+  const b = shapes?.shape(n.output(0))?.at(-1);
+  return n.opType === 'Reshape' && !!a && symEqual(a, b);
 }
 
 /**
@@ -78,7 +100,7 @@ function unknownActivation(first: LinearLayer, stopped: Set<Node>, linears: Line
  * linear layers that read them, and the other ops that read them (`stopped`). One Mul may also read the output of another linear layer
  * with the same input: the "up" projection of a gated MLP.
  */
-function elementwiseRegion(first: LinearLayer, linears: LinearIndex): { region: Set<Node>; fc2s: Set<LinearLayer>; gateInput?: Value; stopped: Set<Node> } {
+function elementwiseRegion(first: LinearLayer, linears: LinearIndex, shapes?: SymbolicShapes): { region: Set<Node>; fc2s: Set<LinearLayer>; gateInput?: Value; stopped: Set<Node> } {
   const region = new Set<Node>();
   const stopped = new Set<Node>();
   const fc2s = new Set<LinearLayer>();
@@ -91,6 +113,15 @@ function elementwiseRegion(first: LinearLayer, linears: LinearIndex): { region: 
       const l = linears.atNode(c);
       if (l && l.input === v) {
         if (v !== first.output) fc2s.add(l);
+        continue;
+      }
+      if (c.opType === 'Reshape' && c.input(0) === v && keepsLastAxis(c, shapes)) {
+        // HF Conv1D views tokens flat around its addmm: the neuron axis stays last
+        if (!region.has(c)) {
+          region.add(c);
+          known.add(c.output(0));
+          queue.push(c.output(0));
+        }
         continue;
       }
       if (!ELEMENTWISE.has(c.opType)) stopped.add(c);

@@ -73,6 +73,8 @@ export interface Attention {
   headSize: number;
   /** 'batch-heads' when heads share an axis with the batch (torch MultiheadAttention's [B·heads, S, d]). */
   layout: 'heads' | 'batch-heads';
+  /** Concat(past, new) of a key/value cache on k's and v's way (the past is a graph input, the result a present output). */
+  cacheConcats: Node[];
   /** The token dims of the context entering o, outermost first (e.g. [seq, batch] for torch's seq-first layout). */
   contextTokens: Sym[];
   /** Shape entries that state a head count (times other sizes): removing heads rewrites each by the kept share. */
@@ -107,6 +109,8 @@ export interface Mlp {
   /** Every node between fc1 (and gate) and fc2. */
   activationNodes: Node[];
   width: number;
+  /** Shape entries inside the MLP that state its width (a view back to [.., width]): pruning rewrites them. */
+  widthSites: HeadSite[];
   input: Value;
   output: Value;
 }
@@ -118,7 +122,8 @@ export interface Residual {
   branch: Value;
 }
 
-export type Placement = 'pre-ln' | 'post-ln' | 'unknown';
+/** 'parallel': attention and MLP read one norm of the stream and both add to it (GPT-J, Phi). */
+export type Placement = 'pre-ln' | 'post-ln' | 'parallel' | 'unknown';
 
 export interface Block {
   index: number;

@@ -45,18 +45,19 @@ export function applyPrunePlan(model: Model, plan: PrunePlan, structure: Structu
   let sublayersRemoved = 0;
   const dropAttn = new Set(plan.dropAttention ?? []);
   const dropMlp = new Set(plan.dropMlp ?? []);
+  // shape values read before any rewrite: the sites' pieces are looked up in the original graph
+  const shapes = new SymbolicShapes(g, g.topologicalOrder());
   for (const [i, keep] of plan.mlpKeep ?? []) {
     if (dropMlp.has(i)) continue;
     const mlp = blockOf(i).mlp;
     if (!mlp) throw new UserError(`block ${i} of ${where} has no recognised MLP to prune`);
-    neuronsRemoved += pruneMlp(g, mlp, checkedKeep(keep, mlp.width, `MLP of block ${i}`));
+    neuronsRemoved += pruneMlp(g, mlp, checkedKeep(keep, mlp.width, `MLP of block ${i}`), shapes);
   }
-  const shapes = plan.headKeep?.size ? new SymbolicShapes(g, g.topologicalOrder()) : undefined;
   for (const [i, keep] of plan.headKeep ?? []) {
     if (dropAttn.has(i)) continue;
     const att = blockOf(i).attention;
     if (!att) throw new UserError(`block ${i} of ${where} has no recognised attention to prune`);
-    headsRemoved += pruneHeads(g, att, checkedKeep(keep, att.numHeads, `attention of block ${i}`), shapes!);
+    headsRemoved += pruneHeads(g, att, checkedKeep(keep, att.numHeads, `attention of block ${i}`), shapes);
   }
   for (const i of dropAttn) {
     const r = blockOf(i).attentionResidual;
@@ -84,10 +85,20 @@ function checkedKeep(keep: number[], n: number, what: string): number[] {
   return sorted;
 }
 
-function pruneMlp(g: Graph, mlp: Mlp, keep: number[]): number {
+function pruneMlp(g: Graph, mlp: Mlp, keep: number[], shapes: SymbolicShapes): number {
   sliceOutputs(g, mlp.fc1, keep);
   if (mlp.gate) sliceOutputs(g, mlp.gate, keep);
+  // a bias the activation applies itself (onnxruntime's BiasGelu, FastGelu with bias) has one entry per neuron
+  for (const n of mlp.activationNodes) {
+    n.inputs.forEach((v, slot) => {
+      const t = constantTensor(v);
+      if (!t || t.dims.length !== 1 || t.dims[0] !== mlp.width || mlp.width === 1) return;
+      const data = t.toFloat32();
+      n.setInput(slot, g.addInitializer(Tensor.fromBytes(g.uniqueName(`${v!.name}_pruned`), DataType.FLOAT, [keep.length], bytes(Float32Array.from(keep, (k) => data[k]!)))));
+    });
+  }
   sliceInputs(g, mlp.fc2, keep);
+  for (const site of mlp.widthSites) scaleShapeEntries(g, shapes, site.node, site.slot, [site.entry], keep.length / mlp.width);
   return mlp.width - keep.length;
 }
 
@@ -119,6 +130,11 @@ function pruneHeads(g: Graph, att: Attention, keepHeads: number[], shapes: Symbo
     sliceOutputs(g, l, [...f, ...untouched].sort((x, y) => x - y));
   }
   sliceInputs(g, att.o, run(0, dv, heads));
+  // a decoder's cache holds the kept key/value heads only: its declared inputs and outputs say so
+  for (const concat of att.cacheConcats) {
+    const ends = [...concat.inputs.filter((v): v is Value => !!v?.isGraphInput()), ...followToOutputs(concat.output(0))];
+    for (const v of ends) setHeadDim(v, att.numKvHeads, keepGroups.length);
+  }
   const ratio = heads.length / att.numHeads;
   const bySlot = new Map<string, { node: Node; slot: number; entries: number[] }>();
   for (const site of att.headSites) {
@@ -129,6 +145,19 @@ function pruneHeads(g: Graph, att: Attention, keepHeads: number[], shapes: Symbo
   }
   for (const { node, slot, entries } of bySlot.values()) scaleShapeEntries(g, shapes, node, slot, entries, ratio);
   return att.numHeads - heads.length;
+}
+
+/** Graph outputs equal to `v` (directly or through Identity/Cast). */
+function followToOutputs(v: Value): Value[] {
+  const out: Value[] = v.isGraphOutput() ? [v] : [];
+  for (const c of v.consumers()) if (c.opType === 'Identity' || c.opType === 'Cast') out.push(...followToOutputs(c.output(0)));
+  return out;
+}
+
+/** Rewrites the declared [batch, heads, seq, size] dim 1 of a cache tensor from `from` to `to`. */
+function setHeadDim(v: Value, from: number, to: number): void {
+  if (v.type?.kind !== 'tensor' || !v.type.shape || v.type.shape[1] !== from) return;
+  v.type = { ...v.type, shape: v.type.shape.map((d, i) => (i === 1 ? to : d)) };
 }
 
 function rangeOf(r: FeatureRange, applies: boolean): number[] {

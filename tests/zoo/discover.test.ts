@@ -12,6 +12,11 @@ describe.skipIf(models.length === 0)('discovery on the zoo of real exporter outp
     const model = loadModel(zooPath(m.file));
     const s = discoverStructure(model);
     const summary = summarizeStructure(model, s);
+    if (model.graph.nodes.some((n) => n.opType === 'If')) {
+      // the merged decoder: its layers live in the If's branches, and discovery says so
+      expect(summary.unmatched).toEqual([{ node: expect.any(String), opType: 'If', reason: expect.stringMatching(/inside the subgraphs of this If \(a merged decoder\)/) }]);
+      return;
+    }
     expect(summary.unmatched).toEqual([]);
     expect(summary.blocks.length).toBeGreaterThan(0);
     for (const b of summary.blocks) {
