@@ -59,7 +59,8 @@ export function registerEval(program: Command): void {
       } else {
         if (result) process.stdout.write(`${modelPath} on ${result.dataset}: ${result.samples} samples, ${result.positions} labelled positions (output '${result.output}')\n`);
         if (measured) process.stdout.write(`${modelPath}: ${describeLm(measured.setup)}\n`);
-        for (const [k, v] of Object.entries(ordered)) process.stdout.write(`  ${k.padEnd(17)} ${v.toFixed(6)}\n`);
+        const width = Math.max(11, ...metrics.map((m) => m.length));
+        for (const [k, v] of Object.entries(ordered)) process.stdout.write(`  ${k.padEnd(width)} ${v.toFixed(6)}\n`);
       }
     }),
   );

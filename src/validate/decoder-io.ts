@@ -89,6 +89,10 @@ export function decoderIo(model: Model, who: string): DecoderIo {
   if (branch && cache.length === 0) throw new UserError(`the ${who} has a 'use_cache_branch' input but no past_key_values inputs`);
   const logits = outputs.has('logits') ? 'logits' : model.graph.outputs[0]?.name;
   if (!logits) throw new UserError(`the ${who} has no outputs`);
+  const logitsShape = model.graph.outputs.find((v) => v.name === logits)!.shape;
+  if (logitsShape && logitsShape.length !== 3) {
+    throw new UserError(`the ${who}'s output '${logits}' has rank ${logitsShape.length}; a language model's logits are [batch, sequence, vocabulary]`);
+  }
   const seq = idsInput.shape?.[1];
   const batch = idsInput.shape?.[0];
   return {
