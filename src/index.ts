@@ -27,6 +27,7 @@ export { GATE_METRICS, GATE_METRIC_INFO, isGateMetricName, type GateMetricName, 
 export { ComparisonAccumulator, COMPARISON_METRICS, type ComparisonMetricName } from './validate/comparison.js';
 export { parseLimits, type Limit, type Limits } from './validate/limits.js';
 export { gateJson, gateTable, gateJunitSuite } from './validate/gate-report.js';
+export { DecoderRunner, compareGeneration, slidingPerplexity, slidingWindows, decoderIo, tokenStreamFromNpy, tokenStreamFromDataset, LM_METRICS, type LmOptions, type DecoderIo, type GenerationComparison, type SlidingResult, type TokenStream } from './validate/lm.js';
 export { mcnemarExact, type McNemar } from './validate/significance.js';
 export { junitXml, writeJunit, type JunitSuite, type JunitCase } from './report/junit.js';
 export { quantize, type QuantizeSummary, type QuantizePassOptions, type LayerBits } from './passes/quantize.js';

@@ -9,13 +9,14 @@ import { GATE_METRICS, type GateMetricName, isGateMetricName } from '../validate
 import { gateJson, gateJunitSuite, gateTable } from '../validate/gate-report.js';
 import { assignLimits, gateMetricList, parseLimits } from '../validate/limits.js';
 import { positiveInt } from './eval.js';
+import { type LmFlags, addLmOptions, lmOptions } from './lm-options.js';
 import { OutputPlan } from './output-paths.js';
 import { runCommand } from './run-command.js';
 
-interface GateFlags {
+interface GateFlags extends LmFlags {
   baseline: string;
   candidate: string;
-  data: string;
+  data?: string;
   metric?: string;
   maxDrop: string[];
   min: string[];
@@ -37,6 +38,13 @@ Metrics (higher is better unless noted):
   agreement   share of positions whose argmax is the baseline's        (ideal 1)
   cosine      mean cosine similarity to the baseline's output, per position (ideal 1)
   sqnr        10*log10(sum b^2 / sum (b-c)^2) over the whole output, dB (ideal +inf)
+  kl          mean KL(softmax(baseline) || softmax(candidate)) per position, nats; lower is better
+Language-model metrics (decoders; see docs/lm-eval.md):
+  stream-nll         mean nll over a token stream, sliding --window/--stride; lower is better
+  stream-perplexity  exp(stream-nll); lower is better
+  gen-agreement      share of greedy tokens equal to the baseline's, --prompts x --new-tokens (ideal 1)
+  gen-divergence     mean first position where the greedy continuations differ, tokens (ideal --new-tokens)
+  topk-agreement     mean overlap of the --top-k next-token sets on the baseline's continuation (ideal 1)
 
 Limits: each flag takes VALUE (for every metric without its own limit) or
 METRIC=VALUE items separated by commas, and may be repeated.
@@ -53,15 +61,17 @@ Exit codes: 0 every limit holds, 1 a limit failed, 2 bad input or usage.
 Examples:
   slimformer gate --baseline m.onnx --candidate m.int8.onnx --data eval/ --metric top1 --max-drop 0.005
   slimformer gate --baseline m.onnx --candidate m.w4.onnx --data eval/ --max-drop top1=0.005,nll=2% --min sqnr=25 --junit gate.xml
+  slimformer gate --baseline lm.onnx --candidate lm.w4.onnx --tokens text.npy --window 256 --stride 128 \
+      --max-drop stream-perplexity=3% --min gen-agreement=0.8,topk-agreement=0.9
 `;
 
 export function registerGate(program: Command): void {
-  program
+  const command = program
     .command('gate')
     .description('fail (exit 1) when a compressed model loses more accuracy than allowed against its baseline')
     .requiredOption('--baseline <model>', 'the reference ONNX model')
     .requiredOption('--candidate <model>', 'the compressed ONNX model to check')
-    .requiredOption('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy')
+    .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (the language-model metrics can read --tokens instead)')
     .option('--metric <names>', `comma-separated metrics: ${GATE_METRICS.join(', ')} (default: those the limits name, else top1)`)
     .option('--max-drop <limit>', 'largest allowed degradation: VALUE, VALUE%, or METRIC=VALUE[%],...', collect, [])
     .option('--min <limit>', 'floor for higher-is-better metrics: VALUE or METRIC=VALUE,...', collect, [])
@@ -70,7 +80,8 @@ export function registerGate(program: Command): void {
     .option('--junit <file>', 'also write a JUnit XML report (one test case per metric)')
     .option('--json', 'print one JSON object instead of the table')
     .option('--batch-size <n>', 'samples per onnxruntime run', '32')
-    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--threads <n>', 'onnxruntime intra-op threads');
+  addLmOptions(command, true)
     .addHelpText('after', HELP)
     .action((opts: GateFlags) =>
       runCommand(async (signal) => {
@@ -83,13 +94,15 @@ export function registerGate(program: Command): void {
         const limits = assignLimits(metrics, parsed);
         const batchSize = positiveInt(opts.batchSize, '--batch-size');
         const threads = opts.threads ? positiveInt(opts.threads, '--threads') : undefined;
+        if (opts.data === undefined && opts.tokens === undefined) throw new UserError('the gate needs data: give --data DATASET (or, for the language-model metrics only, --tokens FILE.npy)');
         const outputs = OutputPlan.check(
           [opts.junit ? { flag: '--junit', file: opts.junit, what: 'JUnit report' } : undefined],
-          [{ file: opts.baseline, what: 'baseline model' }, { file: opts.candidate, what: 'candidate model' }, { file: opts.data, what: 'dataset' }],
+          [{ file: opts.baseline, what: 'baseline model' }, { file: opts.candidate, what: 'candidate model' }, opts.data === undefined ? undefined : { file: opts.data, what: 'dataset' }, opts.tokens === undefined ? undefined : { file: opts.tokens, what: 'token file' }],
         );
         const baseline = loadModel(opts.baseline);
         const candidate = loadModel(opts.candidate);
-        const dataset = openDataset(opts.data);
+        const lm = lmOptions(opts);
+        const dataset = opts.data === undefined ? undefined : openDataset(opts.data);
         const result = await gate({
           baseline,
           candidate,
@@ -99,6 +112,7 @@ export function registerGate(program: Command): void {
           batchSize,
           threads,
           output: opts.output,
+          lm,
           progress: opts.json ? silentProgress : consoleProgress(),
           signal,
         });

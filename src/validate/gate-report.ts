@@ -1,5 +1,6 @@
 import type { JunitSuite } from '../report/junit.js';
 import type { GateMetricResult, GateResult } from './gate.js';
+import type { LmSetup } from './lm-metrics.js';
 import { GATE_METRIC_INFO } from './gate-metrics.js';
 import { describeLimit, formatNumber } from './limits.js';
 
@@ -30,6 +31,8 @@ export interface GateJson {
   positions: number;
   seconds: number;
   metrics: Record<string, GateMetricJson>;
+  /** The token stream, window and generation settings, when a language-model metric ran. */
+  lm?: LmSetup;
 }
 
 export function jsonNumber(v: number): JsonNumber {
@@ -64,6 +67,7 @@ export function gateJson(r: GateResult): GateJson {
     positions: r.positions,
     seconds: r.seconds,
     metrics,
+    ...(r.lm ? { lm: r.lm } : {}),
   };
 }
 
@@ -95,7 +99,8 @@ export function gateTable(r: GateResult): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   const who = r.candidate && r.baseline ? `candidate ${r.candidate} vs baseline ${r.baseline}` : 'candidate vs baseline';
-  const out = [`gate: ${who} on ${r.dataset} (${r.samples} samples, ${r.positions} positions, output '${r.output}')`, '', line(header), ...rows.map(line), ''];
+  const data = r.samples > 0 ? `${r.dataset} (${r.samples} samples, ${r.positions} positions, output '${r.output}')` : `${r.dataset} (output '${r.output}')`;
+  const out = [`gate: ${who} on ${data}`, ...(r.lm ? [describeLm(r.lm)] : []), '', line(header), ...rows.map(line), ''];
   const checked = r.metrics.filter((m) => m.limit);
   const failed = checked.filter((m) => !m.pass);
   if (failed.length === 0) {
@@ -128,4 +133,12 @@ export function gateJunitSuite(r: GateResult, timestamp = new Date()): JunitSuit
       };
     }),
   };
+}
+
+/** One line saying what the language-model metrics ran on. */
+export function describeLm(lm: LmSetup): string {
+  const parts = [`token stream of ${lm.streamTokens} tokens from ${lm.source}`];
+  if (lm.window !== undefined) parts.push(`window ${lm.window}, stride ${lm.stride}${lm.scoredTokens !== undefined ? ` (${lm.scoredTokens} tokens scored)` : ''}`);
+  if (lm.prompts !== undefined) parts.push(`${lm.prompts} prompts of ${lm.promptLength} tokens, ${lm.newTokens} greedy tokens each, top-${lm.topK}`);
+  return `language model: ${parts.join('; ')}`;
 }

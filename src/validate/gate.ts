@@ -10,12 +10,14 @@ import { Session } from '../runtime/session.js';
 import { ComparisonAccumulator, type ComparisonMetricName, isComparisonMetricName, labelsFitOutput } from './comparison.js';
 import { GATE_METRICS, GATE_METRIC_INFO, type GateMetricName, isGateMetricName } from './gate-metrics.js';
 import { type Limit, type Limits, checkLimit, resolveLimits } from './limits.js';
+import { type LmMeasurement, type LmOptions, type LmSetup, isLmMetricName, prepareLmMetrics } from './lm-metrics.js';
 import { MetricAccumulator, type MetricName, isMetricName } from './metrics.js';
 
 export interface GateOptions {
   baseline: Model;
   candidate: Model;
-  dataset: Dataset;
+  /** Needed by every metric but the language-model ones, which can read `lm.tokens` instead. */
+  dataset?: Dataset;
   metrics: readonly GateMetricName[];
   /** One limit for every metric, or one per metric; metrics without a limit are reported only. */
   limits: Limits;
@@ -23,6 +25,8 @@ export interface GateOptions {
   threads?: number;
   /** Which model output is scored and compared (default: the baseline's first). */
   output?: string;
+  /** Token stream, window and generation settings of the language-model metrics (stream-*, gen-*, topk-agreement). */
+  lm?: LmOptions;
   progress?: Progress;
   signal?: AbortSignal;
 }
@@ -53,19 +57,24 @@ export interface GateResult {
   /** Positions compared (samples for a classifier, tokens for a language model; padding left out). */
   positions: number;
   output: string;
+  /** The dataset's path, or the token file when only language-model metrics ran. */
   dataset: string;
   baseline: string | undefined;
   candidate: string | undefined;
   seconds: number;
+  /** What the language-model metrics ran on, when any was asked for. */
+  lm?: LmSetup;
 }
 
 /**
  * Runs baseline and candidate over the same batches of the dataset in one streaming pass and
  * checks each metric against its limit. Label metrics (top1, nll, perplexity) score both
  * models against the labels; agreement, cosine, sqnr and kl score the candidate against the
- * baseline's outputs. Bad input (models with different inputs or outputs, data that fits
- * neither, a label metric on unlabelled data, a limit that does not suit its metric) throws a
- * UserError before any model runs.
+ * baseline's outputs. The language-model metrics (lm-metrics.ts) run each model as a decoder
+ * over a token stream and through greedy generation; they need neither labels nor the same
+ * graph inputs (a KV-cache export can be compared with a no-cache one). Bad input (models with
+ * different inputs or outputs, data that fits neither, a label metric on unlabelled data, a
+ * limit that does not suit its metric) throws a UserError before any model runs.
  */
 export async function gate(options: GateOptions): Promise<GateResult> {
   const started = Date.now();
@@ -77,18 +86,34 @@ export async function gate(options: GateOptions): Promise<GateResult> {
   const limits = resolveLimits(metrics, options.limits);
 
   const names = { baseline: roleName('baseline', baseline), candidate: roleName('candidate', candidate) };
-  checkSameInterface(baseline, candidate, names);
+  const labelMetrics = metrics.filter(isMetricName);
+  const comparisonMetrics = metrics.filter(isComparisonMetricName);
+  const lmMetrics = metrics.filter(isLmMetricName);
+  const runLm =
+    lmMetrics.length > 0
+      ? prepareLmMetrics(
+          [
+            { model: baseline, who: names.baseline },
+            { model: candidate, who: names.candidate },
+          ],
+          lmMetrics,
+          options.lm ?? {},
+          dataset,
+        )
+      : undefined;
+  const datasetMetrics = [...labelMetrics, ...comparisonMetrics];
   const output = options.output ?? baseline.graph.outputs[0]?.name;
   if (!output || !baseline.graph.outputs.some((v) => v.name === output)) {
     throw new UserError(`the ${names.baseline} has no output named '${options.output ?? ''}'`);
   }
+  if (datasetMetrics.length === 0) return finish(await runLmOnly(runLm!, options));
+  if (!dataset) throw new UserError(`metric ${datasetMetrics[0]} runs the models over a dataset: give one (--data)`);
+  checkSameInterface(baseline, candidate, names);
 
   const boundBaseline = bind(dataset, baseline, names.baseline);
   // the check reads every sample: skip the second read when the candidate's inputs are the same
   const sameInputs = JSON.stringify(modelInputs(baseline)) === JSON.stringify(modelInputs(candidate));
   const boundCandidate = sameInputs ? boundBaseline : bind(dataset, candidate, names.candidate);
-  const labelMetrics = metrics.filter(isMetricName);
-  const comparisonMetrics = metrics.filter(isComparisonMetricName);
   if (labelMetrics.length > 0 && !boundBaseline.hasLabels) {
     throw new UserError(`dataset ${dataset.path} has no labels (label.pb per sample, or a 'label' array), which metric ${labelMetrics[0]} needs; agreement, cosine, sqnr and kl compare with the baseline and need none`);
   }
@@ -124,13 +149,53 @@ export async function gate(options: GateOptions): Promise<GateResult> {
   } finally {
     for (const s of sessions) await s.release();
   }
+  const lm = runLm ? await runLm(options.threads, options.signal) : undefined;
   if (labelMetrics.length > 0 && accCandidate.count === 0) throw new UserError(`dataset ${dataset.path} has no labelled positions to score`);
   if (comparisonMetrics.length > 0 && comparison.count === 0) throw new UserError(`dataset ${dataset.path} gave no output positions to compare`);
 
-  const base: Record<string, number> = { ...accBaseline.result(labelMetrics as MetricName[]) };
-  const cand: Record<string, number> = { ...accCandidate.result(labelMetrics as MetricName[]), ...comparison.result(comparisonMetrics as ComparisonMetricName[]) };
+  const base: Record<string, number> = { ...accBaseline.result(labelMetrics as MetricName[]), ...lm?.values[0] };
+  const cand: Record<string, number> = { ...accCandidate.result(labelMetrics as MetricName[]), ...comparison.result(comparisonMetrics as ComparisonMetricName[]), ...lm?.values[1] };
   for (const m of comparisonMetrics) base[m] = GATE_METRIC_INFO[m].ideal!;
+  return finish({ base, cand, samples: dataset.size, positions: Math.max(accCandidate.count, comparison.count), output, dataset: dataset.path, lm: lm?.setup });
 
+  function finish(r: Measured): GateResult {
+    return {
+      ...checkAll(metrics, limits, r.base, r.cand),
+      samples: r.samples,
+      positions: r.positions,
+      output: r.output,
+      dataset: r.dataset,
+      baseline: baseline.sourcePath,
+      candidate: candidate.sourcePath,
+      seconds: (Date.now() - started) / 1000,
+      ...(r.lm ? { lm: r.lm } : {}),
+    };
+  }
+}
+
+/** The values measured for each model, before the limits are checked. */
+interface Measured {
+  base: Record<string, number>;
+  cand: Record<string, number>;
+  samples: number;
+  positions: number;
+  output: string;
+  dataset: string;
+  lm?: LmSetup;
+}
+
+async function runLmOnly(run: (threads: number | undefined, signal?: AbortSignal) => Promise<LmMeasurement>, options: GateOptions): Promise<Measured> {
+  const progress = options.progress ?? silentProgress;
+  let lm: LmMeasurement | undefined;
+  await inStep(progress, 'gate', 1, async (tick) => {
+    lm = await run(options.threads, options.signal);
+    tick(1);
+  });
+  const { values, setup } = lm!;
+  return { base: values[0]!, cand: values[1]!, samples: 0, positions: setup.scoredTokens ?? 0, output: setup.output, dataset: setup.source, lm: setup };
+}
+
+function checkAll(metrics: readonly GateMetricName[], limits: Partial<Record<GateMetricName, Limit>>, base: Record<string, number>, cand: Record<string, number>): { pass: boolean; metrics: GateMetricResult[] } {
   const results = metrics.map((metric): GateMetricResult => {
     const info = GATE_METRIC_INFO[metric];
     const b = base[metric]!;
@@ -150,17 +215,7 @@ export async function gate(options: GateOptions): Promise<GateResult> {
       message: check?.message ?? `${metric} is reported, not checked (no limit)`,
     };
   });
-  return {
-    pass: results.every((r) => r.pass),
-    metrics: results,
-    samples: dataset.size,
-    positions: Math.max(accCandidate.count, comparison.count),
-    output,
-    dataset: dataset.path,
-    baseline: baseline.sourcePath,
-    candidate: candidate.sourcePath,
-    seconds: (Date.now() - started) / 1000,
-  };
+  return { pass: results.every((r) => r.pass), metrics: results };
 }
 
 function roleName(role: 'baseline' | 'candidate', model: Model): string {

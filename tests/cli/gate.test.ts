@@ -117,7 +117,7 @@ describe('slimformer gate: bad input or usage exits 2 with one sentence', () => 
   it('bad --max-drop syntax, unknown metrics, a floor on nll, a drop from sqnr, no limit', () => {
     expectUserError(gateCli(...baseArgs(small), '--max-drop', '0.5 %%'), /--max-drop takes VALUE or VALUE%, or METRIC=VALUE or VALUE% items separated by commas, not '0\.5 %%'/);
     expectUserError(gateCli(...baseArgs(small), '--max-drop', 'f1=0.1'), /unknown metric 'f1' in --max-drop/);
-    expectUserError(gateCli(...baseArgs(small), '--metric', 'top5', '--max-drop', '0.1'), /unknown metric 'top5' \(choose from top1, nll, perplexity, agreement, cosine, sqnr, kl\)/);
+    expectUserError(gateCli(...baseArgs(small), '--metric', 'top5', '--max-drop', '0.1'), /unknown metric 'top5' \(choose from top1, nll, perplexity, agreement, cosine, sqnr, kl, stream-nll, stream-perplexity, gen-agreement, gen-divergence, topk-agreement\)/);
     expectUserError(gateCli(...baseArgs(small), '--min', 'nll=0.3'), /nll is better when lower, so it takes a ceiling/);
     expectUserError(gateCli(...baseArgs(small), '--metric', 'sqnr', '--max-drop', '1'), /no drop from it is finite: give a floor instead \(e\.g\. --min sqnr=30, in dB\)/);
     expectUserError(gateCli(...baseArgs(small), '--metric', 'top1'), /the gate has no limit to check: give --max-drop, --min or --max/);

@@ -30,7 +30,7 @@ describe('parseLimits (the --max-drop, --min, --max syntax)', () => {
       [{ maxDrop: ['top1=0.1,'] }, /not 'top1=0.1,'/],
       [{ maxDrop: [''] }, /not ''/],
       [{ min: ['1e'] }, /--min takes VALUE, or METRIC=VALUE items/],
-      [{ maxDrop: ['f1=0.1'] }, /unknown metric 'f1' in --max-drop f1=0.1 \(choose from top1, nll, perplexity, agreement, cosine, sqnr, kl\)/],
+      [{ maxDrop: ['f1=0.1'] }, /unknown metric 'f1' in --max-drop f1=0.1 \(choose from top1, nll, perplexity, agreement, cosine, sqnr, kl, stream-nll, stream-perplexity, gen-agreement, gen-divergence, topk-agreement\)/],
       [{ maxDrop: ['-0.1'] }, /a drop cannot be negative/],
       [{ min: ['top1=90%'] }, /--min top1=90%: a floor or ceiling is a plain value of the metric, not a percentage/],
       [{ maxDrop: ['top1=0.1'], min: ['top1=0.8'] }, /top1 has two limits \(--max-drop and --min\); give one per metric/],

@@ -41,15 +41,15 @@ function reference(b: number[], c: number[], width: number, keep: (p: number) =>
 }
 
 describe('metric catalogue', () => {
-  it('keeps the label metrics of eval unchanged and adds the comparison metrics', () => {
+  it('keeps the label metrics of eval unchanged and adds the comparison and language-model metrics', () => {
     expect(METRICS).toEqual(['top1', 'nll', 'perplexity']);
     expect(isMetricName('agreement')).toBe(false);
-    expect(GATE_METRICS).toEqual(['top1', 'nll', 'perplexity', 'agreement', 'cosine', 'sqnr', 'kl']);
+    expect(GATE_METRICS).toEqual(['top1', 'nll', 'perplexity', 'agreement', 'cosine', 'sqnr', 'kl', 'stream-nll', 'stream-perplexity', 'gen-agreement', 'gen-divergence', 'topk-agreement']);
     expect(isGateMetricName('sqnr')).toBe(true);
     expect(isGateMetricName('f1')).toBe(false);
     const lower = GATE_METRICS.filter((m) => GATE_METRIC_INFO[m].direction === 'lower');
-    expect(lower).toEqual(['nll', 'perplexity', 'kl']);
-    expect(GATE_METRICS.filter((m) => GATE_METRIC_INFO[m].against === 'labels')).toEqual(['top1', 'nll', 'perplexity']);
+    expect(lower).toEqual(['nll', 'perplexity', 'kl', 'stream-nll', 'stream-perplexity']);
+    expect(GATE_METRICS.filter((m) => GATE_METRIC_INFO[m].against === 'labels')).toEqual(['top1', 'nll', 'perplexity', 'stream-nll', 'stream-perplexity']);
   });
 });
 
