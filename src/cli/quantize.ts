@@ -169,6 +169,7 @@ export function registerQuantize(program: Command): void {
           `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
           `layers      ${summary.layers.length} quantized to ${bitsCounts(summary.layers)}, ${summary.embeddings.length} embedding tables${summary.embeddings.length ? ` (${bitsCounts(summary.embeddings)})` : ''}, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];
+        if (summary.scheme === 'fp16') lines.pop(); // no layer is quantized: the float16 line says what changed
         if (summary.float16) {
           const h = summary.float16;
           const kept = h.kept.reduce((a, k) => a + k.nodes, 0);

@@ -50,7 +50,8 @@ export async function float16Scheme(model: Model, ctx: PassContext, options: Qua
     const a = n.opType === 'Constant' ? n.attr('value') : undefined;
     if (a?.type === 'tensor') constants.push(a.value.dtype);
   }
-  if (!constants.includes(DataType.FLOAT)) throw new UserError(`${file} has no float32 weight to convert to float16${constants.includes(DataType.FLOAT16) ? ' (it is float16 already)' : ''}`);
+  if (constants.includes(DataType.FLOAT16)) throw new UserError(`${file} already has float16 weights; convert the float32 model instead`);
+  if (!constants.includes(DataType.FLOAT)) throw new UserError(`${file} has no float32 weight to convert to float16`);
   const keepIoTypes = options.keepIoTypes ?? true;
   const float = model.clone();
   const converted = convertToFloat16(model, { keepIoTypes, keepOps: options.keepFloat32Ops });
