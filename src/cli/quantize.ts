@@ -37,6 +37,8 @@ interface QuantizeFlags {
   exclude: string[];
   layerBits: string[];
   embeddings: boolean;
+  keepIoTypes: boolean;
+  keepFloat32: string[];
   threads?: string;
   cacheDir?: string;
   cache: boolean;
@@ -72,6 +74,8 @@ export function registerQuantize(program: Command): void {
     .option('--exclude <pattern>', 'keep matching layers in float (glob like "*.attn.*" or /regex/); repeat the flag for more patterns', repeatable, [])
     .option('--layer-bits <pattern=bits>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float; repeat the flag for more, e.g. --layer-bits lm_head=8 --layer-bits "blocks.0.*=float"; the first matching pattern wins', repeatable, [])
     .option('--no-embeddings', 'keep embedding tables in float')
+    .option('--no-keep-io-types', 'fp16, q4f16: make graph inputs and outputs float16 too (default: they stay float32, with Casts inside the graph)')
+    .option('--keep-float32 <op>', 'fp16, q4f16: keep this operator type in float32 besides the built-in list (docs/fp16.md); repeat the flag for more', repeatable, [])
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--cache-dir <dir>', 'calibration cache folder (default .slimformer-cache, or SLIMFORMER_CACHE_DIR)')
     .option('--no-cache', 'do not read or write the calibration cache')
@@ -105,6 +109,7 @@ export function registerQuantize(program: Command): void {
           weightBits = Number(flags.scheme.slice(1));
           scheme = 'w8a8';
         }
+        if (!['fp16', 'q4f16'].includes(flags.scheme) && (!flags.keepIoTypes || flags.keepFloat32.length > 0)) throw new UserError(`${flags.keepIoTypes ? '--keep-float32' : '--no-keep-io-types'} goes with --scheme fp16 or q4f16, not ${flags.scheme}`);
         const blockSize = positiveInt(flags.blockSize, '--block-size');
         if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) throw new UserError(`--block-size must be ${BLOCK_SIZES.join(', ')}, not ${blockSize}`);
         if (flags.weightGrid !== undefined && !['symmetric', 'asymmetric'].includes(flags.weightGrid)) throw new UserError(`unknown --weight-grid '${flags.weightGrid}' (choose from symmetric, asymmetric)`);
@@ -132,6 +137,8 @@ export function registerQuantize(program: Command): void {
             exclude: flags.exclude,
             ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
             embeddings: flags.embeddings,
+            keepIoTypes: flags.keepIoTypes,
+            ...(flags.keepFloat32.length ? { keepFloat32Ops: flags.keepFloat32 } : {}),
             cacheDir: flags.cache ? flags.cacheDir : false,
           }),
         ])
@@ -162,6 +169,12 @@ export function registerQuantize(program: Command): void {
           `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
           `layers      ${summary.layers.length} quantized to ${bitsCounts(summary.layers)}, ${summary.embeddings.length} embedding tables${summary.embeddings.length ? ` (${bitsCounts(summary.embeddings)})` : ''}, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];
+        if (summary.scheme === 'fp16') lines.pop(); // no layer is quantized: the float16 line says what changed
+        if (summary.float16) {
+          const h = summary.float16;
+          const kept = h.kept.reduce((a, k) => a + k.nodes, 0);
+          lines.push(`float16     ${h.tensors} constant tensors (${h.elements} values) in float16, ${kept} node(s) kept in float32${kept ? ` (${[...new Set(h.kept.map((k) => k.op))].join(', ')})` : ''}, ${h.casts} Casts; inputs/outputs ${h.keepIoTypes ? 'float32' : 'float16'}`);
+        }
         if (summary.reparam) lines.push(`reparam     ${summary.reparam.method}${summary.reparam.alpha !== undefined ? ` (alpha ${summary.reparam.alpha})` : ''}${summary.reparam.observer ? ` (${summary.reparam.observer} per-channel bounds)` : ''}: ${summary.reparam.folded.length} norm outputs folded, ${summary.reparam.skipped.length} skipped`);
         if (summary.flexround) {
           const fr = summary.flexround;

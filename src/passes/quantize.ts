@@ -11,7 +11,7 @@ import { findSoftmaxSites, quantizeSoftmaxLog2, quantizeSoftmaxUniform, type Sof
 import type { Model } from '../ir/model.js';
 import type { Value } from '../ir/value.js';
 import { calibrate } from '../calibrate/index.js';
-import { type QuantizeOptions, activationBits, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
+import { type QuantizeOptions, activationBits, isFloat16, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { repQuantReparam } from '../reparam/repquant.js';
 import { smoothQuant } from '../reparam/smoothquant.js';
 import { assertNotQuantized, namePattern, selectLayers, type Selection } from '../quantize/select.js';
@@ -20,7 +20,9 @@ import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } fr
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
 import { inStep } from '../progress.js';
+import { convertToFloat16 } from '../export/fp16.js';
 import { cleanup } from './cleanup.js';
+import { float16Scheme, float16Summary, reportFloat16, type Float16Summary } from './float16.js';
 import type { Pass, PassContext } from './pass.js';
 
 export interface QuantizeSummary {
@@ -46,6 +48,8 @@ export interface QuantizeSummary {
   verifiedSamples: number;
   weightBytesBefore: number;
   weightBytesAfter: number;
+  /** fp16 and q4f16: what the float16 conversion did (null for the other schemes). */
+  float16: Float16Summary | null;
 }
 
 /**
@@ -60,6 +64,7 @@ export function quantize(options: QuantizePassOptions): Pass {
     name: 'quantize',
     async run(model: Model, ctx: PassContext) {
       const scheme = options.scheme;
+      if (scheme === 'fp16') return float16Scheme(model, ctx, options);
       assertNotQuantized(model, model.sourcePath ?? 'the model');
       const float = model.clone();
       const method = options.method ?? 'rtn';
@@ -246,6 +251,12 @@ export function quantize(options: QuantizePassOptions): Pass {
           await cleanup().run(alternative, ctx);
         }
       }
+      let f16: Float16Summary | null = null;
+      if (isFloat16(scheme)) {
+        // q4f16: the MatMulNBits scales and activations become float16 with the rest of the graph
+        f16 = float16Summary(convertToFloat16(model, { keepIoTypes: options.keepIoTypes ?? true, keepOps: options.keepFloat32Ops }), options.keepIoTypes ?? true);
+        reportFloat16(ctx, f16);
+      }
       if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
       await cleanup().run(model, ctx);
 
@@ -290,6 +301,7 @@ export function quantize(options: QuantizePassOptions): Pass {
         verifiedSamples: comparison.samples,
         weightBytesBefore: weightBytes(float),
         weightBytesAfter: weightBytes(model),
+        float16: f16,
       };
       return { model, modified: true, summary: summary as unknown as Record<string, unknown> };
     },

@@ -123,6 +123,8 @@ registerPass({
     exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
     layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
     embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
+    keepIoTypes: { type: 'boolean', doc: 'fp16/q4f16: graph inputs and outputs stay float32 (default true)' },
+    keepFloat32Ops: { type: 'string[]', doc: 'fp16/q4f16: operator types kept in float32 besides the built-in list' },
     verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
     batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
   },

@@ -13,8 +13,11 @@ import { UserError } from '../errors.js';
  *             onnxruntime has no 6/4-bit activation kernels: these schemes measure accuracy.
  *  - w8/w4/w3/w2: weight-only, block-wise (MatMulNBits; 3-bit levels are stored in 4-bit
  *             slots, since onnxruntime's kernel takes 2, 4 or 8 bits; 2-bit levels in 2-bit slots).
+ *  - fp16:    the whole model in float16 (export/fp16.ts): weights, activations and arithmetic,
+ *             with the operators that lose too much or run badly in float16 kept in float32.
+ *  - q4f16:   w4 (MatMulNBits) on a float16 graph: float16 scales and activations.
  */
-export const SCHEMES = ['w8a8', 'w6a6', 'w4a4', 'dynamic', 'w8', 'w4', 'w3', 'w2'] as const;
+export const SCHEMES = ['w8a8', 'w6a6', 'w4a4', 'dynamic', 'w8', 'w4', 'w3', 'w2', 'fp16', 'q4f16'] as const;
 export type Scheme = (typeof SCHEMES)[number];
 
 export const CALIBRATION_METHODS = ['minmax', 'percentile', 'entropy', 'mse'] as const;
@@ -93,6 +96,13 @@ export interface QuantizeOptions {
   exclude?: string[];
   /** Quantize embedding tables (Gather of a constant) too (default true). */
   embeddings?: boolean;
+  /**
+   * fp16 and q4f16: graph inputs and outputs stay float32, with Casts after and before them
+   * (onnxconverter-common's keep_io_types; default true). false: they become float16 too.
+   */
+  keepIoTypes?: boolean;
+  /** fp16 and q4f16: operator types kept in float32 besides the built-in list (export/fp16.ts FLOAT32_OPS). */
+  keepFloat32Ops?: string[];
   /** Calibration samples run to check the result (default 16). */
   verifySamples?: number;
   /** Samples per onnxruntime run during calibration. */
@@ -130,7 +140,7 @@ export function parseGranularity(g: string, scheme: Scheme): { perChannel: boole
 }
 
 export function weightBits(scheme: Scheme): number {
-  return scheme === 'w4' || scheme === 'w4a4' ? 4 : scheme === 'w3' ? 3 : scheme === 'w2' ? 2 : scheme === 'w6a6' ? 6 : 8;
+  return scheme === 'w4' || scheme === 'q4f16' || scheme === 'w4a4' ? 4 : scheme === 'w3' ? 3 : scheme === 'w2' ? 2 : scheme === 'w6a6' ? 6 : 8;
 }
 
 /** Static schemes: activations quantized per tensor with ranges from calibration. */
@@ -144,7 +154,12 @@ export function activationBits(scheme: Scheme): number {
 }
 
 export function isWeightOnly(scheme: Scheme): boolean {
-  return scheme === 'w8' || scheme === 'w4' || scheme === 'w3' || scheme === 'w2';
+  return scheme === 'w8' || scheme === 'w4' || scheme === 'w3' || scheme === 'w2' || scheme === 'q4f16';
+}
+
+/** Schemes whose output graph computes in float16 (export/fp16.ts). */
+export function isFloat16(scheme: Scheme): boolean {
+  return scheme === 'fp16' || scheme === 'q4f16';
 }
 
 /** FlexRound's learning settings (see quantize/flexround.ts). */

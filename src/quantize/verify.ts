@@ -1,7 +1,14 @@
 import { batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
+import type { ArrayTensor } from '../ir/array-tensor.js';
+import { DataType } from '../ir/dtype.js';
+import { float16BitsToFloat } from '../ir/float-bits.js';
 import { Session } from '../runtime/session.js';
+
+function floatData(t: ArrayTensor): ArrayLike<number> {
+  return t.dtype === DataType.FLOAT16 ? Float32Array.from(t.data as Uint16Array, float16BitsToFloat) : (t.data as Float32Array);
+}
 
 /** A tensor of the float model and the tensor of the quantized model that stands for it. */
 export interface TensorPair {
@@ -44,8 +51,9 @@ export async function compareModels(float: Model, quantized: Model, dataset: Dat
       const f = await fs.run(batch.feeds, [...new Set(all.map((p) => p.float))]);
       const q = await qs.run(batch.feeds, [...new Set(all.map((p) => p.quantized))]);
       all.forEach((p, i) => {
-        const a = f[p.float]!.data as Float32Array;
-        const b = q[p.quantized]!.data as Float32Array;
+        // a float16 model's tensors (fp16, q4f16) are compared as the numbers they hold
+        const a = floatData(f[p.float]!);
+        const b = floatData(q[p.quantized]!);
         for (let j = 0; j < a.length; j++) {
           signal[i] += a[j]! * a[j]!;
           noise[i] += (a[j]! - b[j]!) ** 2;

@@ -7,6 +7,7 @@ import { UserError } from '../errors.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { DataType, dtypeFromName, dtypeName } from '../ir/dtype.js';
 import type { Model } from '../ir/model.js';
+import { floatToFloat16Bits } from '../ir/float-bits.js';
 import type { TypedArray } from '../ir/tensor.js';
 import { modelToBytes, saveModel } from '../onnx/save.js';
 
@@ -66,6 +67,8 @@ export class Session {
     private readonly constants: Map<string, ArrayTensor>,
     private readonly tempDir: string | undefined,
     private readonly profileDir: string | undefined,
+    /** The model's float16 inputs: float32 feeds for them are rounded to float16. */
+    private readonly float16Inputs: ReadonlySet<string> = new Set(),
   ) {}
 
   static async create(model: Model, options: SessionOptions = {}): Promise<Session> {
@@ -123,13 +126,14 @@ export class Session {
       const why = e instanceof Error ? e.message : String(e);
       throw new UserError(`onnxruntime cannot load ${model.sourcePath ?? 'the model'}: ${why.split('\n')[0]}`);
     }
-    return new Session(session, session.inputNames, session.outputNames, constants, tempDir, profileDir);
+    const float16Inputs = new Set(m.graph.inputs.filter((v) => v.dtype === DataType.FLOAT16).map((v) => v.name));
+    return new Session(session, session.inputNames, session.outputNames, constants, tempDir, profileDir, float16Inputs);
   }
 
   /** Runs the model; returns the requested outputs (default: all, plus exposed tensors). */
   async run(feeds: Record<string, ArrayTensor>, fetch?: string[]): Promise<Record<string, ArrayTensor>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t);
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrt(t.dtype === DataType.FLOAT && this.float16Inputs.has(name) ? toFloat16(t) : t);
     const wanted = fetch ?? [...this.outputNames, ...this.constants.keys()];
     const fromSession = wanted.filter((n) => !this.constants.has(n) && !(n in feeds));
     let results: ort.InferenceSession.OnnxValueMapType = {};
@@ -183,6 +187,14 @@ export class Session {
     if (this.tempDir) fs.rmSync(this.tempDir, { recursive: true, force: true });
     if (this.profileDir) fs.rmSync(this.profileDir, { recursive: true, force: true });
   }
+}
+
+/** A float32 tensor rounded to float16 (a model converted with float16 inputs takes the same datasets). */
+function toFloat16(t: ArrayTensor): ArrayTensor {
+  const src = t.data as Float32Array;
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = floatToFloat16Bits(src[i]!);
+  return { dtype: DataType.FLOAT16, dims: t.dims, data: out };
 }
 
 function toOrt(t: ArrayTensor): ort.Tensor {

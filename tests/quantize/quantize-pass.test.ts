@@ -33,7 +33,7 @@ async function optimizedOps(model: Model): Promise<Record<string, number>> {
 }
 
 // SQNR floors (dB) for this random-weight model; each scheme must clear its own
-const floors: Record<Scheme, number> = { w8a8: 25, w6a6: 15, w4a4: 6, dynamic: 25, w8: 30, w4: 12, w3: 6, w2: 0 };
+const floors: Record<Scheme, number> = { w8a8: 25, w6a6: 15, w4a4: 6, dynamic: 25, w8: 30, w4: 12, w3: 6, w2: 0, fp16: 40, q4f16: 12 };
 
 describe('quantize pass', () => {
   for (const scheme of ['w8a8', 'dynamic', 'w8', 'w4', 'w3'] as Scheme[]) {
