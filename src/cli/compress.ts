@@ -33,6 +33,7 @@ interface CompressFlags {
   junit?: string;
   threads?: string;
   latencyRuns: string;
+  decodeCache: string;
   json?: boolean;
   quiet?: boolean;
   force?: boolean;
@@ -54,6 +55,7 @@ export function registerCompress(program: Command): void {
     .option('--junit <file>', 'write the accuracy check (and the auto search result) as JUnit XML for CI')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--latency-runs <n>', 'timed runs per model for the latency figure', '20')
+    .option('--decode-cache <n>', 'decoders with a key/value cache: tokens already cached when one decode step is timed', '32')
     .option('--json', 'print the report as one JSON object')
     .option('-q, --quiet', 'no progress and no table (errors only)')
     .option('--force', FORCE_HELP)
@@ -74,6 +76,8 @@ export function registerCompress(program: Command): void {
         const threads = flags.threads ? positiveInt(flags.threads, '--threads') : undefined;
         const latencyRuns = Number(flags.latencyRuns);
         if (!Number.isInteger(latencyRuns) || latencyRuns < 0) throw new UserError(`--latency-runs takes a whole number, not '${flags.latencyRuns}'`);
+        const decodeCache = Number(flags.decodeCache);
+        if (!Number.isInteger(decodeCache) || decodeCache < 0) throw new UserError(`--decode-cache takes a whole number, not '${flags.decodeCache}'`);
         const model = loadModel(modelPath);
         const calibration = openDataset(flags.calib);
         const data = flags.data ? openDataset(flags.data) : undefined;
@@ -103,7 +107,7 @@ export function registerCompress(program: Command): void {
             out = r.model;
             report = r.report;
           } else {
-            const r = await compressModel(model, fromRecipe(recipe, flags.recipe), recipe.name ?? path.basename(flags.recipe ?? 'recipe'), { calibration, data, metric: flags.metric as MetricName, limit, threads, progress, signal, latencyRuns, force: flags.force });
+            const r = await compressModel(model, fromRecipe(recipe, flags.recipe), recipe.name ?? path.basename(flags.recipe ?? 'recipe'), { calibration, data, metric: flags.metric as MetricName, limit, threads, progress, signal, latencyRuns, decodeCache, force: flags.force });
             out = r.model;
             report = r.report;
           }

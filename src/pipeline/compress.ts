@@ -5,6 +5,7 @@ import { modelToBytes } from '../onnx/save.js';
 import { type Progress, silentProgress } from '../progress.js';
 import { type CompressReport, gateCheck, layerData } from '../report/compress-report.js';
 import { medianLatencies } from '../runtime/latency.js';
+import { DEFAULT_DECODE_CACHE, measureDecodeLatency } from './decode-latency.js';
 import { gate } from '../validate/gate.js';
 import type { Limit } from '../validate/limits.js';
 import type { MetricName } from '../validate/metrics.js';
@@ -23,6 +24,8 @@ export interface CompressOptions {
   signal?: AbortSignal;
   /** Timed runs per model for latency (default 20; 0: no latency). */
   latencyRuns?: number;
+  /** Decoders with a key/value cache: cached tokens before the timed decode step (default 32). */
+  decodeCache?: number;
   /** Keep a result measured below the quality floor instead of throwing QualityFloorError (pipeline's `force`). */
   force?: boolean;
 }
@@ -60,10 +63,11 @@ export async function compressModel(model: Model, p: Pipeline, recipeName: strin
 }
 
 /** Size, latency, check and accuracy of a compressed model against the original. */
-export async function measure(original: Model, compressed: Model, options: CompressOptions): Promise<Pick<CompressReport, 'size' | 'latency' | 'check' | 'accuracy'>> {
+export async function measure(original: Model, compressed: Model, options: CompressOptions): Promise<Pick<CompressReport, 'size' | 'latency' | 'decodeLatency' | 'check' | 'accuracy'>> {
   const size = { before: modelToBytes(original).byteLength, after: modelToBytes(compressed).byteLength };
   const runs = options.latencyRuns ?? 20;
   const latency = runs > 0 ? await measureLatency(original, compressed, options.calibration, runs, options.threads, options.signal) : null;
+  const decodeLatency = runs > 0 ? await measureDecodeLatency(original, compressed, options.decodeCache ?? DEFAULT_DECODE_CACHE, runs, options.threads, options.signal) : null;
   const checkGate = await gate({ baseline: original, candidate: compressed, dataset: options.calibration, metrics: ['agreement', 'sqnr', 'cosine'], limits: { agreement: { kind: 'min', value: 0 }, cosine: { kind: 'min', value: -1 }, sqnr: { kind: 'min', value: -1e30 } }, threads: options.threads, signal: options.signal });
   const check = gateCheck(checkGate);
   let accuracy: CompressReport['accuracy'] = null;
@@ -73,7 +77,7 @@ export async function measure(original: Model, compressed: Model, options: Compr
     const r = g.metrics[0]!;
     accuracy = { metric, before: r.baseline, after: r.candidate, samples: g.samples, limit: options.limit ? limitText(options.limit) : null, pass: options.limit ? r.pass : null };
   }
-  return { size, latency, check, accuracy };
+  return { size, latency, decodeLatency, check, accuracy };
 }
 
 /** A limit nothing exceeds: the gate's figures without a verdict. */

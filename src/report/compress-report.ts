@@ -28,6 +28,8 @@ export interface CompressReport {
   seconds: number;
   size: { before: number; after: number };
   latency: { beforeMs: number; afterMs: number; runs: number; batch: number } | null;
+  /** A decoder with a key/value cache: one generated token after `cacheLength` cached ones. */
+  decodeLatency?: { beforeMs: number; afterMs: number; runs: number; cacheLength: number } | null;
   /** The output compared with the original on calibration data. */
   check: { samples: number; agreement: number; sqnr: number; cosine: number } | null;
   /** The output against the quality floor on the verification samples (src/validate/quality-floor.ts). */

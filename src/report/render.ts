@@ -15,7 +15,10 @@ const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
 export function summaryRows(r: CompressReport): string[][] {
   const rows: string[][] = [['', 'original', 'compressed', 'change']];
   rows.push(['size', size(r.size.before), size(r.size.after), `${(r.size.before / r.size.after).toFixed(2)}x smaller`]);
-  if (r.latency) rows.push([`latency (batch ${r.latency.batch}, median of ${r.latency.runs})`, `${r.latency.beforeMs.toFixed(2)} ms`, `${r.latency.afterMs.toFixed(2)} ms`, r.latency.afterMs <= r.latency.beforeMs ? `${(r.latency.beforeMs / r.latency.afterMs).toFixed(2)}x faster` : `${(r.latency.afterMs / r.latency.beforeMs).toFixed(2)}x slower`]);
+  const speed = (before: number, after: number) => (after <= before ? `${(before / after).toFixed(2)}x faster` : `${(after / before).toFixed(2)}x slower`);
+  if (r.latency) rows.push([`latency (batch ${r.latency.batch}, median of ${r.latency.runs})`, `${r.latency.beforeMs.toFixed(2)} ms`, `${r.latency.afterMs.toFixed(2)} ms`, speed(r.latency.beforeMs, r.latency.afterMs)]);
+  const d = r.decodeLatency;
+  if (d) rows.push([`decode step (1 token, cache ${d.cacheLength}, median of ${d.runs})`, `${d.beforeMs.toFixed(2)} ms`, `${d.afterMs.toFixed(2)} ms`, speed(d.beforeMs, d.afterMs)]);
   if (r.accuracy) {
     const d = r.accuracy.after - r.accuracy.before;
     rows.push([`${r.accuracy.metric} (${r.accuracy.samples} samples)`, pct(r.accuracy.before), pct(r.accuracy.after), `${d >= 0 ? '+' : ''}${(d * 100).toFixed(2)} points${r.accuracy.pass === null ? '' : r.accuracy.pass ? ' (pass)' : ' (FAIL)'}`]);
