@@ -261,8 +261,7 @@ function traceProjection(softmax: Node, start: Value, role: string, linears: Lin
       }
       return fail(softmax, `${role} comes from Concat '${nodeLabel(p)}', neither a partial rotary embedding nor a key/value cache`);
     }
-    const fused = ['Split', 'Slice', 'Gather'].includes(p.opType) ? '' : '';
-    return fail(softmax, `${role} comes from ${p.opType} '${nodeLabel(p)}', not from a projection through layout ops${fused}`);
+    return fail(softmax, `${role} comes from ${p.opType} '${nodeLabel(p)}', not from a projection through layout ops`);
   }
   if (!linear) return fail(softmax, `${role} is not traced to a projection within 40 ops`);
   const start0 = projectionLayout(shapes.shape(linear.output), linear.outFeatures);

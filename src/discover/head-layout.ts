@@ -260,4 +260,3 @@ export function lineage(f: Factor): Factor[] {
   return out;
 }
 
-export type { Value };

@@ -27,38 +27,29 @@ export function planFromMask(layout: MaskLayout, mask: Float32Array): PrunePlan 
  * the model, keeping at least one in every attention; `mask` (default all ones) is kept otherwise.
  */
 export function selectHeadShare(layout: MaskLayout, scores: Scores, share: number, mask: Float32Array = onesMask(1, layout.units.length)): Float32Array {
-  const heads = layout.units.map((u, i) => ({ u, i })).filter((x) => x.u.kind === 'head');
-  const target = Math.round(share * heads.length);
-  const left = new Map(layout.heads);
-  let removed = 0;
-  for (const { u, i } of heads.sort((a, b) => scores[a.i]! - scores[b.i]!)) {
-    if (removed >= target) break;
-    if (left.get(u.block)! <= 1) continue;
-    mask[i] = 0;
-    left.set(u.block, left.get(u.block)! - 1);
-    removed++;
-  }
-  return mask;
+  return removeLowest(layout, scores, 'head', share, layout.heads, mask);
 }
 
 /** Removes `ratio` of the MLP neurons: the lowest-scored ones of each MLP, or of all of them. */
 export function selectMlpRatio(layout: MaskLayout, scores: Scores, ratio: number, mode: 'uniform' | 'global'): Float32Array {
   const mask = onesMask(1, layout.units.length);
-  const neurons = layout.units.map((u, i) => ({ u, i })).filter((x) => x.u.kind === 'neuron');
-  if (mode === 'uniform') {
-    for (const [block, width] of layout.neurons) {
-      const off = layout.neuronOffset.get(block)!;
-      const order = Array.from({ length: width }, (_, k) => off + k).sort((a, b) => scores[a]! - scores[b]!);
-      const remove = Math.min(width - 1, Math.round(ratio * width));
-      for (const i of order.slice(0, remove)) mask[i] = 0;
-    }
-    return mask;
+  if (mode === 'global') return removeLowest(layout, scores, 'neuron', ratio, layout.neurons, mask);
+  for (const [block, width] of layout.neurons) {
+    const off = layout.neuronOffset.get(block)!;
+    const order = Array.from({ length: width }, (_, k) => off + k).sort((a, b) => scores[a]! - scores[b]!);
+    const remove = Math.min(width - 1, Math.round(ratio * width));
+    for (const i of order.slice(0, remove)) mask[i] = 0;
   }
-  const total = neurons.length;
-  const target = Math.round(ratio * total);
-  const left = new Map(layout.neurons);
+  return mask;
+}
+
+/** Zeroes `share` of the units of one kind in `mask`, lowest-scored first across the model, leaving one per block. */
+function removeLowest(layout: MaskLayout, scores: Scores, kind: 'head' | 'neuron', share: number, perBlock: Map<number, number>, mask: Float32Array): Float32Array {
+  const units = layout.units.map((u, i) => ({ u, i })).filter((x) => x.u.kind === kind);
+  const target = Math.round(share * units.length);
+  const left = new Map(perBlock);
   let removed = 0;
-  for (const { u, i } of neurons.sort((a, b) => scores[a.i]! - scores[b.i]!)) {
+  for (const { u, i } of units.sort((a, b) => scores[a.i]! - scores[b.i]!)) {
     if (removed >= target) break;
     if (left.get(u.block)! <= 1) continue;
     mask[i] = 0;
