@@ -22,7 +22,7 @@ export interface MergedDecoder {
 
 /**
  * Finds the If of a merged decoder in the main graph: its condition is a graph input and both
- * branches hold a MatMul or Gemm reading an initializer of the outer graph (shared weights).
+ * branches read a matrix stored in the outer graph (shared weights).
  */
 export function findMergedDecoder(model: Model): MergedDecoder | undefined {
   const g = model.graph;
@@ -51,7 +51,8 @@ export function outerReads(branch: Graph, outer: Graph): Set<Value> {
 
 function readsSharedWeight(branch: Graph, outer: Graph): boolean {
   for (const n of branch.allNodes()) {
-    if ((n.opType === 'MatMul' || n.opType === 'Gemm') && n.inputs.some((v) => v?.graph === outer && v.initializer)) return true;
+    // MatMul/Gemm in a float model; MatMulNBits, MatMulInteger or a quantized Gather once quantized
+    if (n.inputs.some((v) => v?.graph === outer && v.initializer && v.initializer.dims.length >= 2)) return true;
   }
   return false;
 }
