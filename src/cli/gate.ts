@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
-import { openDataset } from '../data/dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { writeJunit } from '../report/junit.js';
@@ -10,12 +9,15 @@ import { gateJson, gateJunitSuite, gateTable } from '../validate/gate-report.js'
 import { assignLimits, gateMetricList, parseLimits } from '../validate/limits.js';
 import { positiveInt } from './eval.js';
 import { OutputPlan } from './output-paths.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
-interface GateFlags {
+interface GateFlags extends RawDataFlags {
   baseline: string;
   candidate: string;
-  data: string;
+  data?: string;
+  dataText?: string;
+  dataImages?: string;
   metric?: string;
   maxDrop: string[];
   min: string[];
@@ -56,12 +58,12 @@ Examples:
 `;
 
 export function registerGate(program: Command): void {
-  program
+  const cmd = program
     .command('gate')
     .description('fail (exit 1) when a compressed model loses more accuracy than allowed against its baseline')
     .requiredOption('--baseline <model>', 'the reference ONNX model')
     .requiredOption('--candidate <model>', 'the compressed ONNX model to check')
-    .requiredOption('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy')
+    .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images, made with the baseline\'s tokenizer or preprocessor)')
     .option('--metric <names>', `comma-separated metrics: ${GATE_METRICS.join(', ')} (default: those the limits name, else top1)`)
     .option('--max-drop <limit>', 'largest allowed degradation: VALUE, VALUE%, or METRIC=VALUE[%],...', collect, [])
     .option('--min <limit>', 'floor for higher-is-better metrics: VALUE or METRIC=VALUE,...', collect, [])
@@ -71,7 +73,8 @@ export function registerGate(program: Command): void {
     .option('--json', 'print one JSON object instead of the table')
     .option('--batch-size <n>', 'samples per onnxruntime run', '32')
     .option('--threads <n>', 'onnxruntime intra-op threads')
-    .addHelpText('after', HELP)
+    .addHelpText('after', HELP);
+  addRawDataFlags(cmd, 'data', 'dataset')
     .action((opts: GateFlags) =>
       runCommand(async (signal) => {
         const listed = opts.metric === undefined ? undefined : parseMetricList(opts.metric);
@@ -85,11 +88,12 @@ export function registerGate(program: Command): void {
         const threads = opts.threads ? positiveInt(opts.threads, '--threads') : undefined;
         const outputs = OutputPlan.check(
           [opts.junit ? { flag: '--junit', file: opts.junit, what: 'JUnit report' } : undefined],
-          [{ file: opts.baseline, what: 'baseline model' }, { file: opts.candidate, what: 'candidate model' }, { file: opts.data, what: 'dataset' }],
+          [{ file: opts.baseline, what: 'baseline model' }, { file: opts.candidate, what: 'candidate model' }, opts.data ? { file: opts.data, what: 'dataset' } : undefined],
         );
         const baseline = loadModel(opts.baseline);
         const candidate = loadModel(opts.candidate);
-        const dataset = openDataset(opts.data);
+        const dataset = await datasetFromFlags({ tensors: opts.data, text: opts.dataText, images: opts.dataImages, flags: '--data, --data-text, --data-images' }, opts, baseline, opts.baseline);
+        if (!dataset) throw new UserError('give the dataset: --data PATH, --data-text FILE or --data-images DIR');
         const result = await gate({
           baseline,
           candidate,
