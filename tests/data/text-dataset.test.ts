@@ -75,6 +75,28 @@ describe('tokenization with the model folder tokenizer.json', () => {
   });
 });
 
+describe('truncation keeps the special tokens on both sides', () => {
+  it('[CLS] $A [SEP] cut to 5 keeps [CLS], the first 3 words and [SEP]; type ids follow; pad from tokenizer_config', () => {
+    const f = path.join(dir, 'cls-sep.json');
+    const special = (id: number, content: string): object => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    fs.writeFileSync(f, JSON.stringify({
+      added_tokens: [special(0, '<pad>'), special(1, '[UNK]'), special(2, '[CLS]'), special(3, '[SEP]')],
+      normalizer: null,
+      pre_tokenizer: { type: 'WhitespaceSplit' },
+      post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 1 } }], pair: [], special_tokens: {} },
+      decoder: null,
+      model: { type: 'WordLevel', vocab: { '<pad>': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, a: 4, b: 5, c: 6, d: 7 }, unk_token: '[UNK]' },
+    }));
+    const cfg = path.join(dir, 'cls-sep-config.json');
+    fs.writeFileSync(cfg, JSON.stringify({ pad_token: '<pad>' }));
+    const tok = loadTokenizer(f, cfg);
+    expect(tok.encode('a b z c d', 5)).toEqual({ ids: [2, 4, 5, 1, 3], typeIds: [0, 0, 0, 0, 1] });
+    expect(tok.encode('a b', 5)).toEqual({ ids: [2, 4, 5, 3], typeIds: [0, 0, 0, 1] });
+    expect(tok.padId).toBe(0);
+    expect(() => tok.encode('a b', 2)).toThrow(/adds 2 special tokens, which leaves no room in a sequence of 2/);
+  });
+});
+
 describe('text datasets equal the zoo tensors made in Python', () => {
   it('hf_bert_spam: calib.jsonl (the zoo calibration samples as text, string labels via config.json label2id) gives calibration/zoo/hf_bert_spam/calib exactly', async () => {
     const model = loadModel(path.join(BERT, 'onnx/model.onnx'));
