@@ -1,4 +1,4 @@
-import sharp, { type Metadata, type OutputInfo } from 'sharp';
+import type { Metadata, OutputInfo, SharpConstructor } from 'sharp';
 import { UserError } from '../errors.js';
 import { readJson } from './model-folder.js';
 
@@ -63,6 +63,7 @@ export interface ImageLayout {
  * in the layout asked for, and the height and width after resizing and cropping.
  */
 export async function preprocessImage(file: string, steps: ImagePreprocessing, layout: ImageLayout): Promise<{ data: Float32Array; height: number; width: number }> {
+  const sharp = await loadSharp();
   let img = sharp(file, { failOn: 'error' }).removeAlpha();
   img = layout.channels === 1 ? img.greyscale() : img.toColourspace('srgb');
   let meta: Metadata;
@@ -112,6 +113,23 @@ export async function preprocessImage(file: string, steps: ImagePreprocessing, l
     }
   }
   return { data: out, height: h, width: w };
+}
+
+let sharpModule: SharpConstructor | undefined;
+
+/**
+ * sharp is loaded on first use: it is a native module (libvips), and a platform without its
+ * prebuilt binary should lose image datasets only, not the whole library.
+ */
+async function loadSharp(): Promise<SharpConstructor> {
+  if (!sharpModule) {
+    try {
+      sharpModule = (await import('sharp')).default;
+    } catch (e) {
+      throw new UserError(`image datasets need the sharp package, which did not load on this platform (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); see https://sharp.pixelplumbing.com/install, or give tensors (--calib/--data)`);
+    }
+  }
+  return sharpModule;
 }
 
 /** transformers' get_resize_output_image_size for {shortest_edge}: short side = edge, long side scaled and truncated. */
