@@ -110,6 +110,12 @@ describe('text datasets equal the zoo tensors made in Python', () => {
     expectSameTensors(got, openDataset(path.join(ROOT, 'calibration/zoo/llama_moby_kv/calib')));
   });
 
+  it('hf_gpt2_moby (input_ids and attention_mask only): its calib.txt gives calibration/zoo/hf_gpt2_moby/calib exactly', async () => {
+    const file = path.join(FOLDERS, 'hf_gpt2_moby/onnx/model.onnx');
+    const got = await openRawDataset(loadModel(file), file, { text: path.join(FOLDERS, 'hf_gpt2_moby/calib.txt'), seqLen: 64 });
+    expectSameTensors(got, openDataset(path.join(ROOT, 'calibration/zoo/hf_gpt2_moby/calib')));
+  });
+
   it("Optimum's merged decoder gets use_cache_branch = false as well (tokenizer named, the ONNX outside a model folder)", async () => {
     const file = path.join(ROOT, 'fixtures/zoo/llama_moby_optimum/decoder_model_merged.onnx');
     const got = await openRawDataset(loadModel(file), file, { text: path.join(LLAMA, 'calib.txt'), seqLen: 64, tokenizer: LLAMA });
