@@ -156,6 +156,15 @@ describe('slimformer dataset make / --calib-text / --data-text', () => {
     expect(g.code, g.stdout + g.stderr).toBe(0);
   });
 
+  it('analyze --calib-text measures the same statistics as analyze on the tensors it stands for', () => {
+    const run = (args: string[]): unknown => {
+      const r = cli('analyze', path.join(BERT, 'onnx/model.onnx'), ...args, '--json');
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { layers: unknown }).layers;
+    };
+    expect(run(['--calib-text', path.join(BERT, 'calib.jsonl')])).toEqual(run(['--calib', path.join(ROOT, 'calibration/zoo/hf_bert_spam/calib')]));
+  });
+
   it('refuses bad raw data with one sentence naming the file and line, and writes nothing', () => {
     const model = path.join(BERT, 'onnx/model.onnx');
     const bad = path.join(dir, 'bad.jsonl');
