@@ -23,6 +23,7 @@ import { inStep } from '../progress.js';
 import { convertToFloat16 } from '../export/fp16.js';
 import { cleanup } from './cleanup.js';
 import { float16Scheme, float16Summary, reportFloat16, type Float16Summary } from './float16.js';
+import { withDecodeSteps } from '../calibrate/decode-steps.js';
 import type { Pass, PassContext, PassResult } from './pass.js';
 import { findMergedDecoder } from '../discover/merged.js';
 import { quantizeMerged, type WeightRewrite } from './quantize-merged.js';
@@ -67,10 +68,22 @@ export function quantize(options: QuantizePassOptions): Pass {
     async run(model: Model, ctx: PassContext) {
       if (options.scheme === 'fp16') return float16Scheme(model, ctx, options);
       const merged = findMergedDecoder(model);
-      if (merged) return quantizeMerged(model, merged, ctx, options, (view, viewCtx, rewrites) => quantizeModel(view, viewCtx, options, rewrites));
-      return quantizeModel(model, ctx, options);
+      if (merged) return quantizeMerged(model, merged, ctx, options, async (view, viewCtx, rewrites) => quantizeModel(view, await throughTheCache(view, viewCtx, options), options, rewrites));
+      return quantizeModel(model, await throughTheCache(model, ctx, options), options);
     },
   };
+}
+
+/**
+ * A decoder with a key/value cache calibrates on decode steps through a real cache too
+ * (withDecodeSteps): activation ranges and GPTQ's Hessians then cover generation. FlexRound's
+ * block reconstruction works on rows of one token count, so it keeps the prompts alone.
+ */
+async function throughTheCache(model: Model, ctx: PassContext, options: QuantizePassOptions): Promise<PassContext> {
+  if (!ctx.calibration || options.decodeSteps === false || options.method === 'flexround') return ctx;
+  const { dataset, summary } = await withDecodeSteps(model, ctx.calibration, { threads: ctx.threads, signal: ctx.signal });
+  if (summary) ctx.report.info('quantize', `${summary.prompts} calibration prompts also decoded teacher-forced through a cache of their first ${Math.min(...summary.cachedTokens)}-${Math.max(...summary.cachedTokens)} tokens: ${summary.prompts} decode-step samples added`);
+  return { ...ctx, calibration: dataset };
 }
 
 /**
@@ -328,6 +341,12 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
 export type LayerBits = number | 'float';
 
 export interface QuantizePassOptions extends QuantizeOptions {
+  /**
+   * A decoder with a key/value cache: also calibrate on decode steps through a real cache (each
+   * prompt's second half decoded after its first half fills the cache). Default true; FlexRound
+   * keeps the prompts alone.
+   */
+  decodeSteps?: boolean;
   /**
    * Per-layer precision: globs (`blocks.3.*`) or /regex/ (as `exclude` takes them, matched
    * against layer, node and embedding-table names) mapped to the weight bits of the layers
