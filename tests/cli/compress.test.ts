@@ -161,6 +161,9 @@ describe('slimformer compress', () => {
     const noAuto = compressCli(model, '-o', path.join(dir, 'x.onnx'), '--calib', calib, '--objective', 'latency');
     expect(noAuto.code).toBe(2);
     expect(noAuto.stderr).toMatch(/--objective applies to --auto only/);
+    const selNoAuto = compressCli(model, '-o', path.join(dir, 'x.onnx'), '--calib', calib, '--selection-data', calib);
+    expect(selNoAuto.code).toBe(2);
+    expect(selNoAuto.stderr).toMatch(/--selection-data applies to --auto only/);
     expect(fs.existsSync(path.join(dir, 'x.onnx'))).toBe(false);
   });
 
