@@ -68,5 +68,7 @@ export { fromRecipe, loadRecipe, parseRecipe, checkRecipe, DEFAULT_RECIPE, type 
 export { registerPass, passNames, passEntry, type PassEntry, type OptionSpec } from './pipeline/registry.js';
 export { compressModel, measure, measureLatency, type CompressOptions, type CompressResult } from './pipeline/compress.js';
 export { autoCompress, rankLayers, trialRecipe, type AutoOptions, type AutoResult, type Sensitivity, type TrialConfig } from './search/auto.js';
+export { chooseByObjective, OBJECTIVES, type Objective, type ObjectiveChoice, type TimedCandidate } from './search/objective.js';
+export { splitDataset, datasetView, type DatasetSplit } from './data/split.js';
 export { reportJson, reportMarkdown, reportHtml, renderReport } from './report/render.js';
 export type { CompressReport, Trial } from './report/compress-report.js';
