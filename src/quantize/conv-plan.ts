@@ -24,7 +24,8 @@ export interface ConvPlan {
  * MatMul, MatMulNBits, GPTQ, FlexRound) and its output is not requantized. Measured with
  * onnxruntime-node 1.30 CPU (docs/quantize.md): the QDQ Conv fuses into QLinearConv only with
  * its output requantized to 8 bits per tensor, which cost tv_vit_mnist 17 dB of output SQNR,
- * and ConvInteger (the integer Conv with a float output) ran 5x slower than the float Conv.
+ * and ConvInteger (the integer Conv with a float output) ran 2 to 5 times slower than the
+ * float Conv.
  * Other 2-D Convs are written as QLinearConv under static schemes and skipped (with the
  * reason) under dynamic and weight-only ones. The patch linears go to the front of
  * `sel.linears`; skipped Convs to `sel.skipped`; `sel.convs` is left as it was.
@@ -42,7 +43,7 @@ export function planConvs(g: Graph, sel: Selection, scheme: Scheme): ConvPlan {
     } else {
       const why =
         scheme === 'dynamic'
-          ? 'onnxruntime has no fused dynamic Conv, and its ConvInteger ran 5x slower than the float Conv (docs/quantize.md); a static scheme writes it as QLinearConv'
+          ? 'onnxruntime has no fused dynamic Conv, and its ConvInteger ran slower than the float Conv (docs/quantize.md); a static scheme writes it as QLinearConv'
           : 'weight-only schemes write MatMulNBits, which has no Conv form; a static scheme writes it as QLinearConv';
       sel.skipped.push({ name: c.name, reason: `Conv '${c.node.name}' is not a patch embedding that a MatMul over patches computes (${c.notPatch}), and ${why}; kept in float` });
     }
