@@ -55,8 +55,9 @@ describe('slimformer compress', () => {
     expect(j.size.after).toBe(fs.statSync(out).size);
     expect(j.size.after).toBeLessThan(j.size.before / 2);
     expect(j.check.agreement).toBeGreaterThan(0.95);
-    expect(j.layers.length).toBe(25);
-    expect(JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).layers.length).toBe(25);
+    // 24 linears and the patch-embedding Conv (as a MatMul over patches)
+    expect(j.layers.length).toBe(26);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).layers.length).toBe(26);
     expect(fs.readFileSync(path.join(dir, 'r.md'), 'utf8')).toMatch(/\| size \| 591\.1 KiB/);
     const html = fs.readFileSync(path.join(dir, 'r.html'), 'utf8');
     for (const id of ['plot-sqnr', 'plot-kurtosis', 'plot-inf-norm']) expect(html).toContain(`<svg id="${id}"`);
