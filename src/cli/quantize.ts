@@ -18,7 +18,7 @@ interface QuantizeFlags {
   output: string;
   calib?: string;
   scheme: string;
-  method: string;
+  method: string | undefined;
   alpha: string;
   softmax: string;
   repquantBounds: string;
@@ -54,7 +54,7 @@ export function registerQuantize(program: Command): void {
     .requiredOption('-o, --output <file>', 'where to write the quantized model')
     .option('--calib <path>', 'calibration dataset (needed for w8a8/w6a6/w4a4 and smoothquant/repquant/gptq; used by every scheme to check the result)')
     .option('--scheme <scheme>', `${SCHEMES.join(' | ')}`, 'w8a8')
-    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4; gptq and flexround need --calib)`, 'rtn')
+    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4; gptq and flexround need --calib; default rtn, except for static schemes with --calib, where repquant is chosen when a post-norm activation has outlier channels)`)
     .option('--alpha <a>', 'SmoothQuant migration strength in [0, 1]', '0.5')
     .option('--repquant-bounds <how>', 'RepQuant per-channel lower/upper bounds: mse (searched dual clipping) | percentile | minmax', 'mse')
     .option('--reconstruct <how>', 'weight reconstruction after the grids are fitted: none | gptq (column-wise error feedback on calibration Gram matrices)', 'none')
@@ -84,7 +84,7 @@ export function registerQuantize(program: Command): void {
     .action((modelPath: string, flags: QuantizeFlags) =>
       runCommand(async (signal) => {
         if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
-        if (!(METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${METHODS.join(', ')})`);
+        if (flags.method !== undefined && !(METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${METHODS.join(', ')})`);
         const alpha = Number(flags.alpha);
         if (!(alpha >= 0 && alpha <= 1)) throw new UserError(`--alpha must be a number in [0, 1], not '${flags.alpha}'`);
         if (!['mse', 'percentile', 'minmax'].includes(flags.repquantBounds)) throw new UserError(`unknown --repquant-bounds '${flags.repquantBounds}' (choose from mse, percentile, minmax)`);

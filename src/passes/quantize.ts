@@ -1,5 +1,5 @@
 import { discoverStructure } from '../discover/index.js';
-import type { LinearLayer } from '../discover/structure.js';
+import type { LinearLayer, Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import { quantizeLinearDynamic } from '../export/dynamic.js';
 import { quantizeEmbeddingBlocked, quantizeEmbeddingInt8 } from '../export/embedding.js';
@@ -14,6 +14,7 @@ import { calibrate } from '../calibrate/index.js';
 import { type QuantizeOptions, activationBits, isFloat16, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { repQuantReparam } from '../reparam/repquant.js';
 import { smoothQuant } from '../reparam/smoothquant.js';
+import { chooseStaticMethod, type StaticMethodChoice } from '../quantize/auto-method.js';
 import { assertNotQuantized, namePattern, selectLayers, type Selection } from '../quantize/select.js';
 import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
 import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
@@ -30,6 +31,8 @@ export interface QuantizeSummary {
   method: string;
   calibMethod: string | null;
   reconstruct: string;
+  /** Static schemes without a method named: the outlier measurement that chose rtn or repquant (null otherwise). */
+  methodChoice: StaticMethodChoice | null;
   /** Bits of the activation grid for static schemes (null otherwise). */
   activationBits: number | null;
   /** What smoothquant/repquant folded into the norms and linears, and what they skipped. */
@@ -67,7 +70,14 @@ export function quantize(options: QuantizePassOptions): Pass {
       if (scheme === 'fp16') return float16Scheme(model, ctx, options);
       assertNotQuantized(model, model.sourcePath ?? 'the model');
       const float = model.clone();
-      const method = options.method ?? 'rtn';
+      let method = options.method ?? 'rtn';
+      // a static scheme with no method named: repquant where the calibration data shows activation outliers
+      let methodChoice: StaticMethodChoice | null = null;
+      if (options.method === undefined && isStatic(scheme) && ctx.calibration) {
+        methodChoice = await chooseStaticMethod(model, ctx.calibration, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+        method = methodChoice.method;
+        ctx.report.info('quantize', methodChoice.reason, { data: { factor: methodChoice.factor, sites: methodChoice.sites } });
+      }
       let reparam: QuantizeSummary['reparam'] = null;
       const fixed = new Map<string, ActivationParams>();
       if (method === 'smoothquant' || method === 'repquant') {
@@ -93,6 +103,9 @@ export function quantize(options: QuantizePassOptions): Pass {
       const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
       if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
       const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
+      const outer = outerLayers(structure, sel, bits, options.outerBits ?? OUTER_BITS, overrides);
+      for (const [name, b] of outer.bits) overrides.set(name, b);
+      if (outer.note) ctx.report.info('quantize', outer.note);
       if (sel.linears.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
       for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
       for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
@@ -289,6 +302,7 @@ export function quantize(options: QuantizePassOptions): Pass {
         calibMethod: staticScheme ? (options.calibMethod ?? 'minmax') : null,
         activationBits: staticScheme ? aBits : null,
         reconstruct: options.reconstruct ?? 'none',
+        methodChoice,
         softmax: softmaxSummary,
         reparam,
         flexround: flexSummary,
@@ -308,6 +322,32 @@ export function quantize(options: QuantizePassOptions): Pass {
   };
 }
 
+/**
+ * Bits of the layers outside the transformer blocks (embedding tables, patch embedding, pooler,
+ * classifier and LM heads) when the scheme's weight bits are below 8. Chosen on the zoo and the
+ * bundled models (docs/flexround.md, "Defaults"): with the tables at 3 bits by rounding they dominate
+ * the error of every method on the language models; the peers leave them alone or at 8 bits
+ * (llm-compressor ignores lm_head, onnxruntime's 4-bit quantizer leaves Gather).
+ */
+export const OUTER_BITS = 8;
+
+/**
+ * The bits `outerBits` gives the layers outside the blocks (those `layerBits` does not set), and
+ * a line for the report. Nothing when the scheme's bits are 8 or more, when outerBits is
+ * 'scheme', or when discovery found no block (then every linear would be "outside").
+ */
+export function outerLayers(structure: Structure, sel: Selection, bits: number, outerBits: number | 'scheme', set: ReadonlyMap<string, number>): { bits: Map<string, number>; note: string | null } {
+  const out = new Map<string, number>();
+  if (outerBits === 'scheme' || bits >= outerBits || structure.blocks.length === 0) return { bits: out, note: null };
+  const inBlocks = new Set(
+    structure.blocks.flatMap(({ attention: a, mlp: m }) => [...(a ? [a.q, a.k, a.v, a.o] : []), ...(m ? [m.fc1, ...(m.gate ? [m.gate] : []), m.fc2] : [])].map((l) => l.name)),
+  );
+  for (const l of sel.linears) if (!inBlocks.has(l.name) && !set.has(l.name)) out.set(l.name, outerBits);
+  for (const e of sel.embeddings) if (!set.has(e.table.name)) out.set(e.table.name, outerBits);
+  if (out.size === 0) return { bits: out, note: null };
+  return { bits: out, note: `${out.size} layer(s) outside the transformer blocks (embedding tables, heads) kept at ${outerBits} bits: ${[...out.keys()].slice(0, 6).join(', ')}${out.size > 6 ? ', ...' : ''} (outerBits 'scheme' or layerBits changes that)` };
+}
+
 /** A layer's precision when not the scheme's: 2 to 8 bits, or 'float' (left unquantized). */
 export type LayerBits = number | 'float';
 
@@ -320,6 +360,12 @@ export interface QuantizePassOptions extends QuantizeOptions {
    * pattern that matches no layer is an error naming it.
    */
   layerBits?: Record<string, LayerBits>;
+  /**
+   * Bits of the layers outside the transformer blocks (embedding tables, patch embedding,
+   * pooler, classifier and LM heads) when the scheme's weight bits are below them (default
+   * OUTER_BITS, 8); 'scheme': the scheme's bits like every other layer. layerBits wins.
+   */
+  outerBits?: number | 'scheme';
 }
 
 /**

@@ -101,7 +101,7 @@ describe.skipIf(!have)('RepQuant and SmoothQuant on the outlier fixture', () => 
 
   it('w8a8: per-tensor RTN loses clearly, RepQuant stays within 0.5 points of float, SmoothQuant recovers too', async () => {
     const float = await top1(loadModel(outlierFile));
-    const rtnModel = (await quantized(outlierFile, { scheme: 'w8a8' })).model;
+    const rtnModel = (await quantized(outlierFile, { scheme: 'w8a8', method: 'rtn' })).model;
     const rtn = await top1(rtnModel);
     const { model: rq, summary } = await quantized(outlierFile, { scheme: 'w8a8', method: 'repquant' });
     const sq = await top1((await quantized(outlierFile, { scheme: 'w8a8', method: 'smoothquant' })).model);
@@ -130,7 +130,7 @@ describe.skipIf(!have)('RepQuant and SmoothQuant on the outlier fixture', () => 
   });
 
   it('w4a4: activation codes are clipped to 4 bits, RepQuant beats RTN', async () => {
-    const rtn = await quantized(outlierFile, { scheme: 'w4a4' });
+    const rtn = await quantized(outlierFile, { scheme: 'w4a4', method: 'rtn' });
     const rq = await quantized(outlierFile, { scheme: 'w4a4', method: 'repquant' });
     for (const { model } of [rtn, rq]) {
       const clips = model.graph.nodes.filter((n) => n.opType === 'Clip' && n.input(0)?.producer()?.opType === 'QuantizeLinear');
