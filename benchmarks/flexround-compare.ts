@@ -10,7 +10,7 @@
 //       [--eval 500] [--threads N] [--json results.jsonl]
 //
 // A method is a name with optional settings after a colon, so a sweep of one default is one run:
-// flexround:lr=0.003,iters=250   gptq:damp=0.1   rtn:outer=scheme (the layers outside the
+// flexround:lr=0.003:iters=250   gptq:damp=0.1   rtn:outer=scheme (the layers outside the
 // blocks at the scheme's bits instead of the default 8)   flexround:tokens=1024 (layer-wise rows).
 // Names: rtn, gptq (damping 0.01 unless damp=), gptq-act (activation order), flexround
 // (block-wise), flexround-layer (layer-wise). Every other setting is the library's default.
@@ -116,10 +116,10 @@ async function bertBase(): Promise<void> {
   }
 }
 
-/** A method of the table with its settings: `flexround-layer:lr=0.003,iters=250`. */
+/** A method of the table with its settings: `flexround-layer:lr=0.003:iters=250`. */
 function methodOptions(spec: string): Partial<QuantizePassOptions> {
-  const [name, rest] = spec.split(':') as [string, string | undefined];
-  const set = new Map((rest ? rest.split(',') : []).map((kv) => kv.split('=') as [string, string]));
+  const [name, ...rest] = spec.split(':') as [string, ...string[]];
+  const set = new Map(rest.map((kv) => kv.split('=') as [string, string]));
   const num = (k: string): number | undefined => (set.has(k) ? Number(set.get(k)) : undefined);
   const base: Partial<QuantizePassOptions> =
     name === 'rtn' ? { method: 'rtn' }

@@ -36,6 +36,7 @@ interface QuantizeFlags {
   weightGrid?: string;
   exclude: string[];
   layerBits: string[];
+  outerBits?: string;
   embeddings: boolean;
   keepIoTypes: boolean;
   keepFloat32: string[];
@@ -73,6 +74,7 @@ export function registerQuantize(program: Command): void {
     .option('--weight-grid <kind>', 'weight-only schemes: symmetric | asymmetric (a zero point per group; default symmetric, asymmetric for w2)')
     .option('--exclude <pattern>', 'keep matching layers in float (glob like "*.attn.*" or /regex/); repeat the flag for more patterns', repeatable, [])
     .option('--layer-bits <pattern=bits>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float; repeat the flag for more, e.g. --layer-bits lm_head=8 --layer-bits "blocks.0.*=float"; the first matching pattern wins', repeatable, [])
+    .option('--outer-bits <bits>', 'bits of the embedding tables and the linears outside the transformer blocks (heads, patch embedding) when the scheme has fewer: 2 to 8, or "scheme" for the scheme\'s bits (default 8; --layer-bits wins)')
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--no-keep-io-types', 'fp16, q4f16: make graph inputs and outputs float16 too (default: they stay float32, with Casts inside the graph)')
     .option('--keep-float32 <op>', 'fp16, q4f16: keep this operator type in float32 besides the built-in list (docs/fp16.md); repeat the flag for more', repeatable, [])
@@ -136,6 +138,7 @@ export function registerQuantize(program: Command): void {
             ...(flags.weightGrid !== undefined ? { weightSymmetric: flags.weightGrid === 'symmetric' } : {}),
             exclude: flags.exclude,
             ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
+            ...(flags.outerBits !== undefined ? { outerBits: parseOuterBits(flags.outerBits) } : {}),
             embeddings: flags.embeddings,
             keepIoTypes: flags.keepIoTypes,
             ...(flags.keepFloat32.length ? { keepFloat32Ops: flags.keepFloat32 } : {}),
@@ -194,6 +197,13 @@ export function registerQuantize(program: Command): void {
         process.stdout.write(lines.join('\n') + '\n');
       }),
     );
+}
+
+/** `--outer-bits`: 2 to 8, or 'scheme'. */
+function parseOuterBits(value: string): number | 'scheme' {
+  if (value === 'scheme') return 'scheme';
+  if (!/^[2-8]$/.test(value)) throw new UserError(`--outer-bits must be 2 to 8 or scheme, not '${value}'`);
+  return Number(value);
 }
 
 /** `--layer-bits pattern=bits` pairs (the last '=' splits, so a /regex/ may hold one). */

@@ -338,6 +338,7 @@ export const OUTER_BITS = 8;
  */
 export function outerLayers(structure: Structure, sel: Selection, bits: number, outerBits: number | 'scheme', set: ReadonlyMap<string, number>): { bits: Map<string, number>; note: string | null } {
   const out = new Map<string, number>();
+  if (!(outerBits === 'scheme' || (Number.isInteger(outerBits) && outerBits >= 2 && outerBits <= 8))) throw new UserError(`outerBits must be a whole number from 2 to 8 or 'scheme', not ${JSON.stringify(outerBits)}`);
   if (outerBits === 'scheme' || bits >= outerBits || structure.blocks.length === 0) return { bits: out, note: null };
   const inBlocks = new Set(
     structure.blocks.flatMap(({ attention: a, mlp: m }) => [...(a ? [a.q, a.k, a.v, a.o] : []), ...(m ? [m.fc1, ...(m.gate ? [m.gate] : []), m.fc2] : [])].map((l) => l.name)),
