@@ -11,7 +11,8 @@
 //
 // A method is a name with optional settings after a colon, so a sweep of one default is one run:
 // flexround:lr=0.003:iters=250   gptq:damp=0.1   rtn:outer=scheme (the layers outside the
-// blocks at the scheme's bits instead of the default 8)   flexround:tokens=1024 (layer-wise rows).
+// blocks at the scheme's bits instead of the default 8)   flexround:tokens=1024 (layer-wise rows)
+// gptq:search=minmax (full-range weight grids instead of the MSE-searched ones).
 // Names: rtn, gptq (damping 0.01 unless damp=), gptq-act (activation order), flexround
 // (block-wise), flexround-layer (layer-wise). Every other setting is the library's default.
 //
@@ -130,6 +131,7 @@ function methodOptions(spec: string): Partial<QuantizePassOptions> {
     : (() => { throw new Error(`unknown method ${name}`); })();
   if (set.has('damp')) base.gptqDamp = num('damp');
   if (set.has('act')) base.gptqActOrder = set.get('act') === '1';
+  if (set.has('search')) base.weightSearch = set.get('search') as 'mse' | 'minmax';
   if (set.has('outer')) base.outerBits = set.get('outer') === 'scheme' ? 'scheme' : num('outer');
   if (base.flexround) base.flexround = { ...base.flexround, ...(set.has('lr') ? { lr: num('lr') } : {}), ...(set.has('iters') ? { iters: num('iters') } : {}), ...(set.has('tokens') ? { tokens: num('tokens') } : {}) };
   return base;

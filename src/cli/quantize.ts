@@ -60,7 +60,8 @@ export function registerQuantize(program: Command): void {
     .option('--repquant-bounds <how>', 'RepQuant per-channel lower/upper bounds: mse (searched dual clipping) | percentile | minmax', 'mse')
     .option('--reconstruct <how>', 'weight reconstruction after the grids are fitted: none | gptq (column-wise error feedback on calibration Gram matrices)', 'none')
     .option('--damp <x>', 'GPTQ damping, a fraction of the mean Gram diagonal', '0.01')
-    .option('--act-order', 'GPTQ: quantize input columns by descending input energy')
+    .option('--act-order', 'GPTQ: quantize input columns by descending input energy (the default)')
+    .option('--no-act-order', 'GPTQ: quantize input columns in their order')
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
     .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.01 block-wise, 0.003 layer-wise)')
     .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
@@ -127,7 +128,7 @@ export function registerQuantize(program: Command): void {
             ...(weightBits !== undefined && weightBits !== 8 ? { weightBits } : {}),
             method: flags.method as Method,
             gptqDamp: damp,
-            gptqActOrder: flags.actOrder ?? false,
+            gptqActOrder: flags.actOrder ?? true,
             flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block' },
             alpha,
             softmax: flags.softmax as SoftmaxMode,

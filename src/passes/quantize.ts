@@ -170,7 +170,7 @@ export function quantize(options: QuantizePassOptions): Pass {
           for (const [i, l] of sel.linears.entries()) {
             ctx.signal.throwIfAborted();
             try {
-              weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+              weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? true);
             } catch (e) {
               // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
               // break that when the input's scales span many orders of magnitude
@@ -182,7 +182,7 @@ export function quantize(options: QuantizePassOptions): Pass {
             tick(i + 1, l.name);
           }
         });
-        ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+        ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
       }
       let flexSummary: QuantizeSummary['flexround'] = null;
       let learnedActivations: LearnedActivation[] = [];

@@ -119,7 +119,7 @@ registerPass({
     weightSymmetric: { type: 'boolean', doc: 'weight-only schemes: symmetric grids (default: yes, except at 2 bits)' },
     weightBits: { type: 'number', integer: true, min: 2, max: 8, doc: "bits of a static scheme's weight grid when not the scheme's own (w8a8 + 4: W4A8)" },
     gptqDamp: { type: 'number', min: 0, doc: 'GPTQ damping, a fraction of the mean Gram diagonal (default 0.01)' },
-    gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default false)' },
+    gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default true)' },
     exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
     layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
     embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },

@@ -70,7 +70,7 @@ export interface QuantizeOptions {
   weightBits?: number;
   /** GPTQ (method gptq or --reconstruct gptq): damping as a fraction of the mean Gram diagonal (default 0.01). */
   gptqDamp?: number;
-  /** GPTQ: quantize input columns by descending input energy (default false). */
+  /** GPTQ: quantize input columns by descending input energy (default true: lower KL to float on 12 of 18 w3/w4 rows of the method table, docs/flexround.md). */
   gptqActOrder?: boolean;
   /** FlexRound settings (method flexround). */
   flexround?: FlexRoundSettings;
