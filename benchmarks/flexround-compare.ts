@@ -6,15 +6,16 @@
 // models, the share of round to nearest's nll increase each method recovers.
 //
 //   npm run build && node dist/benchmarks/flexround-compare.js [--models vit_mnist,...,phi_moby]
-//       [--schemes w4,w3,w2,w4a8] [--methods rtn,gptq,gptq-act,flexround,flexround-layer]
+//       [--schemes w4,w3,w2,w4a8] [--methods rtn,gptq,gptq:act=0,flexround,flexround-layer]
 //       [--eval 500] [--threads N] [--json results.jsonl]
 //
 // A method is a name with optional settings after a colon, so a sweep of one default is one run:
 // flexround:lr=0.003:iters=250   gptq:damp=0.1   rtn:outer=scheme (the layers outside the
 // blocks at the scheme's bits instead of the default 8)   flexround:tokens=1024 (layer-wise rows)
 // gptq:search=minmax (full-range weight grids instead of the MSE-searched ones).
-// Names: rtn, gptq (damping 0.01 unless damp=), gptq-act (activation order), flexround
-// (block-wise), flexround-layer (layer-wise). Every other setting is the library's default.
+// Names: rtn, gptq (the library's defaults: damping 0.01, activation order; act=0 turns the
+// order off), gptq-act (activation order on explicitly), flexround (block-wise), flexround-layer
+// (layer-wise). Every other setting is the library's default.
 //
 // With --bert-base [--blocks 12] [--samples 32] [--iters 500]: instead, the time GPTQ and FlexRound
 // (w4, default settings) take on a BERT-base-sized encoder (hidden 768, 12 heads, MLP 3072,
@@ -51,7 +52,7 @@ const args = process.argv.slice(2);
 const arg = (name: string, fallback: string): string => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
 const models = arg('--models', 'vit_mnist,bert_spam,gpt_moby,hf_bert_spam,tv_vit_mnist,hf_gpt2_moby,llama_moby,qwen2_moby,phi_moby').split(',');
 const schemes = arg('--schemes', 'w4,w3,w2,w4a8').split(',');
-const methods = arg('--methods', 'rtn,gptq,gptq-act,flexround,flexround-layer').split(',');
+const methods = arg('--methods', 'rtn,gptq,gptq:act=0,flexround,flexround-layer').split(',');
 const jsonOut = args.includes('--json') ? arg('--json', '') : null;
 // --bert-base only
 const iters = Number(arg('--iters', '500'));
@@ -124,7 +125,7 @@ function methodOptions(spec: string): Partial<QuantizePassOptions> {
   const num = (k: string): number | undefined => (set.has(k) ? Number(set.get(k)) : undefined);
   const base: Partial<QuantizePassOptions> =
     name === 'rtn' ? { method: 'rtn' }
-    : name === 'gptq' ? { method: 'gptq', gptqActOrder: false }
+    : name === 'gptq' ? { method: 'gptq' }
     : name === 'gptq-act' ? { method: 'gptq', gptqActOrder: true }
     : name === 'flexround' ? { method: 'flexround', flexround: { mode: 'block' } }
     : name === 'flexround-layer' ? { method: 'flexround', flexround: { mode: 'layer' } }

@@ -63,7 +63,7 @@ export function registerQuantize(program: Command): void {
     .option('--act-order', 'GPTQ: quantize input columns by descending input energy (the default)')
     .option('--no-act-order', 'GPTQ: quantize input columns in their order')
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
-    .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.01 block-wise, 0.003 layer-wise)')
+    .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.003)')
     .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
     .option('--a-bits <n>', 'with --scheme w8, w4, w3 or w2: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
     .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')

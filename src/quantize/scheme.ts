@@ -166,7 +166,7 @@ export function isFloat16(scheme: Scheme): boolean {
 export interface FlexRoundSettings {
   /** Optimizer steps per layer (layer-wise) or per block (block-wise) (default 500). */
   iters?: number;
-  /** Adam learning rate of the log-scales, cosine to 0 (default 1e-2 block-wise, 3e-3 layer-wise: the reference's W4A16 value, which it runs for 5000 steps). */
+  /** Adam learning rate of the log-scales, cosine to 0 (default 3e-3 for both objectives, the reference's W4A16 value, which it runs for 5000 steps; chosen on the method table, docs/flexround.md). */
   lr?: number;
   /** 'layer': each linear against its own output error (fast); 'block': each transformer block against its float output, then the layers outside blocks layer-wise (default 'block'). */
   mode?: 'layer' | 'block';
