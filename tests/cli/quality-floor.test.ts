@@ -69,8 +69,10 @@ describe('quality floor (CLI)', () => {
     expect(r.code).toBe(0);
     const json = JSON.parse(r.stdout);
     expect(json.quality).toMatchObject({ verdict: 'pass', failing: [], samples: 16, output: 'logits' });
-    // the floor's SQNR is the quantize check's own end-to-end figure on the same samples
-    expect(json.quality.sqnr).toBeCloseTo(json.outputs[0].sqnr, 6);
+    // the floor's SQNR is the quantize check's end-to-end figure on the same samples, measured in
+    // its own onnxruntime runs: with the head at 8 bits (outerBits) the two differ by 1.7e-6 dB
+    // (6e-8 relative, float32 summation order), so 5e-5 dB
+    expect(json.quality.sqnr).toBeCloseTo(json.outputs[0].sqnr, 4);
     fs.rmSync(out);
   });
 
