@@ -107,7 +107,7 @@ registerPass({
   doc: 'quantizes linear layers and embeddings under a scheme, checked against the float model',
   options: {
     scheme: { type: 'enum', values: SCHEMES, required: true, doc: `one of ${SCHEMES.join(', ')}` },
-    method: { type: 'enum', values: METHODS, doc: 'preparation before rounding (default rtn)' },
+    method: { type: 'enum', values: METHODS, doc: 'preparation before rounding (default rtn; static schemes with calibration: repquant when a post-norm activation has outlier channels)' },
     alpha: { type: 'number', min: 0, max: 1, doc: 'SmoothQuant migration strength (default 0.5)' },
     repquantObserver: { type: 'enum', values: ['minmax', 'percentile', 'mse'], doc: 'RepQuant per-channel bounds (default mse)' },
     reconstruct: { type: 'enum', values: ['none', 'gptq'], doc: 'weight reconstruction (default none)' },
@@ -122,6 +122,7 @@ registerPass({
     gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default true)' },
     exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
     layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
+    outerBits: { type: 'enum', values: [2, 3, 4, 5, 6, 7, 8, 'scheme'], doc: "bits of the embedding tables and the linears outside the blocks when the scheme has fewer (default 8; 'scheme': the scheme's bits)" },
     embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
     keepIoTypes: { type: 'boolean', doc: 'fp16/q4f16: graph inputs and outputs stay float32 (default true)' },
     keepFloat32Ops: { type: 'string[]', doc: 'fp16/q4f16: operator types kept in float32 besides the built-in list' },

@@ -5,6 +5,7 @@ import { openDataset } from '../../src/data/dataset.js';
 import { loadModel } from '../../src/onnx/index.js';
 import { quantize, type QuantizePassOptions, type QuantizeSummary } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
+import { fromRecipe, parseRecipe } from '../../src/pipeline/recipe.js';
 import { FloatReference } from '../../src/validate/fidelity.js';
 import { cli } from '../helpers/cli.js';
 import { ROOT } from '../helpers/fixtures.js';
@@ -51,6 +52,15 @@ describe.skipIf(!have)('layers outside the transformer blocks under low-bit sche
     console.log(`gpt_moby w3 rtn KL to float on 64 samples: outer layers at 8 bits ${kl8.toExponential(2)}, at 3 bits ${kl3.toExponential(2)}`);
     // the method table measured 1.56e-1 against 3.98e-1 on 500 samples
     expect(kl8).toBeLessThan(kl3 / 2);
+  });
+
+  it("recipes take outerBits (2 to 8 or 'scheme') and refuse other values", async () => {
+    const r = parseRecipe(`passes:\n  - pass: quantize\n    scheme: w3\n    outerBits: scheme\n`, 'r.yaml');
+    expect(r.passes[0]).toEqual({ pass: 'quantize', scheme: 'w3', outerBits: 'scheme' });
+    const { report } = await fromRecipe(r).apply(loadModel(file), { calibration: openDataset(calib), floor: false });
+    const summary = report.passes[0]!.summary as unknown as QuantizeSummary;
+    expect(summary.layers.find((l) => l.name === 'lm_head')!.bits).toBe(3);
+    expect(() => parseRecipe(JSON.stringify({ passes: [{ pass: 'quantize', scheme: 'w3', outerBits: 16 }] }), 'r.json')).toThrow(/option 'outerBits' of pass 'quantize'/);
   });
 
   it('from the CLI: a bad --outer-bits value is exit 2 with one sentence', () => {
