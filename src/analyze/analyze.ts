@@ -315,7 +315,7 @@ export async function analyzeModel(model: Model, data: Dataset | BoundDataset, o
     await session.release();
   }
 
-  const factor = options.outlierFactor ?? 6;
+  const factor = options.outlierFactor ?? OUTLIER_FACTOR;
   const metrics = new Map<string, TensorMetrics>();
   for (const name of all) metrics.set(name, finish(accs.get(name)!, name, factor));
   const layers: TensorMetrics[] = planned.filter((p) => metrics.has(p.tensor)).map((p) => ({ ...metrics.get(p.tensor)!, layer: p.layer, block: p.block, kinds: p.kinds }));
@@ -423,14 +423,23 @@ function median(xs: ArrayLike<number>): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function finish(a: Acc, name: string, factor: number): TensorMetrics {
-  const channels = Array.from(a.channels ?? []);
+/** The default of AnalyzeOptions.outlierFactor (and of the w8a8 default's choice of RepQuant, quantize/auto-method.ts). */
+export const OUTLIER_FACTOR = 6;
+
+/** Channels whose max |x| exceeds `factor` × the median channel's, largest first. */
+export function outlierChannels(channelMaxima: ArrayLike<number>, factor: number): number[] {
+  const channels = Array.from(channelMaxima);
   const med = median(channels);
-  const outliers = channels
+  return channels
     .map((v, c) => [v, c] as const)
     .filter(([v]) => v > factor * med && v > 0)
     .sort((x, y) => y[0] - x[0])
     .map(([, c]) => c);
+}
+
+function finish(a: Acc, name: string, factor: number): TensorMetrics {
+  const channels = Array.from(a.channels ?? []);
+  const outliers = outlierChannels(channels, factor);
   return {
     tensor: name,
     layer: name,

@@ -20,7 +20,7 @@ interface QuantizeFlags extends RawDataFlags {
   calibText?: string;
   calibImages?: string;
   scheme: string;
-  method: string;
+  method: string | undefined;
   alpha: string;
   softmax: string;
   repquantBounds: string;
@@ -38,6 +38,7 @@ interface QuantizeFlags extends RawDataFlags {
   weightGrid?: string;
   exclude: string[];
   layerBits: string[];
+  outerBits?: string;
   embeddings: boolean;
   keepIoTypes: boolean;
   keepFloat32: string[];
@@ -56,14 +57,15 @@ export function registerQuantize(program: Command): void {
     .requiredOption('-o, --output <file>', 'where to write the quantized model')
     .option('--calib <path>', 'calibration dataset (needed for w8a8/w6a6/w4a4 and smoothquant/repquant/gptq; used by every scheme to check the result)')
     .option('--scheme <scheme>', `${SCHEMES.join(' | ')}`, 'w8a8')
-    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4; gptq and flexround need --calib)`, 'rtn')
+    .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4; gptq and flexround need --calib; default rtn, except for static schemes with --calib, where repquant is chosen when a post-norm activation has outlier channels)`)
     .option('--alpha <a>', 'SmoothQuant migration strength in [0, 1]', '0.5')
     .option('--repquant-bounds <how>', 'RepQuant per-channel lower/upper bounds: mse (searched dual clipping) | percentile | minmax', 'mse')
     .option('--reconstruct <how>', 'weight reconstruction after the grids are fitted: none | gptq (column-wise error feedback on calibration Gram matrices)', 'none')
     .option('--damp <x>', 'GPTQ damping, a fraction of the mean Gram diagonal', '0.01')
-    .option('--act-order', 'GPTQ: quantize input columns by descending input energy')
+    .option('--act-order', 'GPTQ: quantize input columns by descending input energy (the default)')
+    .option('--no-act-order', 'GPTQ: quantize input columns in their order')
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
-    .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.01 block-wise, 0.003 layer-wise)')
+    .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.003)')
     .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
     .option('--a-bits <n>', 'with --scheme w8, w4, w3 or w2: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
     .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')
@@ -75,6 +77,7 @@ export function registerQuantize(program: Command): void {
     .option('--weight-grid <kind>', 'weight-only schemes: symmetric | asymmetric (a zero point per group; default symmetric, asymmetric for w2)')
     .option('--exclude <pattern>', 'keep matching layers in float (glob like "*.attn.*" or /regex/); repeat the flag for more patterns', repeatable, [])
     .option('--layer-bits <pattern=bits>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float; repeat the flag for more, e.g. --layer-bits lm_head=8 --layer-bits "blocks.0.*=float"; the first matching pattern wins', repeatable, [])
+    .option('--outer-bits <bits>', 'bits of the embedding tables and the linears outside the transformer blocks (heads, patch embedding) when the scheme has fewer: 2 to 8, or "scheme" for the scheme\'s bits (default 8; --layer-bits wins)')
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--no-keep-io-types', 'fp16, q4f16: make graph inputs and outputs float16 too (default: they stay float32, with Casts inside the graph)')
     .option('--keep-float32 <op>', 'fp16, q4f16: keep this operator type in float32 besides the built-in list (docs/fp16.md); repeat the flag for more', repeatable, [])
@@ -87,7 +90,7 @@ export function registerQuantize(program: Command): void {
     .action((modelPath: string, flags: QuantizeFlags) =>
       runCommand(async (signal) => {
         if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
-        if (!(METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${METHODS.join(', ')})`);
+        if (flags.method !== undefined && !(METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${METHODS.join(', ')})`);
         const alpha = Number(flags.alpha);
         if (!(alpha >= 0 && alpha <= 1)) throw new UserError(`--alpha must be a number in [0, 1], not '${flags.alpha}'`);
         if (!['mse', 'percentile', 'minmax'].includes(flags.repquantBounds)) throw new UserError(`unknown --repquant-bounds '${flags.repquantBounds}' (choose from mse, percentile, minmax)`);
@@ -128,7 +131,7 @@ export function registerQuantize(program: Command): void {
             ...(weightBits !== undefined && weightBits !== 8 ? { weightBits } : {}),
             method: flags.method as Method,
             gptqDamp: damp,
-            gptqActOrder: flags.actOrder ?? false,
+            gptqActOrder: flags.actOrder ?? true,
             flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block' },
             alpha,
             softmax: flags.softmax as SoftmaxMode,
@@ -139,6 +142,7 @@ export function registerQuantize(program: Command): void {
             ...(flags.weightGrid !== undefined ? { weightSymmetric: flags.weightGrid === 'symmetric' } : {}),
             exclude: flags.exclude,
             ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
+            ...(flags.outerBits !== undefined ? { outerBits: parseOuterBits(flags.outerBits) } : {}),
             embeddings: flags.embeddings,
             keepIoTypes: flags.keepIoTypes,
             ...(flags.keepFloat32.length ? { keepFloat32Ops: flags.keepFloat32 } : {}),
@@ -197,6 +201,13 @@ export function registerQuantize(program: Command): void {
         process.stdout.write(lines.join('\n') + '\n');
       }),
     );
+}
+
+/** `--outer-bits`: 2 to 8, or 'scheme'. */
+function parseOuterBits(value: string): number | 'scheme' {
+  if (value === 'scheme') return 'scheme';
+  if (!/^[2-8]$/.test(value)) throw new UserError(`--outer-bits must be 2 to 8 or scheme, not '${value}'`);
+  return Number(value);
 }
 
 /** `--layer-bits pattern=bits` pairs (the last '=' splits, so a /regex/ may hold one). */

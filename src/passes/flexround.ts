@@ -26,7 +26,7 @@ export interface FlexRoundOptions extends CommonOptions, FlexRoundSettings {}
 export interface GptqOptions extends CommonOptions {
   /** Damping as a fraction of the mean Gram diagonal (default 0.01). */
   damp?: number;
-  /** Quantize input columns by descending input energy (default false). */
+  /** Quantize input columns by descending input energy (default true; false: in their order). */
   actOrder?: boolean;
 }
 

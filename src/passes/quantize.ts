@@ -16,6 +16,8 @@ import { calibrate } from '../calibrate/index.js';
 import { type QuantizeOptions, activationBits, isFloat16, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
 import { repQuantReparam } from '../reparam/repquant.js';
 import { smoothQuant } from '../reparam/smoothquant.js';
+import { chooseStaticMethod, type StaticMethodChoice } from '../quantize/auto-method.js';
+import { OUTER_BITS, checkOuterBits, outerLayers } from '../quantize/outer-layers.js';
 import { assertNotQuantized, namePattern, selectLayers, type Selection } from '../quantize/select.js';
 import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
 import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
@@ -35,6 +37,8 @@ export interface QuantizeSummary {
   method: string;
   calibMethod: string | null;
   reconstruct: string;
+  /** Static schemes without a method named: the outlier measurement that chose rtn or repquant (null otherwise). */
+  methodChoice: StaticMethodChoice | null;
   /** Bits of the activation grid for static schemes (null otherwise). */
   activationBits: number | null;
   /** What smoothquant/repquant folded into the norms and linears, and what they skipped. */
@@ -97,8 +101,16 @@ async function throughTheCache(model: Model, ctx: PassContext, options: Quantize
 async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePassOptions, rewrites?: WeightRewrite[]): Promise<PassResult> {
   const scheme = options.scheme;
   assertNotQuantized(model, model.sourcePath ?? 'the model');
+  if (options.outerBits !== undefined) checkOuterBits(options.outerBits);
   const float = model.clone();
-  const method = options.method ?? 'rtn';
+  let method = options.method ?? 'rtn';
+  // a static scheme with no method named: repquant where the calibration data shows activation outliers
+  let methodChoice: StaticMethodChoice | null = null;
+  if (options.method === undefined && isStatic(scheme) && ctx.calibration) {
+    methodChoice = await chooseStaticMethod(model, ctx.calibration, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+    method = methodChoice.method;
+    ctx.report.info('quantize', methodChoice.reason, { data: { factor: methodChoice.factor, sites: methodChoice.sites } });
+  }
   let reparam: QuantizeSummary['reparam'] = null;
   const fixed = new Map<string, ActivationParams>();
   if (method === 'smoothquant' || method === 'repquant') {
@@ -124,6 +136,9 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
   if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
   const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
+  const outer = outerLayers(structure, sel, bits, options.outerBits ?? OUTER_BITS, overrides);
+  for (const [name, b] of outer.bits) overrides.set(name, b);
+  if (outer.note) ctx.report.info('quantize', outer.note);
   if (sel.linears.length === 0 && sel.convs.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
   const weightOnly = isWeightOnly(scheme);
   const staticScheme = isStatic(scheme);
@@ -176,7 +191,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
       for (const [k, x] of calibration.ranges) {
         if (r.bits === aBits) ranges.set(k, { min: x.min[0]!, max: x.max[0]! });
         if (r.bits === 8 && eightBit.includes(k)) act8.set(k, activationParams(x.min[0]!, x.max[0]!, 8));
-      }
+  }
       seen.samples = calibration.samples;
       seen.fromCache &&= calibration.fromCache;
       seen.seconds += calibration.seconds;
@@ -216,19 +231,19 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
       for (const [i, l] of sel.linears.entries()) {
         ctx.signal.throwIfAborted();
         try {
-          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? true);
         } catch (e) {
           // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
           // break that when the input's scales span many orders of magnitude
           if (e instanceof Error && e.message.includes('not positive definite')) {
             throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (--damp) makes it so`);
-      }
+  }
           throw e;
     }
         tick(i + 1, l.name);
   }
     });
-    ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+    ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   }
   let flexSummary: QuantizeSummary['flexround'] = null;
   let learnedActivations: LearnedActivation[] = [];
@@ -361,6 +376,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     calibMethod: staticScheme ? (options.calibMethod ?? 'minmax') : null,
     activationBits: staticScheme ? aBits : null,
     reconstruct: options.reconstruct ?? 'none',
+    methodChoice,
     softmax: softmaxSummary,
     reparam,
     flexround: flexSummary,
@@ -403,6 +419,12 @@ export interface QuantizePassOptions extends QuantizeOptions {
    * pattern that matches no layer is an error naming it.
    */
   layerBits?: Record<string, LayerBits>;
+  /**
+   * Bits of the layers outside the transformer blocks (embedding tables, patch embedding,
+   * pooler, classifier and LM heads) when the scheme's weight bits are below them (default
+   * OUTER_BITS, 8); 'scheme': the scheme's bits like every other layer. layerBits wins.
+   */
+  outerBits?: number | 'scheme';
 }
 
 /**

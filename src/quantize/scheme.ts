@@ -70,7 +70,7 @@ export interface QuantizeOptions {
   weightBits?: number;
   /** GPTQ (method gptq or --reconstruct gptq): damping as a fraction of the mean Gram diagonal (default 0.01). */
   gptqDamp?: number;
-  /** GPTQ: quantize input columns by descending input energy (default false). */
+  /** GPTQ: quantize input columns by descending input energy (default true: lower KL to float on 12 of 18 w3/w4 rows of the method table, docs/flexround.md). */
   gptqActOrder?: boolean;
   /** FlexRound settings (method flexround). */
   flexround?: FlexRoundSettings;
@@ -166,7 +166,7 @@ export function isFloat16(scheme: Scheme): boolean {
 export interface FlexRoundSettings {
   /** Optimizer steps per layer (layer-wise) or per block (block-wise) (default 500). */
   iters?: number;
-  /** Adam learning rate of the log-scales, cosine to 0 (default 1e-2 block-wise, 3e-3 layer-wise: the reference's W4A16 value, which it runs for 5000 steps). */
+  /** Adam learning rate of the log-scales, cosine to 0 (default 3e-3 for both objectives, the reference's W4A16 value, which it runs for 5000 steps; chosen on the method table, docs/flexround.md). */
   lr?: number;
   /** 'layer': each linear against its own output error (fast); 'block': each transformer block against its float output, then the layers outside blocks layer-wise (default 'block'). */
   mode?: 'layer' | 'block';

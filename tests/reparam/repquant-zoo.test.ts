@@ -155,7 +155,7 @@ describe.skipIf(!haveTv)('RepQuant and SmoothQuant on the outlier variant of tor
 
   it('w8a8: per-tensor RTN loses, RepQuant stays within 0.5 point of float top-1', async () => {
     const float = await top1(loadModel(outlierFile));
-    const rtn = await top1((await quantized({ scheme: 'w8a8' })).model);
+    const rtn = await top1((await quantized({ scheme: 'w8a8', method: 'rtn' })).model);
     const { model, summary } = await quantized({ scheme: 'w8a8', method: 'repquant' });
     const repq = await top1(model);
     console.log(`tv_vit_mnist_outlier top1 on 500 samples: float ${(100 * float).toFixed(1)}, w8a8 rtn ${(100 * rtn).toFixed(1)}, w8a8 repquant ${(100 * repq).toFixed(1)}`);
@@ -166,5 +166,15 @@ describe.skipIf(!haveTv)('RepQuant and SmoothQuant on the outlier variant of tor
     const q = model.graph.nodes.filter((n) => n.opType === 'QuantizeLinear' && n.input(0)!.producer()?.opType === 'Transpose');
     expect(q.length).toBe(2);
     for (const n of q) expect(n.input(1)!.initializer!.dims).toEqual([]);
+  });
+
+  it('w8a8 with no method named: the outlier measurement chooses repquant, within 0.3 point of float top-1', async () => {
+    const float = await top1(loadModel(outlierFile));
+    const { model, summary } = await quantized({ scheme: 'w8a8' });
+    const q = await top1(model);
+    console.log(`tv_vit_mnist_outlier top1 on 500 samples: float ${(100 * float).toFixed(1)}, plain w8a8 ${(100 * q).toFixed(1)} (${summary.methodChoice!.reason})`);
+    expect(summary.methodChoice!.method).toBe('repquant');
+    expect(summary.reparam!.folded).toHaveLength(5);
+    expect(float - q).toBeLessThanOrEqual(0.003);
   });
 });
