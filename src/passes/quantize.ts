@@ -23,6 +23,8 @@ import { inStep } from '../progress.js';
 import { convertToFloat16 } from '../export/fp16.js';
 import { cleanup } from './cleanup.js';
 import { float16Scheme, float16Summary, reportFloat16, type Float16Summary } from './float16.js';
+import { QUANTIZE_OPTIONS } from './option-specs.js';
+import { checkOptions } from './options.js';
 import type { Pass, PassContext } from './pass.js';
 
 export interface QuantizeSummary {
@@ -59,7 +61,8 @@ export interface QuantizeSummary {
  * in onnxruntime against the float model on calibration samples before the pass returns, and
  * the report gives each layer's output SQNR and the end-to-end SQNR.
  */
-export function quantize(options: QuantizePassOptions): Pass {
+export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
+  checkOptions('quantize', QUANTIZE_OPTIONS, options);
   return {
     name: 'quantize',
     async run(model: Model, ctx: PassContext) {
@@ -303,7 +306,7 @@ export function quantize(options: QuantizePassOptions): Pass {
         weightBytesAfter: weightBytes(model),
         float16: f16,
       };
-      return { model, modified: true, summary: summary as unknown as Record<string, unknown> };
+      return { model, modified: true, summary };
     },
   };
 }
