@@ -39,9 +39,9 @@ export { evaluate, type EvaluateOptions, type EvalResult } from './validate/eval
 export { METRICS, type MetricName } from './validate/metrics.js';
 export { gate, type GateOptions, type GateResult, type GateMetricResult } from './validate/gate.js';
 export { GATE_METRICS, type GateMetricName } from './validate/gate-metrics.js';
-export { parseLimits, type Limit, type Limits } from './validate/limits.js';
+export { parseLimits, gateMetricList, assignLimits, type Limit, type Limits, type LimitFlags, type ParsedLimits } from './validate/limits.js';
 export { DecoderRunner, compareGeneration, slidingPerplexity, tokenStreamFromNpy, type LmOptions, type GenerationComparison, type SlidingResult, type TokenStream } from './validate/lm.js';
-export { analyzeModel, gateAnalysis, analysisText, analysisHtml, type AnalyzeOptions, type AnalysisResult, type AnalysisGate } from './analyze/index.js';
+export { analyzeModel, gateAnalysis, analysisText, analysisHtml, type AnalyzeOptions, type AnalysisResult, type AnalysisGate, type GateOutcome } from './analyze/index.js';
 
 // reports
 export { Report, type ReportEntry, type PassRecord } from './report/report.js';
