@@ -75,7 +75,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
       const fixed = new Map<string, ActivationParams>();
       if (method === 'smoothquant' || method === 'repquant') {
         if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
-        if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (--calib DIR)`);
+        if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (option 'calibration')`);
         const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
         if (method === 'smoothquant') {
           const r = await smoothQuant(model, ctx.calibration, options.alpha ?? 0.5, run);
@@ -91,7 +91,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
       const structure = discoverStructure(model);
       const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
       if (sel.linears.length === 0 && sel.embeddings.length === 0) {
-        throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by --exclude` : ''})`);
+        throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
       }
       const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
       if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
@@ -112,7 +112,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
       const softmaxMode = options.softmax ?? 'none';
       let softmaxSites: SoftmaxSite[] = [];
       if (softmaxMode !== 'none') {
-        if (!staticScheme) throw new UserError(`--softmax ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+        if (!staticScheme) throw new UserError(`option 'softmax' ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
         const found = findSoftmaxSites(structure);
         softmaxSites = found.sites;
         for (const s of found.skipped) ctx.report.skip('quantize', s.name, `softmax kept in float: ${s.reason}`);
@@ -122,7 +122,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
       let ranges: Map<string, { min: number; max: number }> | undefined;
       let calibrationInfo: QuantizeSummary['calibration'] = null;
       if (staticScheme) {
-        if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (--calib DIR) to set activation ranges`);
+        if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (option 'calibration') to set activation ranges`);
         const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
         const calibration = await calibrate(model, ctx.calibration, {
           tensors: inputs,
@@ -148,10 +148,10 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
           tick(weights.length, l.name);
         }
       });
-      if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError('--method flexround learns the rounding itself; it does not combine with --reconstruct gptq');
+      if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
       if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
-        const what = method === 'gptq' ? '--method gptq' : '--reconstruct gptq';
-        if (!ctx.calibration) throw new UserError(`${what} needs calibration data (--calib DIR)`);
+        const what = method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
+        if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
         const damp = options.gptqDamp ?? 0.01;
         if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
         const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
@@ -165,7 +165,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
               // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
               // break that when the input's scales span many orders of magnitude
               if (e instanceof Error && e.message.includes('not positive definite')) {
-                throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (--damp) makes it so`);
+                throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
               }
               throw e;
             }
@@ -177,7 +177,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
       let flexSummary: QuantizeSummary['flexround'] = null;
       let learnedActivations: LearnedActivation[] = [];
       if (method === 'flexround' && sel.linears.length > 0) {
-        if (!ctx.calibration) throw new UserError('--method flexround needs calibration data (--calib DIR)');
+        if (!ctx.calibration) throw new UserError("option 'method' flexround needs calibration data (option 'calibration')");
         // static schemes: the calibrated activation quantizers are the start of the learned ones
         const acts = new Map(staticScheme ? sel.linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges!.get(n)!.min, ranges!.get(n)!.max, aBits)] as const) : []);
         const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts);

@@ -22,7 +22,7 @@ export function reconstructionPass(name: string, plan: ReconstructionPlan, optio
   return {
     name,
     async run(model, ctx) {
-      if (!ctx.calibration) throw new UserError(`${name} needs calibration data (--calib)`);
+      if (!ctx.calibration) throw new UserError(`${name} needs calibration data (option 'calibration')`);
       const r = await reconstructBlocks(model, { ...options, calibration: ctx.calibration, plan, progress: ctx.progress, signal: ctx.signal, threads: ctx.threads });
       for (const b of r.blocks) {
         if (b.kept === 'untouched') continue;
