@@ -19,6 +19,13 @@ export { discoverStructure, summarizeStructure, type Structure, type StructureSu
 // data
 export { openDataset, type Dataset, type Sample, type NamedArray } from './data/dataset.js';
 export type { DatasetInput } from './data/as-dataset.js';
+export { openRawDataset, type RawDataOptions } from './data/raw-dataset.js';
+export { textDataset, TEXT_TASKS, type TextTask, type TextDatasetOptions } from './data/text-dataset.js';
+export { imageDataset, type ImageDatasetOptions } from './data/image-dataset.js';
+export { readPreprocessorConfig, type ImagePreprocessing } from './data/image-preprocess.js';
+export { loadTokenizer, type TextTokenizer } from './data/tokenizer.js';
+export { writeDataset } from './data/write-dataset.js';
+export { readModelFolder, modelFolderOf, type ModelFolder } from './data/model-folder.js';
 
 // pipelines and passes
 export { pipeline, type Pipeline, type ApplyOptions } from './pipeline/pipeline.js';

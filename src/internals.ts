@@ -21,6 +21,13 @@ export { Session, type SessionOptions } from './runtime/session.js';
 
 export { openDataset, type Dataset, type Sample, type NamedArray } from './data/dataset.js';
 export { bindDataset, batches, modelInputs, type BoundDataset, type Batch, type ModelInput } from './data/bind.js';
+export { readModelFolder, modelFolderOf, type ModelFolder } from './data/model-folder.js';
+export { openRawDataset, type RawDataOptions } from './data/raw-dataset.js';
+export { textDataset, TEXT_TASKS, type TextTask, type TextDatasetOptions } from './data/text-dataset.js';
+export { imageDataset, type ImageDatasetOptions } from './data/image-dataset.js';
+export { readPreprocessorConfig, type ImagePreprocessing } from './data/image-preprocess.js';
+export { loadTokenizer, type TextTokenizer } from './data/tokenizer.js';
+export { writeDataset } from './data/write-dataset.js';
 
 export { evaluate, type EvaluateOptions, type EvalResult } from './validate/evaluate.js';
 export { MetricAccumulator, METRICS, type MetricName } from './validate/metrics.js';

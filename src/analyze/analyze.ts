@@ -1,5 +1,6 @@
 import { batches, bindDataset, type BoundDataset } from '../data/bind.js';
 import { asDataset, type DatasetInput } from '../data/as-dataset.js';
+import { findMergedDecoder } from '../discover/merged.js';
 import type { Attention, Block, LinearLayer, Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import { transpose, weightOutIn } from '../export/linear-weight.js';
@@ -223,6 +224,10 @@ function blockOutput(b: Block): { name: string } | undefined {
  */
 export async function analyzeModel(model: Model, data: DatasetInput | BoundDataset, options: AnalyzeOptions = {}): Promise<AnalysisResult> {
   const started = performance.now();
+  const merged = findMergedDecoder(model);
+  if (merged) {
+    throw new UserError(`${model.sourcePath ?? 'the model'} is a merged decoder (If '${merged.node.name}' on '${merged.flag.name}'): analyze reads tensors inside the layers, which onnxruntime cannot return from inside an If; analyze decoder_with_past_model.onnx or the one-graph KV-cache export of the same weights`);
+  }
   const bound: BoundDataset = typeof data !== 'string' && 'feeds' in data ? data : bindDataset(asDataset(data), model);
   const { structure, forms } = discoverWithForms(model);
   if (structure.linears.length === 0 && structure.norms.length === 0) {

@@ -10,10 +10,13 @@ import { writeFileAtomic } from '../report/junit.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { positiveInt } from './eval.js';
 import { OutputPlan } from './output-paths.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
-interface AnalyzeFlags {
-  calib: string;
+interface AnalyzeFlags extends RawDataFlags {
+  calib?: string;
+  calibText?: string;
+  calibImages?: string;
   json?: boolean;
   html?: string;
   maxKurtosis?: string;
@@ -35,11 +38,11 @@ function number(text: string | undefined, flag: string, positive = true): number
 }
 
 export function registerAnalyze(program: Command): void {
-  program
+  const cmd = program
     .command('analyze')
     .description('measure activation outliers, attention heads and predicted 8-bit SQNR: will this model quantize?')
     .argument('<model>', 'ONNX model file')
-    .requiredOption('--calib <path>', 'calibration data: folder of test_data_set_N samples, or .npz/.npy')
+    .option('--calib <path>', 'calibration data: folder of test_data_set_N samples, or .npz/.npy (or --calib-text / --calib-images)')
     .option('--json', 'print one JSON object')
     .option('--html <file>', 'also write an HTML report')
     .option('--max-kurtosis <k>', 'exit 1 when any layer\'s kurtosis exceeds k')
@@ -50,7 +53,8 @@ export function registerAnalyze(program: Command): void {
     .option('--outlier-factor <f>', 'outlier channel: max |x| over f times the median channel\'s', '6')
     .option('--min-sqnr <db>', 'predicted SQNR (dB) under which w8a8 per-tensor is said to break a layer', '20')
     .option('--what-if-clipped <gamma[:zeta]>', 'also analyze the model with every softmax replaced by clipped softmax')
-    .option('--eval <path>', 'labelled data to measure the accuracy change of --what-if-clipped (top1)')
+    .option('--eval <path>', 'labelled data to measure the accuracy change of --what-if-clipped (top1)');
+  addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: AnalyzeFlags) =>
       runCommand(async (signal) => {
         const maxKurtosis = number(flags.maxKurtosis, '--max-kurtosis');
@@ -66,10 +70,11 @@ export function registerAnalyze(program: Command): void {
         if (flags.eval && !clip) throw new UserError('--eval is used with --what-if-clipped');
         const outputs = OutputPlan.check(
           [flags.html ? { flag: '--html', file: flags.html, what: 'HTML report' } : undefined],
-          [{ file: modelPath, what: 'input model' }, { file: flags.calib, what: 'calibration dataset' }, flags.eval ? { file: flags.eval, what: 'evaluation dataset' } : undefined],
+          [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined, flags.eval ? { file: flags.eval, what: 'evaluation dataset' } : undefined],
         );
         const model = loadModel(modelPath);
-        const calibration = openDataset(flags.calib);
+        const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
+        if (!calibration) throw new UserError('give the calibration data: --calib PATH, --calib-text FILE or --calib-images DIR');
         const options = {
           samples: flags.samples ? positiveInt(flags.samples, '--samples') : undefined,
           batchSize: positiveInt(flags.batchSize, '--batch-size'),

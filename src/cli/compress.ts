@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { openDataset } from '../data/dataset.js';
 import { UserError, isUserError } from '../errors.js';
 import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
@@ -19,13 +18,18 @@ import { positiveInt } from './eval.js';
 import { FORCE_HELP, refuseBelowFloor } from './quality-floor.js';
 import { OutputPlan } from './output-paths.js';
 import { repeatable } from './repeatable.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
-interface CompressFlags {
+interface CompressFlags extends RawDataFlags {
   output: string;
-  calib: string;
+  calib?: string;
+  calibText?: string;
+  calibImages?: string;
   recipe?: string;
   data?: string;
+  dataText?: string;
+  dataImages?: string;
   metric: string;
   maxDrop?: string;
   auto?: boolean;
@@ -40,12 +44,12 @@ interface CompressFlags {
 }
 
 export function registerCompress(program: Command): void {
-  program
+  const cmd = program
     .command('compress')
     .description('run a recipe of passes (default: w8a8), check the result against the original, and print size, latency and accuracy before and after')
     .argument('<model>', 'float ONNX model')
     .requiredOption('-o, --output <file>', 'where to write the compressed model (written atomically)')
-    .requiredOption('--calib <path>', 'calibration dataset (sets activation ranges; the result is checked against the original on it)')
+    .option('--calib <path>', 'calibration dataset (sets activation ranges; the result is checked against the original on it); or --calib-text / --calib-images')
     .option('--recipe <file>', 'recipe (.json or .yaml, see docs/recipes.md); default: quantize w8a8 + cleanup')
     .option('--data <path>', 'labelled evaluation dataset: accuracy before and after')
     .option('--metric <name>', `accuracy metric on --data: ${METRICS.join(', ')}`, 'top1')
@@ -58,20 +62,22 @@ export function registerCompress(program: Command): void {
     .option('--decode-cache <n>', 'decoders with a key/value cache: tokens already cached when one decode step is timed', '32')
     .option('--json', 'print the report as one JSON object')
     .option('-q, --quiet', 'no progress and no table (errors only)')
-    .option('--force', FORCE_HELP)
+    .option('--force', FORCE_HELP);
+  addRawDataFlags(addRawDataFlags(cmd, 'calib', 'calibration data'), 'data', 'labelled evaluation data')
     .action((modelPath: string, flags: CompressFlags) =>
       runCommand(async (signal) => {
         if (!isMetricName(flags.metric)) throw new UserError(`unknown metric '${flags.metric}' (choose from ${METRICS.join(', ')})`);
         for (const r of flags.report) if (!/\.(json|md|html?)$/.test(r)) throw new UserError(`--report ${r}: the file must end in .json, .md or .html`);
         const outputs = OutputPlan.check(
           [{ flag: '-o', file: flags.output, what: 'compressed model' }, ...flags.report.map((file) => ({ flag: '--report', file, what: 'report' })), flags.junit ? { flag: '--junit', file: flags.junit, what: 'JUnit report' } : undefined],
-          [{ file: modelPath, what: 'input model' }, { file: flags.calib, what: 'calibration dataset' }, flags.data ? { file: flags.data, what: 'evaluation dataset' } : undefined, flags.recipe ? { file: flags.recipe, what: 'recipe' } : undefined],
+          [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined, flags.data ? { file: flags.data, what: 'evaluation dataset' } : undefined, flags.recipe ? { file: flags.recipe, what: 'recipe' } : undefined],
         );
-        if (flags.auto && (!flags.data || !flags.maxDrop)) throw new UserError('--auto needs --data (labelled evaluation data) and --max-drop (the accuracy limit)');
+        const hasData = flags.data !== undefined || flags.dataText !== undefined || flags.dataImages !== undefined;
+        if (flags.auto && (!hasData || !flags.maxDrop)) throw new UserError('--auto needs --data (labelled evaluation data) and --max-drop (the accuracy limit)');
         if (flags.auto && flags.recipe) throw new UserError('--auto chooses its own recipe; leave out --recipe');
         const limit = flags.maxDrop ? parseLimits({ maxDrop: [flags.maxDrop] }).all : undefined;
         if (flags.maxDrop && !limit) throw new UserError(`--max-drop takes one VALUE or VALUE%, not '${flags.maxDrop}'`);
-        if (limit && !flags.data) throw new UserError('--max-drop needs --data (labelled evaluation data) to measure the drop');
+        if (limit && !hasData) throw new UserError('--max-drop needs --data (labelled evaluation data) to measure the drop');
         const recipe = flags.recipe ? loadRecipe(flags.recipe) : DEFAULT_RECIPE;
         const threads = flags.threads ? positiveInt(flags.threads, '--threads') : undefined;
         const latencyRuns = Number(flags.latencyRuns);
@@ -79,8 +85,9 @@ export function registerCompress(program: Command): void {
         const decodeCache = Number(flags.decodeCache);
         if (!Number.isInteger(decodeCache) || decodeCache < 0) throw new UserError(`--decode-cache takes a whole number, not '${flags.decodeCache}'`);
         const model = loadModel(modelPath);
-        const calibration = openDataset(flags.calib);
-        const data = flags.data ? openDataset(flags.data) : undefined;
+        const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
+        if (!calibration) throw new UserError('give the calibration data: --calib PATH, --calib-text FILE or --calib-images DIR');
+        const data = await datasetFromFlags({ tensors: flags.data, text: flags.dataText, images: flags.dataImages, flags: '--data, --data-text, --data-images' }, flags, model, modelPath);
         const quiet = flags.quiet || flags.json;
         const progress = quiet ? silentProgress : consoleProgress();
         const log = (s: string): void => {

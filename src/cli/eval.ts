@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
-import { openDataset } from '../data/dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { evaluate } from '../validate/evaluate.js';
@@ -8,12 +7,15 @@ import { describeLm } from '../validate/gate-report.js';
 import { type LmMetricName, STREAM_METRICS, prepareLmMetrics } from '../validate/lm-metrics.js';
 import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
 import { type LmFlags, addLmOptions, lmOptions } from './lm-options.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
 const EVAL_METRICS = [...METRICS, ...STREAM_METRICS];
 
-interface EvalFlags extends LmFlags {
+interface EvalFlags extends LmFlags, RawDataFlags {
   data?: string;
+  dataText?: string;
+  dataImages?: string;
   metric: string;
   batchSize: string;
   threads?: string;
@@ -26,27 +28,28 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('run a model over a labelled dataset and print metrics')
     .argument('<model>', 'ONNX model file')
-    .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy')
+    .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images)')
     .option('--metric <names>', `comma-separated metrics: ${EVAL_METRICS.join(', ')}`, 'top1')
     .option('--batch-size <n>', 'samples per onnxruntime run', '32')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--output <name>', 'model output holding the scores (default: the first)')
     .option('--json', 'print one JSON object');
-  addLmOptions(command, false).action((modelPath: string, opts: EvalFlags) =>
+  addLmOptions(addRawDataFlags(command, 'data', 'dataset'), false).action((modelPath: string, opts: EvalFlags) =>
     runCommand(async (signal) => {
       const metrics = opts.metric.split(',').map((s) => s.trim());
       const bad = metrics.find((m) => !(EVAL_METRICS as readonly string[]).includes(m));
       if (bad) throw new UserError(`unknown metric '${bad}' (choose from ${EVAL_METRICS.join(', ')}; gen-agreement and the other generation metrics compare two models: slimformer gate)`);
       const labelMetrics = metrics.filter(isMetricName);
       const streamMetrics = metrics.filter((m): m is LmMetricName => !isMetricName(m));
-      if (opts.data === undefined && (labelMetrics.length > 0 || opts.tokens === undefined)) {
-        throw new UserError(labelMetrics.length > 0 ? `metric ${labelMetrics[0]} needs a labelled dataset (--data)` : 'give --data DATASET or --tokens FILE.npy');
+      const anyData = opts.data !== undefined || opts.dataText !== undefined || opts.dataImages !== undefined;
+      if (!anyData && (labelMetrics.length > 0 || opts.tokens === undefined)) {
+        throw new UserError(labelMetrics.length > 0 ? `metric ${labelMetrics[0]} needs a labelled dataset (--data, --data-text or --data-images)` : 'give --data DATASET, --data-text FILE, --data-images DIR or --tokens FILE.npy');
       }
       const threads = opts.threads ? positiveInt(opts.threads, '--threads') : undefined;
       const batchSize = positiveInt(opts.batchSize, '--batch-size');
       const lm = lmOptions(opts);
       const model = loadModel(modelPath);
-      const dataset = opts.data === undefined ? undefined : openDataset(opts.data);
+      const dataset = anyData ? await datasetFromFlags({ tensors: opts.data, text: opts.dataText, images: opts.dataImages, flags: '--data, --data-text, --data-images' }, opts, model, modelPath) : undefined;
       const runLm = streamMetrics.length > 0 ? prepareLmMetrics([{ model, who: `model ${modelPath}` }], streamMetrics, lm, dataset) : undefined;
       const progress = opts.json ? silentProgress : consoleProgress();
       const result =

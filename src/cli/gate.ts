@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
-import { openDataset } from '../data/dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { writeJunit } from '../report/junit.js';
@@ -11,12 +10,15 @@ import { assignLimits, gateMetricList, parseLimits } from '../validate/limits.js
 import { positiveInt } from './eval.js';
 import { type LmFlags, addLmOptions, lmOptions } from './lm-options.js';
 import { OutputPlan } from './output-paths.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
-interface GateFlags extends LmFlags {
+interface GateFlags extends LmFlags, RawDataFlags {
   baseline: string;
   candidate: string;
   data?: string;
+  dataText?: string;
+  dataImages?: string;
   metric?: string;
   maxDrop: string[];
   min: string[];
@@ -71,7 +73,7 @@ export function registerGate(program: Command): void {
     .description('fail (exit 1) when a compressed model loses more accuracy than allowed against its baseline')
     .requiredOption('--baseline <model>', 'the reference ONNX model')
     .requiredOption('--candidate <model>', 'the compressed ONNX model to check')
-    .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (the language-model metrics can read --tokens instead)')
+    .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images, made with the baseline\'s tokenizer or preprocessor; the language-model metrics can read --tokens instead)')
     .option('--metric <names>', `comma-separated metrics: ${GATE_METRICS.join(', ')} (default: those the limits name, else top1)`)
     .option('--max-drop <limit>', 'largest allowed degradation: VALUE, VALUE%, or METRIC=VALUE[%],...', collect, [])
     .option('--min <limit>', 'floor for higher-is-better metrics: VALUE or METRIC=VALUE,...', collect, [])
@@ -81,7 +83,7 @@ export function registerGate(program: Command): void {
     .option('--json', 'print one JSON object instead of the table')
     .option('--batch-size <n>', 'samples per onnxruntime run', '32')
     .option('--threads <n>', 'onnxruntime intra-op threads');
-  addLmOptions(command, true)
+  addLmOptions(addRawDataFlags(command, 'data', 'dataset'), true)
     .addHelpText('after', HELP)
     .action((opts: GateFlags) =>
       runCommand(async (signal) => {
@@ -94,7 +96,9 @@ export function registerGate(program: Command): void {
         const limits = assignLimits(metrics, parsed);
         const batchSize = positiveInt(opts.batchSize, '--batch-size');
         const threads = opts.threads ? positiveInt(opts.threads, '--threads') : undefined;
-        if (opts.data === undefined && opts.tokens === undefined) throw new UserError('the gate needs data: give --data DATASET (or, for the language-model metrics only, --tokens FILE.npy)');
+        if (opts.data === undefined && opts.dataText === undefined && opts.dataImages === undefined && opts.tokens === undefined) {
+          throw new UserError('the gate needs data: give --data DATASET, --data-text FILE or --data-images DIR (or, for the language-model metrics only, --tokens FILE.npy)');
+        }
         const outputs = OutputPlan.check(
           [opts.junit ? { flag: '--junit', file: opts.junit, what: 'JUnit report' } : undefined],
           [{ file: opts.baseline, what: 'baseline model' }, { file: opts.candidate, what: 'candidate model' }, opts.data === undefined ? undefined : { file: opts.data, what: 'dataset' }, opts.tokens === undefined ? undefined : { file: opts.tokens, what: 'token file' }],
@@ -102,7 +106,7 @@ export function registerGate(program: Command): void {
         const baseline = loadModel(opts.baseline);
         const candidate = loadModel(opts.candidate);
         const lm = lmOptions(opts);
-        const dataset = opts.data === undefined ? undefined : openDataset(opts.data);
+        const dataset = await datasetFromFlags({ tensors: opts.data, text: opts.dataText, images: opts.dataImages, flags: '--data, --data-text, --data-images' }, opts, baseline, opts.baseline);
         const result = await gate({
           baseline,
           candidate,

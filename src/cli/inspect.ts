@@ -39,6 +39,7 @@ export function registerInspect(program: Command): void {
         const ops = Object.entries(summary.opCounts).sort((a, b) => b[1] - a[1]);
         out.push(`ops         ${ops.map(([k, n]) => `${k} ${n}`).join(', ')}`);
         out.push(`structure   ${summary.blocks.length} blocks, ${summary.linears} linear layers, ${summary.norms} norms, hidden ${summary.hidden ?? '?'}`);
+        if (summary.branch) out.push(`            found in ${summary.branch}`);
         if (summary.blocks.length > 0) {
           out.push('');
           out.push(table(

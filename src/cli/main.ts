@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerAnalyze } from './analyze.js';
 import { registerCompress } from './compress.js';
+import { registerDataset } from './dataset.js';
 import { registerEval } from './eval.js';
 import { registerGate } from './gate.js';
 import { registerInspect } from './inspect.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerPrune(program);
   registerAnalyze(program);
   registerCompress(program);
+  registerDataset(program);
   return program;
 }
 

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { openDataset } from '../data/dataset.js';
 import { UserError } from '../errors.js';
 import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
@@ -10,11 +9,14 @@ import { positiveInt } from './eval.js';
 import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
 import { OutputPlan } from './output-paths.js';
 import { inFlags } from './option-flags.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
-interface PruneFlags {
+interface PruneFlags extends RawDataFlags {
   output: string;
   calib?: string;
+  calibText?: string;
+  calibImages?: string;
   method: string;
   ratio?: string;
   flops?: string;
@@ -28,7 +30,7 @@ interface PruneFlags {
 }
 
 export function registerPrune(program: Command): void {
-  program
+  const cmd = program
     .command('prune')
     .description('remove MLP neurons, attention heads, or whole attention or MLP sublayers for real: a smaller dense model, no retraining')
     .argument('<model>', 'float ONNX model')
@@ -43,7 +45,8 @@ export function registerPrune(program: Command): void {
     .option('--samples <n>', 'calibration samples used for scoring (default 32)')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--json', 'print the summary as one JSON object')
-    .option('--force', FORCE_HELP)
+    .option('--force', FORCE_HELP);
+  addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: PruneFlags) =>
       runCommand(async (signal) => {
         if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
@@ -58,7 +61,7 @@ export function registerPrune(program: Command): void {
           samples: flags.samples !== undefined ? positiveInt(flags.samples, '--samples') : undefined,
         });
         const model = loadModel(modelPath);
-        const calibration = flags.calib ? openDataset(flags.calib) : undefined;
+        const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
         const progress = flags.json ? silentProgress : consoleProgress();
         const started = Date.now();
         const applied = await pipeline([pass])

@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
-import { openDataset } from '../data/dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
 import { quantize, type LayerBits, type QuantizeSummary } from '../passes/quantize.js';
@@ -13,11 +12,14 @@ import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
 import { repeatable } from './repeatable.js';
 import { OutputPlan } from './output-paths.js';
 import { inFlags } from './option-flags.js';
+import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
-interface QuantizeFlags {
+interface QuantizeFlags extends RawDataFlags {
   output: string;
   calib?: string;
+  calibText?: string;
+  calibImages?: string;
   scheme: string;
   method: string;
   alpha: string;
@@ -48,7 +50,7 @@ interface QuantizeFlags {
 }
 
 export function registerQuantize(program: Command): void {
-  program
+  const cmd = program
     .command('quantize')
     .description('quantize a float model (weights, and activations for w8a8/w6a6/w4a4) and check it against the original')
     .argument('<model>', 'float ONNX model')
@@ -81,7 +83,8 @@ export function registerQuantize(program: Command): void {
     .option('--cache-dir <dir>', 'calibration cache folder (default .slimformer-cache, or SLIMFORMER_CACHE_DIR)')
     .option('--no-cache', 'do not read or write the calibration cache')
     .option('--json', 'print the report as one JSON object')
-    .option('--force', FORCE_HELP)
+    .option('--force', FORCE_HELP);
+  addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: QuantizeFlags) =>
       runCommand(async (signal) => {
         if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
@@ -94,7 +97,7 @@ export function registerQuantize(program: Command): void {
         if (flags.softmax !== 'none' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--softmax ${flags.softmax} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
         if ((flags.method === 'smoothquant' || flags.method === 'repquant') && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
         if (!(CALIBRATION_METHODS as readonly string[]).includes(flags.calibMethod)) throw new UserError(`unknown calibration method '${flags.calibMethod}' (choose from ${CALIBRATION_METHODS.join(', ')})`);
-        if ((flags.method === 'gptq' || flags.method === 'flexround') && !flags.calib) throw new UserError(`--method ${flags.method} needs calibration data (--calib DIR)`);
+        if ((flags.method === 'gptq' || flags.method === 'flexround') && !flags.calib && !flags.calibText && !flags.calibImages) throw new UserError(`--method ${flags.method} needs calibration data (--calib DIR)`);
         const damp = Number(flags.damp);
         if (!(damp > 0 && damp < 1)) throw new UserError(`--damp must be a number in (0, 1), not '${flags.damp}'`);
         const iters = Number(flags.iters);
@@ -117,7 +120,7 @@ export function registerQuantize(program: Command): void {
         const granularity = flags.granularity === undefined ? { perChannel: flags.perChannel, blockSize: blockSize as BlockSize } : parseGranularity(flags.granularity, scheme);
         const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'quantized model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const model = loadModel(modelPath);
-        const calibration = flags.calib ? openDataset(flags.calib) : undefined;
+        const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
         const progress = flags.json ? silentProgress : consoleProgress();
         const started = Date.now();
         const applied = await pipeline([

@@ -26,6 +26,8 @@ export interface BoundDataset {
   readonly hasLabels: boolean;
   /** Largest batch the model's first input dimension allows (1 when it is fixed to 1). */
   readonly maxBatch: number;
+  /** Inputs fed once per batch, not one row per sample (see `unbatchedInputs`). */
+  readonly unbatched: ReadonlySet<string>;
   feeds(sample: Sample): Record<string, ArrayTensor>;
 }
 
@@ -90,7 +92,18 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
     labelled = hasLabel;
   }
   const first = inputs[0]?.shape?.[0];
-  return { dataset, inputs, hasLabels: labelled ?? false, maxBatch: typeof first === 'number' ? first : Infinity, feeds };
+  return { dataset, inputs, hasLabels: labelled ?? false, maxBatch: typeof first === 'number' ? first : Infinity, unbatched: unbatchedInputs(inputs), feeds };
+}
+
+/**
+ * Inputs that hold a setting rather than one row per example: a scalar, or a fixed first axis
+ * in a model whose other inputs have a symbolic batch axis (a merged decoder's
+ * `use_cache_branch [1]`). Batches group samples whose settings are equal and feed them once.
+ */
+export function unbatchedInputs(inputs: readonly ModelInput[]): Set<string> {
+  const batched = inputs.some((i) => i.shape !== undefined && i.shape.length > 0 && typeof i.shape[0] !== 'number');
+  if (!batched) return new Set();
+  return new Set(inputs.filter((i) => i.shape !== undefined && (i.shape.length === 0 || typeof i.shape[0] === 'number')).map((i) => i.name));
 }
 
 function shapeFits(dims: number[], shape: Dim[]): boolean {
@@ -137,7 +150,7 @@ export function* batches(bound: BoundDataset, batchSize: number): Generator<Batc
   const flush = (): Batch => {
     const names = Object.keys(pending[0]!.feeds);
     const feeds: Record<string, ArrayTensor> = {};
-    for (const n of names) feeds[n] = concatBatch(pending.map((p) => p.feeds[n]!));
+    for (const n of names) feeds[n] = bound.unbatched.has(n) ? pending[0]!.feeds[n]! : concatBatch(pending.map((p) => p.feeds[n]!));
     const label = bound.hasLabels ? concatBatch(pending.map((p) => p.label!)) : undefined;
     const b = { feeds, label, start, count: pending.length };
     start += pending.length;
@@ -147,7 +160,8 @@ export function* batches(bound: BoundDataset, batchSize: number): Generator<Batc
   for (let i = 0; i < bound.dataset.size; i++) {
     const sample = bound.dataset.read(i);
     const feeds = bound.feeds(sample);
-    const k = Object.entries(feeds).map(([n, t]) => `${n}:${t.dims.slice(1).join('x')}`).join('|');
+    // a setting fed once per batch must be the same for every sample in it
+    const k = Object.entries(feeds).map(([n, t]) => (bound.unbatched.has(n) ? `${n}=${Array.from(t.data as ArrayLike<unknown>).join(',')}` : `${n}:${t.dims.slice(1).join('x')}`)).join('|');
     if (pending.length > 0 && (k !== key || pending.length >= size)) yield flush();
     key = k;
     pending.push({ feeds, label: sample.label });

@@ -1,4 +1,6 @@
+import type { Graph } from '../ir/graph.js';
 import type { Model } from '../ir/model.js';
+import { findMergedDecoder } from './merged.js';
 import type { Node } from '../ir/node.js';
 import type { Value } from '../ir/value.js';
 import { matchAttention } from './attention.js';
@@ -15,15 +17,34 @@ import type { Attention, LinearLayer, Mlp, NormLayer, Residual, Structure } from
 export type * from './structure.js';
 export { constantSource, constantTensor } from './constants.js';
 export { summarizeStructure } from './summary.js';
+export { findMergedDecoder, withPastBranchModel, type MergedDecoder } from './merged.js';
 
 /**
- * Finds the transformer structure of a model's main graph: linear layers, norms, attentions,
- * MLPs, residual adds and the blocks they form. Never throws on a graph it does not
+ * Finds the transformer structure of a model's main graph (or, for a merged decoder, of its
+ * with-past branch): linear layers, norms, attentions, MLPs, residual adds and the blocks they form. Never throws on a graph it does not
  * understand: what it looked for and did not find is listed in `unmatched` with a reason.
  * The model is not modified.
  */
 export function discoverStructure(model: Model): Structure {
-  const graph = model.graph;
+  const main = discoverGraph(model.graph);
+  if (main.blocks.length > 0) return main;
+  // a merged decoder keeps its blocks in the branches of an If on use_cache_branch: describe
+  // the with-past branch, whose linears read the outer-graph weights both branches share
+  const merged = findMergedDecoder(model);
+  if (merged) {
+    const branch = discoverGraph(merged.withPast);
+    if (branch.blocks.length > 0) return { ...branch, branch: `the ${merged.withPastIs} of If '${merged.node.name}' (the with-past branch of a merged decoder; the other branch reads the same weights)` };
+  }
+  for (const n of model.graph.nodes) {
+    if (n.subgraphs().some((sub) => sub.nodes.some((x) => x.opType === 'MatMul' || x.opType === 'Gemm'))) {
+      main.unmatched.push({ node: n.name, opType: n.opType, reason: `the model's layers are inside the subgraphs of this ${n.opType}, which discovery does not search (only a merged decoder's If on a graph input is looked into)` });
+    }
+  }
+  return main;
+}
+
+/** Discovery in one graph (the main graph, or a branch of a merged decoder). */
+function discoverGraph(graph: Graph): Structure {
   const positions = topoPositions(graph);
   const position = (n: Node): number => positions.get(n) ?? Number.MAX_SAFE_INTEGER;
   const nodes = [...graph.nodes].sort((a, b) => position(a) - position(b));
@@ -85,14 +106,6 @@ export function discoverStructure(model: Model): Structure {
     if (r) residualByOutput.set(out, r);
   }
   const blocks = assembleBlocks(attentions, mlps, norms, (v) => residualByOutput.get(v), position);
-  // a merged decoder keeps its blocks in the branches of an If on use_cache_branch
-  if (blocks.length === 0) {
-    for (const n of nodes) {
-      if (n.subgraphs().some((sub) => sub.nodes.some((x) => x.opType === 'MatMul' || x.opType === 'Gemm'))) {
-        failures.set(n, new NoMatch(n, `the model's layers are inside the subgraphs of this ${n.opType} (a merged decoder), which discovery does not search`));
-      }
-    }
-  }
   const unmatched = [...failures.values()].sort((a, b) => position(a.node) - position(b.node)).map((f) => f.toUnmatched());
   return { linears, norms, attentions, mlps, residuals: [...residualByOutput.values()], blocks, unmatched };
 }

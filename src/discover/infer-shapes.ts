@@ -26,11 +26,14 @@ export class SymbolicShapes {
   private readonly floating = new Set<Value>();
 
   constructor(graph: Graph, order: readonly Node[]) {
-    for (const input of graph.inputs) {
-      const dims = input.shape;
-      if (dims) this.shapes.set(input, dims.map((d, i) => (typeof d === 'number' ? num(d) : named(typeof d === 'string' && d ? d : `${input.name}:${i}`))));
+    // a subgraph (a merged decoder's branch) reads its enclosing graphs' inputs and constants
+    for (let g: Graph | undefined = graph; g; g = g.parent) {
+      for (const input of g.inputs) {
+        const dims = input.shape;
+        if (dims) this.shapes.set(input, dims.map((d, i) => (typeof d === 'number' ? num(d) : named(typeof d === 'string' && d ? d : `${input.name}:${i}`))));
+      }
+      for (const init of g.initializers) this.setConstant(init);
     }
-    for (const init of graph.initializers) this.setConstant(init);
     for (const node of order) {
       try {
         this.infer(node);

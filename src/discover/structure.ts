@@ -152,6 +152,8 @@ export interface Structure {
   residuals: Residual[];
   blocks: Block[];
   unmatched: Unmatched[];
+  /** Set when the structure is that of a subgraph: which one (a merged decoder's with-past branch). */
+  branch?: string;
 }
 
 /** Plain JSON-able facts about a model and its structure (what `inspect` prints). */
@@ -164,6 +166,8 @@ export interface StructureSummary {
   linears: number;
   norms: number;
   unmatched: Unmatched[];
+  /** Which subgraph the blocks were found in, for a merged decoder. */
+  branch?: string;
 }
 
 export interface BlockSummary {

@@ -18,6 +18,7 @@ export function summarizeStructure(model: Model, s: Structure): StructureSummary
     linears: s.linears.length,
     norms: s.norms.length,
     unmatched: s.unmatched.map((u) => ({ ...u })),
+    ...(s.branch ? { branch: s.branch } : {}),
   };
 }
 

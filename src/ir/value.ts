@@ -86,7 +86,8 @@ export class Value {
 
   /**
    * Makes every reader of this value read `other` instead: node inputs, and graph outputs
-   * (a graph output keeps its name, so `other` takes this value's name when it replaces one).
+   * (a graph output keeps its name and declared type, so `other` takes this value's name, and
+   * its type when it has none, when it replaces one).
    */
   replaceAllUsesWith(other: Value): void {
     if (other === this) return;
@@ -95,6 +96,8 @@ export class Value {
     if (g && g.outputs.includes(this)) {
       const outputName = this.name;
       g.outputs = g.outputs.map((v) => (v === this ? other : v));
+      // the model's declared output type stays (a rewritten lm_head's new node declares none)
+      if (!other.type && this.type) other.type = this.type;
       g.renameValue(this, g.uniqueName(`${outputName}_replaced`));
       g.renameValue(other, outputName);
     }

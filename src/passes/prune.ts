@@ -1,4 +1,4 @@
-import { discoverStructure } from '../discover/index.js';
+import { discoverStructure, findMergedDecoder } from '../discover/index.js';
 import type { Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
@@ -75,6 +75,10 @@ export function prune(options: PruneOptions): Pass<PruneSummary> {
       const where = model.sourcePath ?? 'the model';
       // quantized linears are not MatMuls with float weights, so discovery would find no blocks
       assertNotQuantized(model, where, 'prune');
+      const merged = findMergedDecoder(model);
+      if (merged) {
+        throw new UserError(`${where} is a merged decoder (If '${merged.node.name}' on '${merged.flag.name}'), which prune does not cut: both branches read the same weights and cache inputs, so removing heads or neurons would have to rewrite both at once; prune the one-graph KV-cache export or each file of the pair decoder_model.onnx and decoder_with_past_model.onnx instead`);
+      }
       const structure = discoverStructure(model);
       if (structure.blocks.length === 0) throw new UserError(`no transformer blocks were found in ${where}, so there is nothing to prune`);
       const layout = maskLayout(structure);

@@ -25,7 +25,9 @@ import { cleanup } from './cleanup.js';
 import { float16Scheme, float16Summary, reportFloat16, type Float16Summary } from './float16.js';
 import { QUANTIZE_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
-import type { Pass, PassContext } from './pass.js';
+import type { Pass, PassContext, PassResult } from './pass.js';
+import { findMergedDecoder } from '../discover/merged.js';
+import { quantizeMerged, type MergedQuantizeSummary, type WeightRewrite } from './quantize-merged.js';
 
 export interface QuantizeSummary {
   scheme: string;
@@ -52,6 +54,8 @@ export interface QuantizeSummary {
   weightBytesAfter: number;
   /** fp16 and q4f16: what the float16 conversion did (null for the other schemes). */
   float16: Float16Summary | null;
+  /** A merged decoder (If on use_cache_branch): how its branches were written. */
+  merged?: MergedQuantizeSummary;
 }
 
 /**
@@ -66,249 +70,263 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
   return {
     name: 'quantize',
     async run(model: Model, ctx: PassContext) {
-      const scheme = options.scheme;
-      if (scheme === 'fp16') return float16Scheme(model, ctx, options);
-      assertNotQuantized(model, model.sourcePath ?? 'the model');
-      const float = model.clone();
-      const method = options.method ?? 'rtn';
-      let reparam: QuantizeSummary['reparam'] = null;
-      const fixed = new Map<string, ActivationParams>();
-      if (method === 'smoothquant' || method === 'repquant') {
-        if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
-        if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (option 'calibration')`);
-        const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
-        if (method === 'smoothquant') {
-          const r = await smoothQuant(model, ctx.calibration, options.alpha ?? 0.5, run);
-          reparam = { method, alpha: r.alpha, folded: r.folded.map((f) => f.name), skipped: r.skipped };
-        } else {
-          const r = await repQuantReparam(model, ctx.calibration, { ...run, bits: activationBits(scheme), observer: options.repquantObserver });
-          for (const [k, v] of r.activations) fixed.set(k, v);
-          reparam = { method, observer: r.observer, folded: r.folded.map((f) => f.name), skipped: r.skipped };
-        }
-        for (const s of reparam.skipped) ctx.report.skip('quantize', s.name, `${method}: ${s.reason}`);
-        ctx.report.info('quantize', `${method} folded per-channel factors at ${reparam.folded.length} norm output(s)`);
-      }
-      const structure = discoverStructure(model);
-      const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
-      if (sel.linears.length === 0 && sel.embeddings.length === 0) {
-        throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
-      }
-      const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
-      if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
-      const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
-      if (sel.linears.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
-      for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
-      for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
-      const bitsOf = (name: string): number => overrides.get(name) ?? bits;
-      if (overrides.size > 0) ctx.report.info('quantize', `layerBits: ${[...new Set([...sel.linears.map((l) => bitsOf(l.name))])].sort().map((b) => `${sel.linears.filter((l) => bitsOf(l.name) === b).length} layer(s) at ${b} bits`).join(', ')}`);
-      const weightOnly = isWeightOnly(scheme);
-      const staticScheme = isStatic(scheme);
-      const aBits = activationBits(scheme);
-      if (options.weightSymmetric === false && !weightOnly) throw new UserError(`asymmetric weight grids need a weight-only scheme (w8, w4, w3, w2), not ${scheme}: integer kernels take symmetric int8 weights`);
-      const spec: WeightQuantSpec = weightOnly
-        ? { bits, symmetric: symmetricAt(options, bits), blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
-        : { bits: scheme === 'dynamic' ? 8 : bits, symmetric: true, blockSize: 0, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') };
-      const perTensorWeights = options.perChannel === false;
-      const softmaxMode = options.softmax ?? 'none';
-      let softmaxSites: SoftmaxSite[] = [];
-      if (softmaxMode !== 'none') {
-        if (!staticScheme) throw new UserError(`option 'softmax' ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
-        const found = findSoftmaxSites(structure);
-        softmaxSites = found.sites;
-        for (const s of found.skipped) ctx.report.skip('quantize', s.name, `softmax kept in float: ${s.reason}`);
-      }
-
-      // phase 1: decide every parameter
-      let ranges: Map<string, { min: number; max: number }> | undefined;
-      let calibrationInfo: QuantizeSummary['calibration'] = null;
-      if (staticScheme) {
-        if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (option 'calibration') to set activation ranges`);
-        const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
-        const calibration = await calibrate(model, ctx.calibration, {
-          tensors: inputs,
-          observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: aBits },
-          batchSize: options.batchSize,
-          threads: ctx.threads,
-          progress: ctx.progress,
-          signal: ctx.signal,
-          cacheDir: options.cacheDir,
-        });
-        ranges = new Map([...calibration.ranges].map(([k, r]) => [k, { min: r.min[0]!, max: r.max[0]! }]));
-        calibrationInfo = { samples: calibration.samples, fromCache: calibration.fromCache, seconds: calibration.seconds };
-        if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
-      }
-      const weights: QuantizedWeight[] = [];
-      await inStep(ctx.progress, 'quantize weights', sel.linears.length, async (tick) => {
-        for (const l of sel.linears) {
-          ctx.signal.throwIfAborted();
-          const w = weightOutIn(l);
-          const own = weightOnly ? { ...layerSpec(spec, bitsOf(l.name), options.weightSearch), symmetric: symmetricAt(options, bitsOf(l.name)) } : layerSpec(spec, bitsOf(l.name), options.weightSearch);
-          const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
-          weights.push(q);
-          tick(weights.length, l.name);
-        }
-      });
-      if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
-      if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
-        const what = method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
-        if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
-        const damp = options.gptqDamp ?? 0.01;
-        if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
-        const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
-        const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
-        await inStep(ctx.progress, 'gptq', sel.linears.length, async (tick) => {
-          for (const [i, l] of sel.linears.entries()) {
-            ctx.signal.throwIfAborted();
-            try {
-              weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
-            } catch (e) {
-              // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
-              // break that when the input's scales span many orders of magnitude
-              if (e instanceof Error && e.message.includes('not positive definite')) {
-                throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
-              }
-              throw e;
-            }
-            tick(i + 1, l.name);
-          }
-        });
-        ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
-      }
-      let flexSummary: QuantizeSummary['flexround'] = null;
-      let learnedActivations: LearnedActivation[] = [];
-      if (method === 'flexround' && sel.linears.length > 0) {
-        if (!ctx.calibration) throw new UserError("option 'method' flexround needs calibration data (option 'calibration')");
-        // static schemes: the calibrated activation quantizers are the start of the learned ones
-        const acts = new Map(staticScheme ? sel.linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges!.get(n)!.min, ranges!.get(n)!.max, aBits)] as const) : []);
-        const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts);
-        r.weights.forEach((w, i) => (weights[i] = w));
-        for (const [n, a] of r.activations) fixed.set(n, a);
-        learnedActivations = [...r.activations].map(([name, a]) => ({ name, start: acts.get(name)!.scale, learned: a.scale }));
-        for (const x of r.layers) {
-          ctx.report.info('quantize', `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (rtn) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : ', kept rtn (no better)'}`, { target: x.unit, data: { ...x } });
-        }
-        flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, activations: learnedActivations, seconds: r.seconds };
-      }
-      const tables: QuantizedWeight[] = [];
-      if (sel.embeddings.length > 0) {
-        await inStep(ctx.progress, 'quantize embedding tables', sel.embeddings.length, async (tick) => {
-          for (const e of sel.embeddings) {
-            ctx.signal.throwIfAborted();
-            const t = constantTensor(e.table)!.toFloat32();
-            // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
-            const tableBits = bitsOf(e.table.name);
-            const blocked = fitBlock({ bits: tableBits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: 'mse' }, e.width);
-            // static low-bit schemes keep tables at int8 (like RepQ-ViT keeps the patch embedding at 8 bits)
-            tables.push(
-              !staticScheme && tableBits <= 4 && e.width % blocked.blockSize === 0
-                ? await quantizeWeight(t, e.rows, e.width, blocked)
-                : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
-            );
-            tick(tables.length, e.table.name);
-          }
-        });
-      }
-
-      // phase 2: rewrite the graph once
-      const g = model.graph;
-      const pairs: TensorPair[] = [];
-      const sharedQ = new Map<Value, Value>();
-      sel.linears.forEach((l, i) => {
-        const q = weights[i]!;
-        // read before the rewrite: replacing a graph output renames the old value
-        const floatName = l.output.name;
-        let out: Value = l.output;
-        if (staticScheme) {
-          const name = l.node.input(0)!.name;
-          const r = ranges!.get(name);
-          quantizeLinearStatic(g, l, q, fixed.get(name) ?? activationParams(r!.min, r!.max, aBits), sharedQ);
-        } else if (scheme === 'dynamic') {
-          out = quantizeLinearDynamic(g, l, q);
-        } else {
-          out = quantizeLinearNBits(g, l, q);
-        }
-        pairs.push({ name: l.name, float: floatName, quantized: out.name });
-      });
-      sel.embeddings.forEach((e, i) => {
-        const q = tables[i]!;
-        if (q.groups > 1 || q.bits < 8) quantizeEmbeddingBlocked(g, e, q);
-        else quantizeEmbeddingInt8(g, e, q);
-      });
-      // post-softmax: the chosen form, and the other one on a copy to say what it would give
-      let alternative: Model | undefined;
-      const otherMode = softmaxMode === 'uniform' ? 'log2' : 'uniform';
-      if (softmaxSites.length > 0) {
-        const applySoftmax = (m: Model, mode: 'uniform' | 'log2'): void => {
-          for (const site of softmaxSites) {
-            if (mode === 'log2') quantizeSoftmaxLog2(m.graph, site, aBits);
-            else {
-              const r = ranges!.get(site.v)!;
-              quantizeSoftmaxUniform(m.graph, site, activationParams(r.min, r.max, 8));
-            }
-          }
-        };
-        if (ctx.calibration) alternative = model.clone();
-        applySoftmax(model, softmaxMode as 'uniform' | 'log2');
-        if (alternative) {
-          applySoftmax(alternative, otherMode);
-          await cleanup().run(alternative, ctx);
-        }
-      }
-      let f16: Float16Summary | null = null;
-      if (isFloat16(scheme)) {
-        // q4f16: the MatMulNBits scales and activations become float16 with the rest of the graph
-        f16 = float16Summary(convertToFloat16(model, { keepIoTypes: options.keepIoTypes ?? true, keepOps: options.keepFloat32Ops }), options.keepIoTypes ?? true);
-        reportFloat16(ctx, f16);
-      }
-      if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
-      await cleanup().run(model, ctx);
-
-      // check: the result loads in onnxruntime and stays close to the float model
-      let comparison: Comparison = { layers: [], outputs: [], samples: 0 };
-      if (ctx.calibration) {
-        comparison = await compareModels(float, model, ctx.calibration, pairs, { samples: options.verifySamples ?? 16, batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
-      } else {
-        ctx.report.warn('quantize', 'no calibration data: the quantized model was not compared with the float one');
-      }
-      const sqnr = new Map(comparison.layers.map((x) => [x.name, x.sqnr]));
-      let softmaxSummary: QuantizeSummary['softmax'] = null;
-      if (softmaxSites.length > 0) {
-        let altSqnr: number | null = null;
-        if (alternative && ctx.calibration) {
-          const c = await compareModels(float, alternative, ctx.calibration, [], { samples: options.verifySamples ?? 16, batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
-          altSqnr = c.outputs[0]?.sqnr ?? null;
-        }
-        const own = comparison.outputs[0]?.sqnr ?? null;
-        softmaxSummary = { mode: softmaxMode, bits: softmaxMode === 'log2' ? aBits : 8, attentions: softmaxSites.length, outputSqnr: own, alternative: { mode: otherMode, outputSqnr: altSqnr } };
-        const f = (x: number | null): string => (x === null ? 'not measured' : Number.isFinite(x) ? `${x.toFixed(1)} dB` : 'exact');
-        ctx.report.info(
-          'quantize',
-          `softmax of ${softmaxSites.length} attention(s) written in the ${softmaxMode === 'log2' ? `simulated log2 form (${aBits}-bit codes, float ops: for accuracy validation)` : 'uniform 8-bit QDQ form (integer kernels)'}: output SQNR ${f(own)}; the ${otherMode} form would give ${f(altSqnr)}`,
-        );
-      }
-      const summary: QuantizeSummary = {
-        scheme,
-        method,
-        calibMethod: staticScheme ? (options.calibMethod ?? 'minmax') : null,
-        activationBits: staticScheme ? aBits : null,
-        reconstruct: options.reconstruct ?? 'none',
-        softmax: softmaxSummary,
-        reparam,
-        flexround: flexSummary,
-        calibration: calibrationInfo,
-        layers: sel.linears.map((l) => ({ name: l.name, bits: bitsOf(l.name), sqnr: sqnr.get(l.name) ?? null })),
-        embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
-        excluded: sel.excluded,
-        skipped: sel.skipped,
-        outputs: comparison.outputs,
-        verifiedSamples: comparison.samples,
-        weightBytesBefore: weightBytes(float),
-        weightBytesAfter: weightBytes(model),
-        float16: f16,
-      };
-      return { model, modified: true, summary };
+      if (options.scheme === 'fp16') return float16Scheme(model, ctx, options);
+      const merged = findMergedDecoder(model);
+      if (merged) return quantizeMerged(model, merged, ctx, options, (view, viewCtx, rewrites) => quantizeModel(view, viewCtx, options, rewrites));
+      return quantizeModel(model, ctx, options);
     },
   };
+}
+
+/**
+ * The quantize pass on one graph. Each weight rewrite is also recorded in `rewrites` when
+ * given, so the same decisions can be written elsewhere (a merged decoder's other branch).
+ */
+async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePassOptions, rewrites?: WeightRewrite[]): Promise<PassResult<QuantizeSummary>> {
+  const scheme = options.scheme;
+  assertNotQuantized(model, model.sourcePath ?? 'the model');
+  const float = model.clone();
+  const method = options.method ?? 'rtn';
+  let reparam: QuantizeSummary['reparam'] = null;
+  const fixed = new Map<string, ActivationParams>();
+  if (method === 'smoothquant' || method === 'repquant') {
+    if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+    if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (option 'calibration')`);
+    const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
+    if (method === 'smoothquant') {
+      const r = await smoothQuant(model, ctx.calibration, options.alpha ?? 0.5, run);
+      reparam = { method, alpha: r.alpha, folded: r.folded.map((f) => f.name), skipped: r.skipped };
+    } else {
+      const r = await repQuantReparam(model, ctx.calibration, { ...run, bits: activationBits(scheme), observer: options.repquantObserver });
+      for (const [k, v] of r.activations) fixed.set(k, v);
+      reparam = { method, observer: r.observer, folded: r.folded.map((f) => f.name), skipped: r.skipped };
+    }
+    for (const s of reparam.skipped) ctx.report.skip('quantize', s.name, `${method}: ${s.reason}`);
+    ctx.report.info('quantize', `${method} folded per-channel factors at ${reparam.folded.length} norm output(s)`);
+  }
+  const structure = discoverStructure(model);
+  const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
+  if (sel.linears.length === 0 && sel.embeddings.length === 0) {
+    throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
+  }
+  const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
+  if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
+  const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
+  if (sel.linears.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
+  for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
+  for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
+  const bitsOf = (name: string): number => overrides.get(name) ?? bits;
+  if (overrides.size > 0) ctx.report.info('quantize', `layerBits: ${[...new Set([...sel.linears.map((l) => bitsOf(l.name))])].sort().map((b) => `${sel.linears.filter((l) => bitsOf(l.name) === b).length} layer(s) at ${b} bits`).join(', ')}`);
+  const weightOnly = isWeightOnly(scheme);
+  const staticScheme = isStatic(scheme);
+  const aBits = activationBits(scheme);
+  if (options.weightSymmetric === false && !weightOnly) throw new UserError(`asymmetric weight grids need a weight-only scheme (w8, w4, w3, w2), not ${scheme}: integer kernels take symmetric int8 weights`);
+  const spec: WeightQuantSpec = weightOnly
+    ? { bits, symmetric: symmetricAt(options, bits), blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
+    : { bits: scheme === 'dynamic' ? 8 : bits, symmetric: true, blockSize: 0, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') };
+  const perTensorWeights = options.perChannel === false;
+  const softmaxMode = options.softmax ?? 'none';
+  let softmaxSites: SoftmaxSite[] = [];
+  if (softmaxMode !== 'none') {
+    if (!staticScheme) throw new UserError(`option 'softmax' ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+    const found = findSoftmaxSites(structure);
+    softmaxSites = found.sites;
+    for (const s of found.skipped) ctx.report.skip('quantize', s.name, `softmax kept in float: ${s.reason}`);
+  }
+
+  // phase 1: decide every parameter
+  let ranges: Map<string, { min: number; max: number }> | undefined;
+  let calibrationInfo: QuantizeSummary['calibration'] = null;
+  if (staticScheme) {
+    if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (option 'calibration') to set activation ranges`);
+    const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
+    const calibration = await calibrate(model, ctx.calibration, {
+      tensors: inputs,
+      observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: aBits },
+      batchSize: options.batchSize,
+      threads: ctx.threads,
+      progress: ctx.progress,
+      signal: ctx.signal,
+      cacheDir: options.cacheDir,
+    });
+    ranges = new Map([...calibration.ranges].map(([k, r]) => [k, { min: r.min[0]!, max: r.max[0]! }]));
+    calibrationInfo = { samples: calibration.samples, fromCache: calibration.fromCache, seconds: calibration.seconds };
+    if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
+  }
+  const weights: QuantizedWeight[] = [];
+  await inStep(ctx.progress, 'quantize weights', sel.linears.length, async (tick) => {
+    for (const l of sel.linears) {
+      ctx.signal.throwIfAborted();
+      const w = weightOutIn(l);
+      const own = weightOnly ? { ...layerSpec(spec, bitsOf(l.name), options.weightSearch), symmetric: symmetricAt(options, bitsOf(l.name)) } : layerSpec(spec, bitsOf(l.name), options.weightSearch);
+      const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
+      weights.push(q);
+      tick(weights.length, l.name);
+    }
+  });
+  if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
+  if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
+    const what = method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
+    if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
+    const damp = options.gptqDamp ?? 0.01;
+    if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
+    const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
+    const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+    await inStep(ctx.progress, 'gptq', sel.linears.length, async (tick) => {
+      for (const [i, l] of sel.linears.entries()) {
+        ctx.signal.throwIfAborted();
+        try {
+          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? false);
+        } catch (e) {
+          // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
+          // break that when the input's scales span many orders of magnitude
+          if (e instanceof Error && e.message.includes('not positive definite')) {
+            throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
+          }
+          throw e;
+        }
+        tick(i + 1, l.name);
+      }
+    });
+    ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+  }
+  let flexSummary: QuantizeSummary['flexround'] = null;
+  let learnedActivations: LearnedActivation[] = [];
+  if (method === 'flexround' && sel.linears.length > 0) {
+    if (!ctx.calibration) throw new UserError("option 'method' flexround needs calibration data (option 'calibration')");
+    // static schemes: the calibrated activation quantizers are the start of the learned ones
+    const acts = new Map(staticScheme ? sel.linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges!.get(n)!.min, ranges!.get(n)!.max, aBits)] as const) : []);
+    const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts);
+    r.weights.forEach((w, i) => (weights[i] = w));
+    for (const [n, a] of r.activations) fixed.set(n, a);
+    learnedActivations = [...r.activations].map(([name, a]) => ({ name, start: acts.get(name)!.scale, learned: a.scale }));
+    for (const x of r.layers) {
+      ctx.report.info('quantize', `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (rtn) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : ', kept rtn (no better)'}`, { target: x.unit, data: { ...x } });
+    }
+    flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, activations: learnedActivations, seconds: r.seconds };
+  }
+  const tables: QuantizedWeight[] = [];
+  if (sel.embeddings.length > 0) {
+    await inStep(ctx.progress, 'quantize embedding tables', sel.embeddings.length, async (tick) => {
+      for (const e of sel.embeddings) {
+        ctx.signal.throwIfAborted();
+        const t = constantTensor(e.table)!.toFloat32();
+        // 4-bit tables need whole blocks along the hidden axis; otherwise int8 per hidden channel
+        const tableBits = bitsOf(e.table.name);
+        const blocked = fitBlock({ bits: tableBits, symmetric: true, blockSize: blockSizeOf(options.blockSize), search: 'mse' }, e.width);
+        // static low-bit schemes keep tables at int8 (like RepQ-ViT keeps the patch embedding at 8 bits)
+        tables.push(
+          !staticScheme && tableBits <= 4 && e.width % blocked.blockSize === 0
+            ? await quantizeWeight(t, e.rows, e.width, blocked)
+            : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
+        );
+        tick(tables.length, e.table.name);
+      }
+    });
+  }
+
+  // phase 2: rewrite the graph once
+  const g = model.graph;
+  const pairs: TensorPair[] = [];
+  const sharedQ = new Map<Value, Value>();
+  sel.linears.forEach((l, i) => {
+    const q = weights[i]!;
+    // read before the rewrite: replacing a graph output renames the old value
+    const floatName = l.output.name;
+    let out: Value = l.output;
+    if (staticScheme) {
+      const name = l.node.input(0)!.name;
+      const r = ranges!.get(name);
+      quantizeLinearStatic(g, l, q, fixed.get(name) ?? activationParams(r!.min, r!.max, aBits), sharedQ);
+    } else if (scheme === 'dynamic') {
+      out = quantizeLinearDynamic(g, l, q);
+      rewrites?.push({ kind: 'dynamic', weight: l.weight.name, q });
+    } else {
+      out = quantizeLinearNBits(g, l, q);
+      rewrites?.push({ kind: 'nbits', weight: l.weight.name, q });
+    }
+    pairs.push({ name: l.name, float: floatName, quantized: out.name });
+  });
+  sel.embeddings.forEach((e, i) => {
+    const q = tables[i]!;
+    const blocked = q.groups > 1 || q.bits < 8;
+    if (blocked) quantizeEmbeddingBlocked(g, e, q);
+    else quantizeEmbeddingInt8(g, e, q);
+    rewrites?.push({ kind: blocked ? 'embedding-blocked' : 'embedding-int8', weight: e.table.name, q });
+  });
+  // post-softmax: the chosen form, and the other one on a copy to say what it would give
+  let alternative: Model | undefined;
+  const otherMode = softmaxMode === 'uniform' ? 'log2' : 'uniform';
+  if (softmaxSites.length > 0) {
+    const applySoftmax = (m: Model, mode: 'uniform' | 'log2'): void => {
+      for (const site of softmaxSites) {
+        if (mode === 'log2') quantizeSoftmaxLog2(m.graph, site, aBits);
+        else {
+          const r = ranges!.get(site.v)!;
+          quantizeSoftmaxUniform(m.graph, site, activationParams(r.min, r.max, 8));
+        }
+      }
+    };
+    if (ctx.calibration) alternative = model.clone();
+    applySoftmax(model, softmaxMode as 'uniform' | 'log2');
+    if (alternative) {
+      applySoftmax(alternative, otherMode);
+      await cleanup().run(alternative, ctx);
+    }
+  }
+  let f16: Float16Summary | null = null;
+  if (isFloat16(scheme)) {
+    // q4f16: the MatMulNBits scales and activations become float16 with the rest of the graph
+    f16 = float16Summary(convertToFloat16(model, { keepIoTypes: options.keepIoTypes ?? true, keepOps: options.keepFloat32Ops }), options.keepIoTypes ?? true);
+    reportFloat16(ctx, f16);
+  }
+  if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
+  await cleanup().run(model, ctx);
+
+  // check: the result loads in onnxruntime and stays close to the float model
+  let comparison: Comparison = { layers: [], outputs: [], samples: 0 };
+  if (ctx.calibration) {
+    comparison = await compareModels(float, model, ctx.calibration, pairs, { samples: options.verifySamples ?? 16, batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+  } else {
+    ctx.report.warn('quantize', 'no calibration data: the quantized model was not compared with the float one');
+  }
+  const sqnr = new Map(comparison.layers.map((x) => [x.name, x.sqnr]));
+  let softmaxSummary: QuantizeSummary['softmax'] = null;
+  if (softmaxSites.length > 0) {
+    let altSqnr: number | null = null;
+    if (alternative && ctx.calibration) {
+      const c = await compareModels(float, alternative, ctx.calibration, [], { samples: options.verifySamples ?? 16, batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+      altSqnr = c.outputs[0]?.sqnr ?? null;
+    }
+    const own = comparison.outputs[0]?.sqnr ?? null;
+    softmaxSummary = { mode: softmaxMode, bits: softmaxMode === 'log2' ? aBits : 8, attentions: softmaxSites.length, outputSqnr: own, alternative: { mode: otherMode, outputSqnr: altSqnr } };
+    const f = (x: number | null): string => (x === null ? 'not measured' : Number.isFinite(x) ? `${x.toFixed(1)} dB` : 'exact');
+    ctx.report.info(
+      'quantize',
+      `softmax of ${softmaxSites.length} attention(s) written in the ${softmaxMode === 'log2' ? `simulated log2 form (${aBits}-bit codes, float ops: for accuracy validation)` : 'uniform 8-bit QDQ form (integer kernels)'}: output SQNR ${f(own)}; the ${otherMode} form would give ${f(altSqnr)}`,
+    );
+  }
+  const summary: QuantizeSummary = {
+    scheme,
+    method,
+    calibMethod: staticScheme ? (options.calibMethod ?? 'minmax') : null,
+    activationBits: staticScheme ? aBits : null,
+    reconstruct: options.reconstruct ?? 'none',
+    softmax: softmaxSummary,
+    reparam,
+    flexround: flexSummary,
+    calibration: calibrationInfo,
+    layers: sel.linears.map((l) => ({ name: l.name, bits: bitsOf(l.name), sqnr: sqnr.get(l.name) ?? null })),
+    embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
+    excluded: sel.excluded,
+    skipped: sel.skipped,
+    outputs: comparison.outputs,
+    verifiedSamples: comparison.samples,
+    weightBytesBefore: weightBytes(float),
+    weightBytesAfter: weightBytes(model),
+    float16: f16,
+  };
+  return { model, modified: true, summary };
 }
 
 /** A layer's precision when not the scheme's: 2 to 8 bits, or 'float' (left unquantized). */

@@ -26,15 +26,31 @@ export class DecoderRunner {
   private constructor(
     readonly io: DecoderIo,
     private readonly session: Session,
+    /** Optimum's older pair: decoder_model.onnx runs the prompt, this model the later steps. */
+    private readonly prefill: { io: DecoderIo; session: Session } | undefined,
   ) {}
 
-  static async create(model: Model, who: string, threads?: number): Promise<DecoderRunner> {
+  /**
+   * A runner for `model`. With `options.prefill` (the pair decoder_model.onnx +
+   * decoder_with_past_model.onnx), generation runs each prompt through `prefill`, which takes
+   * no past and returns the first cache, and every later token through `model`.
+   */
+  static async create(model: Model, who: string, threads?: number, options: { prefill?: Model } = {}): Promise<DecoderRunner> {
     const io = decoderIo(model, who);
-    return new DecoderRunner(io, await Session.create(model, { threads }));
+    let prefill: { io: DecoderIo; session: Session } | undefined;
+    if (options.prefill) {
+      const first = decoderIo(options.prefill, `${who}'s prefill model`);
+      const outputs = new Set(options.prefill.graph.outputs.map((v) => v.name));
+      const missing = io.cache.find((c) => !outputs.has(c.present));
+      if (io.cache.length === 0 || missing) throw new UserError(`the ${who}'s prefill model must return the cache the ${who} reads${missing ? `; it has no output '${missing.present}'` : ', and the ' + who + ' reads none'}`);
+      prefill = { io: first, session: await Session.create(options.prefill, { threads }) };
+    }
+    return new DecoderRunner(io, await Session.create(model, { threads }), prefill);
   }
 
   async release(): Promise<void> {
     await this.session.release();
+    await this.prefill?.session.release();
   }
 
   /** Throws when an id is outside the embedding table (onnxruntime would stop with a less helpful message). */
@@ -87,10 +103,12 @@ export class DecoderRunner {
       const total = seqs[0]!.length;
       const fresh = past === undefined ? seqs.map((s) => [...s]) : seqs.map((s) => [s[s.length - 1]!]);
       const width = fresh[0]!.length;
-      const feeds = this.feeds(fresh, width, total - width, past === undefined);
+      const first = past === undefined ? this.prefill : undefined;
+      const feeds = first ? feedsFor(first.io, fresh, width, 0, true) : this.feeds(fresh, width, total - width, past === undefined);
       if (past) for (const c of this.io.cache) feeds[c.past] = past[c.present]!;
-      const results = await this.session.run(feeds, fetch);
-      const logits = this.split(results[this.io.logits]!, seqs.length, width, width);
+      const logitsName = first?.io.logits ?? this.io.logits;
+      const results = await (first?.session ?? this.session).run(feeds, first ? [logitsName, ...fetch.slice(1)] : fetch);
+      const logits = this.split(results[logitsName]!, seqs.length, width, width);
       logits.forEach((l, b) => seqs[b]!.push(argmaxRow(l, width - 1)));
       past = results;
     }
@@ -114,17 +132,7 @@ export class DecoderRunner {
 
   /** Feeds for `rows` new tokens (padded to `width`) after `pastLength` cached ones. */
   private feeds(rows: readonly (readonly number[])[], width: number, pastLength: number, emptyPast: boolean): Record<string, ArrayTensor> {
-    const { io } = this;
-    const batch = rows.length;
-    const feeds: Record<string, ArrayTensor> = { [io.ids]: integerMatrix(io.idsType, rows, width) };
-    if (io.attentionMask) feeds[io.attentionMask.name] = filledMatrix(io.attentionMask.dtype, batch, pastLength + width, 1);
-    if (io.positionIds) {
-      const positions = Array.from({ length: width }, (_, i) => pastLength + i);
-      feeds[io.positionIds.name] = integerMatrix(io.positionIds.dtype, Array.from({ length: batch }, () => positions), width);
-    }
-    if (emptyPast) for (const c of io.cache) feeds[c.past] = emptyCache(c, batch);
-    if (io.useCacheBranch) feeds[io.useCacheBranch] = boolScalar(!emptyPast);
-    return feeds;
+    return feedsFor(this.io, rows, width, pastLength, emptyPast);
   }
 
   /** Splits [batch, width, vocab] logits into one entry per sequence, keeping the first `length` rows. */
@@ -136,6 +144,20 @@ export class DecoderRunner {
     const values = floatLogits(t, this.io);
     return Array.from({ length: batch }, (_, b) => ({ vocab, data: values.subarray(b * width * vocab, (b * width + length) * vocab) }));
   }
+}
+
+/** Feeds for `rows` new tokens (padded to `width`) after `pastLength` cached ones, by the signature `io` read. */
+function feedsFor(io: DecoderIo, rows: readonly (readonly number[])[], width: number, pastLength: number, emptyPast: boolean): Record<string, ArrayTensor> {
+  const batch = rows.length;
+  const feeds: Record<string, ArrayTensor> = { [io.ids]: integerMatrix(io.idsType, rows, width) };
+  if (io.attentionMask) feeds[io.attentionMask.name] = filledMatrix(io.attentionMask.dtype, batch, pastLength + width, 1);
+  if (io.positionIds) {
+    const positions = Array.from({ length: width }, (_, i) => pastLength + i);
+    feeds[io.positionIds.name] = integerMatrix(io.positionIds.dtype, Array.from({ length: batch }, () => positions), width);
+  }
+  if (emptyPast) for (const c of io.cache) feeds[c.past] = emptyCache(c, batch);
+  if (io.useCacheBranch) feeds[io.useCacheBranch] = boolScalar(!emptyPast);
+  return feeds;
 }
 
 /** The lowest id with the largest score in row `row`. */

@@ -38,7 +38,7 @@ const cases: Case[] = [
   }),
   // real exporter output: packed and grouped attention, torch's seq-first layout, onnxruntime's fused graphs
   ...zooModels()
-    // (the merged decoder keeps its layers in If branches, which discovery does not search)
+    // (prune refuses the merged decoder: its two If branches share the weights and cache inputs)
     .filter((z) => z.calib && !z.file.includes('merged'))
     .map((z) => ({ name: `zoo ${z.name}`, model: () => loadModel(zooPath(z.file)), feeds: (m: Model) => calibrationBatch(openDataset(zooPath(z.calib!)), m, 3).feeds })),
 ];
