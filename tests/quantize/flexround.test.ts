@@ -167,8 +167,9 @@ describe('FlexRound', () => {
     }
   });
 
-  it('rejects a bad iteration count in one sentence', async () => {
-    await expect(pipeline([flexRound({ bits: 4, iters: -1 })]).apply(loadModel(modelFile), { calibration })).rejects.toThrow(/iterations/);
+  it('rejects a bad iteration count in one sentence, when the pass is built', () => {
+    expect(() => flexRound({ bits: 4, iters: -1 })).toThrow(/^pass 'flexround': option 'iters' must be a number in \[0, inf\], not -1$/);
+    expect(() => flexRound({ bits: 4, iters: 2.5 })).toThrow(/^pass 'flexround': option 'iters' must be a whole number, not 2\.5$/);
   });
 });
 
