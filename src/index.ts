@@ -40,6 +40,7 @@ export { fromRecipe, loadRecipe, parseRecipe, DEFAULT_RECIPE, type Recipe, type 
 export { registerPass, passNames, type PassEntry, type OptionSpec } from './pipeline/registry.js';
 export { compressModel, type CompressOptions, type CompressResult } from './pipeline/compress.js';
 export { autoCompress, type AutoOptions, type AutoResult } from './search/auto.js';
+export { OBJECTIVES, type Objective } from './search/objective.js';
 
 // validation
 export { evaluate, type EvaluateOptions, type EvalResult } from './validate/evaluate.js';

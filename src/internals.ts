@@ -73,3 +73,5 @@ export { autoCompress, rankLayers, trialRecipe, type AutoOptions, type AutoResul
 export { reportJson, reportMarkdown, reportHtml, renderReport } from './report/render.js';
 export type { CompressReport, Trial } from './report/compress-report.js';
 export { checkOptions, recipeSpecs, type OptionSpecs } from './passes/options.js';
+export { chooseByObjective, OBJECTIVES, type Objective, type ObjectiveChoice, type TimedCandidate } from './search/objective.js';
+export { splitDataset, datasetView, type DatasetSplit } from './data/split.js';

@@ -117,6 +117,8 @@ export interface AnalysisResult {
   layers: TensorMetrics[];
   attention: AttentionMetrics[];
   predictions: LayerPrediction[];
+  /** Attentions whose heads are not measured, with the reason. */
+  skipped: { block: number; reason: string }[];
   summary: {
     maxInfNorm: number;
     maxInfNormLayer: string | null;
@@ -240,16 +242,21 @@ export async function analyzeModel(model: Model, data: DatasetInput | BoundDatas
     linearIo.add(l.output.name);
   }
   const all = [...new Set([...planned.map((p) => p.tensor), ...linearIo])].filter((n) => !model.graph.value(n)?.initializer);
+  const skipped: AnalysisResult['skipped'] = [];
   const headReqs: (HeadRequest & { attention: Attention; block: number; form: AttentionForm })[] = [];
   for (const b of structure.blocks) {
     const a = b.attention;
     if (!a) continue;
     const form = forms.find((f) => f.softmax === a.softmax.name);
-    if (!form) continue;
+    if (!form) {
+      skipped.push({ block: b.index, reason: `heads not measured: no MatMul of the probabilities of Softmax '${a.softmax.name}' with v was found after it` });
+      continue;
+    }
     const wo = transpose(weightOutIn(a.o), a.o.outFeatures, a.o.inFeatures); // [in, out]
     const residual = b.attentionResidual?.skip.name;
     headReqs.push({
       key: a.softmax.name,
+      heads: a.numHeads,
       probs: form.probs,
       context: form.context,
       outWeight: wo.length === a.numHeads * a.headSize * a.o.outFeatures ? { data: wo, heads: a.numHeads, headSize: a.headSize, hidden: a.o.outFeatures } : undefined,
@@ -259,44 +266,51 @@ export async function analyzeModel(model: Model, data: DatasetInput | BoundDatas
       form,
     });
   }
-  const stats = withAnalysisOutputs(model, all, headReqs);
-  const fetch = [...[...stats.tensors.values()].flatMap((o) => Object.values(o)), ...[...stats.heads.values()].flatMap((o) => Object.values(o).filter((x): x is string => typeof x === 'string'))];
   const limit = Math.min(options.samples ?? Infinity, bound.dataset.size);
   if (limit <= 0) throw new UserError(`dataset ${bound.dataset.path} has no samples to analyze`);
   const progress = options.progress ?? silentProgress;
+  // Batches need every tensor to lead with the batch axis. One sample tells: a tensor with
+  // more than one leading row then (torch's sequence-first [S, B, D], tokens flattened to
+  // [B·S, D]) is measured one sample per run, the whole sample as one row.
+  let stats = withAnalysisOutputs(model, all, headReqs);
+  let batchSize = Math.max(1, Math.min(options.batchSize ?? 8, bound.maxBatch));
+  if (batchSize > 1 && stats.tensors.size > 0) {
+    const [first] = batches(bound, 1);
+    const probe = await Session.create(stats.model, { threads: options.threads });
+    let batchMajor: boolean;
+    try {
+      const out = await probe.run(first!.feeds, [...stats.tensors.values()].map((o) => o.flatShape));
+      batchMajor = [...stats.tensors.values()].every((o) => ints(out[o.flatShape]!)[0] === 1);
+    } finally {
+      await probe.release();
+    }
+    if (!batchMajor) batchSize = 1;
+  }
+  if (batchSize === 1) stats = withAnalysisOutputs(model, all, headReqs, { wholeSample: true });
+  const fetch = [...[...stats.tensors.values()].flatMap((o) => Object.values(o)), ...[...stats.heads.values()].flatMap((o) => Object.values(o).filter((x): x is string => typeof x === 'string'))];
   const session = await Session.create(stats.model, { threads: options.threads });
-  let accs: Map<string, Acc>;
-  let heads: Map<string, HeadAcc>;
+  const accs = new Map<string, Acc>(all.map((n) => [n, { n: 0, infSum: 0, maxAbs: 0, kurtSum: 0, min: Infinity, max: -Infinity, sumSq: 0, elements: 0, channels: undefined }]));
+  const heads = new Map<string, HeadAcc>();
   let seen = 0;
   try {
-    let batchSize = Math.max(1, Math.min(options.batchSize ?? 8, bound.maxBatch));
-    for (;;) {
-      accs = new Map(all.map((n) => [n, { n: 0, infSum: 0, maxAbs: 0, kurtSum: 0, min: Infinity, max: -Infinity, sumSq: 0, elements: 0, channels: undefined }]));
-      heads = new Map();
-      seen = 0;
-      const mismatch = await inStep(progress, 'analyze', limit, async (tick) => {
-        for (const batch of batches(bound, batchSize)) {
-          options.signal?.throwIfAborted();
-          if (seen >= limit) break;
-          const count = Math.min(batch.count, limit - seen);
-          const feeds = count === batch.count ? batch.feeds : sliceFeeds(batch.feeds, count);
-          const out = await session.run(feeds, fetch);
-          for (const [name, o] of stats.tensors) {
-            const flat = ints(out[o.flatShape]!);
-            // a tensor without one sample per leading row: start again one sample at a time
-            if (flat[0] !== count) return true;
-            accumulate(accs.get(name)!, name, flat[1]!, out, o);
-          }
-          for (const [key, o] of stats.heads) accumulateHeads(heads, key, out, o);
-          seen += count;
-          tick(seen);
+    await inStep(progress, 'analyze', limit, async (tick) => {
+      for (const batch of batches(bound, batchSize)) {
+        options.signal?.throwIfAborted();
+        if (seen >= limit) break;
+        const count = Math.min(batch.count, limit - seen);
+        const feeds = count === batch.count ? batch.feeds : sliceFeeds(batch.feeds, count);
+        const out = await session.run(feeds, fetch);
+        for (const [name, o] of stats.tensors) {
+          const flat = ints(out[o.flatShape]!);
+          // the first sample led with the batch axis everywhere; a later one must too
+          if (flat[0] !== count) throw new UserError(`cannot analyze ${model.sourcePath ?? 'the model'}: tensor '${name}' has ${flat[0]} leading rows for ${count} samples (it does not lead with the batch axis); analyze with batchSize 1`);
+          accumulate(accs.get(name)!, name, flat[1]!, out, o);
         }
-        return false;
-      });
-      if (!mismatch) break;
-      if (batchSize === 1) throw new UserError(`cannot analyze ${model.sourcePath ?? 'the model'}: its tensors are not laid out with one sample per leading row`);
-      batchSize = 1;
-    }
+        for (const [key, o] of stats.heads) accumulateHeads(heads, key, out, o);
+        seen += count;
+        tick(seen);
+      }
+    });
   } finally {
     await session.release();
   }
@@ -319,6 +333,7 @@ export async function analyzeModel(model: Model, data: DatasetInput | BoundDatas
     layers,
     attention,
     predictions,
+    skipped,
     summary: {
       maxInfNorm: byInf?.infNorm ?? 0,
       maxInfNormLayer: byInf?.layer ?? null,

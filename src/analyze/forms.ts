@@ -74,11 +74,19 @@ export function matchClippedSoftmax(softmax: Node): ClippedSoftmax | undefined {
   return { softmax, gamma, zeta: scale + gamma, nodes: [mul, add, clip], output: clip.output(0) };
 }
 
-/** The MatMul of the probabilities and v, following Casts. */
+/**
+ * onnxruntime's FusedMatMul that computes A·op(B) with A as it is and no scale: its output is
+ * the context a MatMul would give (transBatchB only says how v is read, e.g. torch MHA's [T, B·H, d]).
+ */
+function isPlainFusedMatMul(n: Node): boolean {
+  return n.opType === 'FusedMatMul' && n.domain === 'com.microsoft' && n.intAttr('transA', 0) === 0 && n.intAttr('transBatchA', 0) === 0 && n.intAttr('transB', 0) === 0 && n.floatAttr('alpha', 1) === 1;
+}
+
+/** The MatMul of the probabilities and v (or a FusedMatMul doing only that), following Casts. */
 function probsMatMul(probs: Value): Node | undefined {
   let v = probs;
   for (let i = 0; i < 4; i++) {
-    const mm = v.consumers().find((c) => c.opType === 'MatMul' && c.input(0) === v);
+    const mm = v.consumers().find((c) => (c.opType === 'MatMul' || isPlainFusedMatMul(c)) && c.input(0) === v);
     if (mm) return mm;
     const cast = v.consumers().find((c) => c.opType === 'Cast' || c.opType === 'Identity');
     if (!cast) return undefined;

@@ -24,6 +24,7 @@ export function analysisText(r: AnalysisResult): string {
       }
     }
   }
+  for (const k of r.skipped) lines.push(`  block ${k.block}: skipped: ${k.reason}`);
   lines.push('');
   lines.push(`${'linear (w8a8, per-tensor activations)'.padEnd(40)} ${'local dB'.padStart(9)} ${'predicted dB'.padStart(13)}  advice`);
   for (const p of r.predictions) lines.push(`${p.layer.padEnd(40)} ${f(p.localSqnr, 1).padStart(9)} ${f(p.predictedSqnr, 1).padStart(13)}  ${p.recommendation}${p.breaks ? ` (${p.reason})` : ''}`);

@@ -42,6 +42,8 @@ export interface HeadStatOutputs {
 
 export interface HeadRequest {
   key: string;
+  /** Query heads: a rank-3 [B·heads, T, ·] probs or context tensor is read as [B, heads, T, ·]. */
+  heads: number;
   probs: string;
   context?: string;
   /** o-projection weight as [heads, headSize, hidden]. */
@@ -54,7 +56,7 @@ export interface HeadRequest {
  * forward pass returns a few numbers per tensor instead of the activations (memory stays flat
  * whatever the number of samples, and the arithmetic runs in onnxruntime).
  */
-export function withAnalysisOutputs(model: Model, tensors: string[], heads: HeadRequest[]): { model: Model; tensors: Map<string, ActivationStatOutputs>; heads: Map<string, HeadStatOutputs> } {
+export function withAnalysisOutputs(model: Model, tensors: string[], heads: HeadRequest[], options: { wholeSample?: boolean } = {}): { model: Model; tensors: Map<string, ActivationStatOutputs>; heads: Map<string, HeadStatOutputs> } {
   const m = model.clone();
   const g = m.graph;
   const opset = m.opset;
@@ -75,7 +77,9 @@ export function withAnalysisOutputs(model: Model, tensors: string[], heads: Head
     g.outputs.push(v);
     return v.name;
   };
-  const flatTarget = ints('flat_target', [0, -1]);
+  // one row per leading index; with wholeSample (one sample per run) one row for the whole
+  // tensor, whatever its layout (torch's sequence-first [S, B, D], tokens flattened to [B·S, D])
+  const flatTarget = ints('flat_target', options.wholeSample ? [1, -1] : [0, -1]);
   const channelTarget = ints('channel_target', [-1]);
   const tensorOut = new Map<string, ActivationStatOutputs>();
   tensors.forEach((name, i) => {
@@ -103,11 +107,20 @@ export function withAnalysisOutputs(model: Model, tensors: string[], heads: Head
       channelAbsMax: output(reduce('ReduceMax', byChannel, `t${i}/channel_abs_max`, [0])),
     });
   });
+  /**
+   * [B, H, T, X] from a rank-3 [B·H, T, X] (torch MultiheadAttention's layout, batch-major:
+   * row b·H + h); on a rank-4 [B, H, T, X] the Reshape changes nothing.
+   */
+  const byHead = (x: Value, heads: number, name: string): Value => {
+    const last2 = op('Slice', [op('Shape', [x], `${name}/shape`), ints(`${name}/from`, [-2]), ints(`${name}/to`, [Number.MAX_SAFE_INTEGER])], `${name}/last2`);
+    const target = op('Concat', [ints(`${name}/lead`, [-1, heads]), last2], `${name}/target`, { axis: { type: 'int', value: 0 } });
+    return op('Reshape', [x, target], `${name}/by_head`);
+  };
   const headOut = new Map<string, HeadStatOutputs>();
   heads.forEach((h, i) => {
     const pv = g.value(h.probs);
     if (!pv) throw new Error(`no tensor '${h.probs}'`);
-    const p = op('Cast', [pv], `h${i}/float`, { to: { type: 'int', value: DataType.FLOAT } });
+    const p = byHead(op('Cast', [pv], `h${i}/float`, { to: { type: 'int', value: DataType.FLOAT } }), h.heads, `h${i}/probs`);
     const first = op('Slice', [p, ints(`h${i}/s0`, [0]), ints(`h${i}/s1`, [1]), ints(`h${i}/sax`, [-1])], `h${i}/first`);
     const eps = constant(`h${i}/eps`, DataType.FLOAT, [], [1e-12]);
     const plogp = op('Mul', [p, op('Log', [op('Add', [p, eps], `h${i}/p_eps`)], `h${i}/logp`)], `h${i}/plogp`);
@@ -118,7 +131,7 @@ export function withAnalysisOutputs(model: Model, tensors: string[], heads: Head
       entropy: output(op('Neg', [reduce('ReduceSum', plogp, `h${i}/plogp_sum`, [0, 2, 3])], `h${i}/entropy`)),
     };
     if (h.context && h.outWeight) {
-      const c = op('Cast', [g.value(h.context)!], `h${i}/ctx`, { to: { type: 'int', value: DataType.FLOAT } });
+      const c = byHead(op('Cast', [g.value(h.context)!], `h${i}/ctx`, { to: { type: 'int', value: DataType.FLOAT } }), h.heads, `h${i}/ctx`);
       const w = constant(`h${i}/wo`, DataType.FLOAT, [h.outWeight.heads, h.outWeight.headSize, h.outWeight.hidden], h.outWeight.data);
       const upd = op('MatMul', [c, w], `h${i}/update`);
       out.contextNorm = output(reduce('ReduceSum', op('Sqrt', [reduce('ReduceSumSquare', c, `h${i}/ctx_sq`, [3])], `h${i}/ctx_norm`), `h${i}/ctx_norm_sum`, [0, 2]));

@@ -9,9 +9,10 @@ import { DEFAULT_RECIPE, fromRecipe, loadRecipe } from '../pipeline/recipe.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { analyzeModel } from '../analyze/analyze.js';
 import { type CompressReport, outlierRows } from '../report/compress-report.js';
-import { renderReport, reportJson, size, summaryRows, textTable, trialRows } from '../report/render.js';
+import { renderReport, reportJson, selectionText, size, summaryRows, textTable, trialRows } from '../report/render.js';
 import { writeFileAtomic, writeJunit, type JunitCase, type JunitSuite } from '../report/junit.js';
 import { autoCompress } from '../search/auto.js';
+import { OBJECTIVES, parseObjective } from '../search/objective.js';
 import { parseLimits } from '../validate/limits.js';
 import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
 import { positiveInt } from './eval.js';
@@ -19,6 +20,7 @@ import { FORCE_HELP, refuseBelowFloor } from './quality-floor.js';
 import { OutputPlan } from './output-paths.js';
 import { repeatable } from './repeatable.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
+import { openDataset } from '../data/dataset.js';
 import { runCommand } from './run-command.js';
 
 interface CompressFlags extends RawDataFlags {
@@ -33,6 +35,8 @@ interface CompressFlags extends RawDataFlags {
   metric: string;
   maxDrop?: string;
   auto?: boolean;
+  objective: string;
+  selectionData?: string;
   report: string[];
   junit?: string;
   threads?: string;
@@ -54,7 +58,9 @@ export function registerCompress(program: Command): void {
     .option('--data <path>', 'labelled evaluation dataset: accuracy before and after')
     .option('--metric <name>', `accuracy metric on --data: ${METRICS.join(', ')}`, 'top1')
     .option('--max-drop <limit>', 'largest allowed accuracy drop (0.005 absolute, or 0.5% relative); with --data, exit 1 when exceeded')
-    .option('--auto', 'search for the smallest model within --max-drop (needs --data and --max-drop)')
+    .option('--auto', 'search for the best model within --max-drop by --objective (needs --data and --max-drop); trials are judged on half of --data, the reported accuracy is from the other half')
+    .option('--objective <what>', `what --auto optimizes among the passing models: ${OBJECTIVES.join(', ')} (latency and balanced time them on this machine)`, 'size')
+    .option('--selection-data <path>', 'labelled data the --auto trials are judged on; then all of --data is held out for the reported accuracy')
     .option('--report <file>', 'also write the report: .json, .md or .html; repeat the flag for more files', repeatable, [])
     .option('--junit <file>', 'write the accuracy check (and the auto search result) as JUnit XML for CI')
     .option('--threads <n>', 'onnxruntime intra-op threads')
@@ -70,11 +76,13 @@ export function registerCompress(program: Command): void {
         for (const r of flags.report) if (!/\.(json|md|html?)$/.test(r)) throw new UserError(`--report ${r}: the file must end in .json, .md or .html`);
         const outputs = OutputPlan.check(
           [{ flag: '-o', file: flags.output, what: 'compressed model' }, ...flags.report.map((file) => ({ flag: '--report', file, what: 'report' })), flags.junit ? { flag: '--junit', file: flags.junit, what: 'JUnit report' } : undefined],
-          [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined, flags.data ? { file: flags.data, what: 'evaluation dataset' } : undefined, flags.recipe ? { file: flags.recipe, what: 'recipe' } : undefined],
+          [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined, flags.data ? { file: flags.data, what: 'evaluation dataset' } : undefined, flags.selectionData ? { file: flags.selectionData, what: 'selection dataset' } : undefined, flags.recipe ? { file: flags.recipe, what: 'recipe' } : undefined],
         );
         const hasData = flags.data !== undefined || flags.dataText !== undefined || flags.dataImages !== undefined;
         if (flags.auto && (!hasData || !flags.maxDrop)) throw new UserError('--auto needs --data (labelled evaluation data) and --max-drop (the accuracy limit)');
         if (flags.auto && flags.recipe) throw new UserError('--auto chooses its own recipe; leave out --recipe');
+        const objective = parseObjective(flags.objective);
+        if (!flags.auto && (flags.objective !== 'size' || flags.selectionData)) throw new UserError(`${flags.selectionData ? '--selection-data' : '--objective'} applies to --auto only`);
         const limit = flags.maxDrop ? parseLimits({ maxDrop: [flags.maxDrop] }).all : undefined;
         if (flags.maxDrop && !limit) throw new UserError(`--max-drop takes one VALUE or VALUE%, not '${flags.maxDrop}'`);
         if (limit && !hasData) throw new UserError('--max-drop needs --data (labelled evaluation data) to measure the drop');
@@ -88,6 +96,7 @@ export function registerCompress(program: Command): void {
         const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
         if (!calibration) throw new UserError('give the calibration data: --calib PATH, --calib-text FILE or --calib-images DIR');
         const data = await datasetFromFlags({ tensors: flags.data, text: flags.dataText, images: flags.dataImages, flags: '--data, --data-text, --data-images' }, flags, model, modelPath);
+        const selection = flags.selectionData ? openDataset(flags.selectionData) : undefined;
         const quiet = flags.quiet || flags.json;
         const progress = quiet ? silentProgress : consoleProgress();
         const log = (s: string): void => {
@@ -97,10 +106,13 @@ export function registerCompress(program: Command): void {
         let out;
         try {
           if (flags.auto) {
-            log(`auto: searching for the smallest model within ${flags.maxDrop} ${flags.metric} of the original`);
+            const goal = { size: 'the smallest model', latency: 'the fastest model (timed on this machine)', balanced: 'the smallest model no slower than the original (timed on this machine)' }[objective];
+            log(`auto: searching for ${goal} within ${flags.maxDrop} ${flags.metric} of the original`);
             const r = await autoCompress(model, {
               calibration,
               data: data!,
+              selection,
+              objective,
               limit: limit!,
               metric: flags.metric as MetricName,
               threads,
@@ -143,7 +155,7 @@ export function registerCompress(program: Command): void {
         else if (!flags.quiet) {
           const lines = [`${modelPath} -> ${flags.output}  (recipe ${report.recipe.name}: ${report.recipe.passes.join(', ')})`, '', textTable(summaryRows(report))];
           if (report.trials.length) {
-            lines.push('', textTable(trialRows(report)), '', report.chosen === null ? `no trial passed the gate (${flags.maxDrop}); kept the closest` : `chosen: trial ${report.chosen}${chosenLayers(report)}`);
+            lines.push('', textTable(trialRows(report)), '', report.chosen === null ? `no trial passed the gate (${flags.maxDrop}); kept the closest` : `chosen: trial ${report.chosen}${chosenLayers(report)}`, selectionText(report));
           }
           for (const e of report.entries.filter((x) => x.level === 'warning')) lines.push(`warning: ${e.target ? `${e.target}: ` : ''}${e.message}`);
           process.stdout.write(lines.join('\n') + '\n');

@@ -43,7 +43,8 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
   const feeds = (sample: Sample): Record<string, ArrayTensor> => {
     const out: Record<string, ArrayTensor> = {};
     sample.inputs.forEach((a, k) => {
-      out[nameOf(a, k)] = { dtype: a.dtype, dims: a.dims, data: a.data };
+      const name = nameOf(a, k);
+      out[name] = { dtype: a.dtype, dims: emptyFitted(a.dims, byName.get(name)?.shape), data: a.data };
     });
     return out;
   };
@@ -64,7 +65,7 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
       if (a.dtype !== expected.dtype) {
         throw new UserError(`${where}: tensor '${name}' is ${describe(a)} but the model's input '${name}' is ${describe({ dtype: expected.dtype, dims: expected.shape ?? [] })}`);
       }
-      if (expected.shape && !shapeFits(a.dims, expected.shape)) {
+      if (expected.shape && !shapeFits(emptyFitted(a.dims, expected.shape), expected.shape)) {
         throw new UserError(`${where}: tensor '${name}' has shape [${a.dims.join(',')}] but the model's input '${name}' takes [${expected.shape.map((d) => d ?? '?').join(',')}]`);
       }
       // samples are concatenated along the first axis into batches: each must hold one example
@@ -93,6 +94,22 @@ export function bindDataset(dataset: Dataset, model: Model): BoundDataset {
   }
   const first = inputs[0]?.shape?.[0];
   return { dataset, inputs, hasLabels: labelled ?? false, maxBatch: typeof first === 'number' ? first : Infinity, unbatched: unbatchedInputs(inputs), feeds };
+}
+
+/** `feeds` with each empty tensor shaped as `model` declares its input (see emptyFitted). */
+export function fitEmptyInputs(feeds: Record<string, ArrayTensor>, model: Model): Record<string, ArrayTensor> {
+  const declared = new Map(modelInputs(model).map((i) => [i.name, i.shape]));
+  return Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, { ...t, dims: emptyFitted(t.dims, declared.get(n)) }]));
+}
+
+/**
+ * An empty tensor (an empty key/value cache: past length 0) holds no data, so its other dims can
+ * take the model's fixed sizes: a pruned decoder with fewer key/value heads still takes the
+ * empty past its calibration samples were made with.
+ */
+function emptyFitted(dims: readonly number[], declared: readonly (number | string | null)[] | undefined): number[] {
+  if (!declared || declared.length !== dims.length || !dims.includes(0)) return [...dims];
+  return dims.map((d, i) => (d !== 0 && typeof declared[i] === 'number' ? (declared[i] as number) : d));
 }
 
 /**

@@ -2,6 +2,7 @@ import type { LinearLayer } from '../discover/structure.js';
 import { DataType } from '../ir/dtype.js';
 import type { Graph } from '../ir/graph.js';
 import { Tensor } from '../ir/tensor.js';
+import type { Node } from '../ir/node.js';
 import type { Value } from '../ir/value.js';
 import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
 import { transpose } from './linear-weight.js';
@@ -44,7 +45,17 @@ export function dequantizedWeight(g: Graph, l: LinearLayer, q: QuantizedWeight):
  */
 export function quantizeLinearStatic(g: Graph, l: LinearLayer, q: QuantizedWeight, act: ActivationParams, sharedQ: Map<Value, Value>): void {
   const wd = dequantizedWeight(g, l, q);
-  const input = l.node.input(0)!;
+  const xd = dequantizedInput(g, l.node, l.name, act, sharedQ);
+  l.node.setInput(0, xd);
+  l.node.setInput(1, wd);
+}
+
+/**
+ * The first input of `reader` through QuantizeLinear → DequantizeLinear: the Q is shared by
+ * every reader of the tensor (`sharedQ`), the DQ is the reader's own (named after `label`).
+ */
+export function dequantizedInput(g: Graph, reader: Node, label: string, act: ActivationParams, sharedQ: Map<Value, Value>): Value {
+  const input = reader.input(0)!;
   let xq = sharedQ.get(input);
   const scale = (): Value => g.addInitializer(Tensor.from(`${input.name}_scale`, DataType.FLOAT, [], [act.scale]));
   const zp = (): Value => g.addInitializer(Tensor.from(`${input.name}_zero_point`, DataType.UINT8, [], [act.zeroPoint]));
@@ -64,12 +75,10 @@ export function quantizeLinearStatic(g: Graph, l: LinearLayer, q: QuantizedWeigh
     sharedQ.set(input, xq);
   }
   const qNode = quantizeNodeOf(xq);
-  const xd = g.addNode('DequantizeLinear', [xq, qNode.input(1), qNode.input(2)], [`${l.name}.input_dequantized`], {
-    name: g.uniqueNodeName(`${l.name}/input/DequantizeLinear`),
-    before: l.node,
+  return g.addNode('DequantizeLinear', [xq, qNode.input(1), qNode.input(2)], [`${label}.input_dequantized`], {
+    name: g.uniqueNodeName(`${label}/input/DequantizeLinear`),
+    before: reader,
   }).output(0);
-  l.node.setInput(0, xd);
-  l.node.setInput(1, wd);
 }
 
 function quantizeNodeOf(xq: Value) {

@@ -76,6 +76,7 @@ export async function float16Scheme(model: Model, ctx: PassContext, options: Qua
     reparam: null,
     calibration: null,
     layers: [],
+    convs: [],
     embeddings: [],
     excluded: [],
     skipped: [],

@@ -3,6 +3,7 @@ import type { Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import type { Model } from '../ir/model.js';
+import { fitEmptyInputs } from '../data/bind.js';
 import { calibrationBatch, firstSample, measureFlops, mlpParameters, tokensPerSample, unitCosts } from '../prune/cost.js';
 import { magnitudeScores, MaskRunner, optinScores, sublayerSimilarity, taylorScores, type Scores } from '../prune/importance.js';
 import { maskLayout, type MaskLayout } from '../prune/mask.js';
@@ -106,7 +107,8 @@ export function prune(options: PruneOptions): Pass<PruneSummary> {
       }
       const surgery = applyPrunePlan(model, plan, structure);
       const after = discoverStructure(model);
-      const flopsAfter = sample ? await measureFlops(model, sample, ctx.threads) : null;
+      // a decoder that lost key/value heads takes an empty past of its new size
+      const flopsAfter = sample ? await measureFlops(model, fitEmptyInputs(sample, model), ctx.threads) : null;
       const dropA = new Set(plan.dropAttention ?? []);
       const dropM = new Set(plan.dropMlp ?? []);
       const summary: PruneSummary = {

@@ -6,6 +6,8 @@ import { quantizeEmbeddingBlocked, quantizeEmbeddingInt8 } from '../export/embed
 import { transpose, weightOutIn } from '../export/linear-weight.js';
 import { quantizeLinearNBits } from '../export/matmul-nbits.js';
 import { type ActivationParams, activationParams, quantizeLinearStatic } from '../export/qdq.js';
+import { quantizeConvStatic } from '../export/conv.js';
+import { type ConvForm, planConvs } from '../quantize/conv-plan.js';
 import { constantTensor } from '../discover/constants.js';
 import { findSoftmaxSites, quantizeSoftmaxLog2, quantizeSoftmaxUniform, type SoftmaxSite } from '../export/softmax.js';
 import type { Model } from '../ir/model.js';
@@ -23,6 +25,7 @@ import { inStep } from '../progress.js';
 import { convertToFloat16 } from '../export/fp16.js';
 import { cleanup } from './cleanup.js';
 import { float16Scheme, float16Summary, reportFloat16, type Float16Summary } from './float16.js';
+import { withDecodeSteps } from '../calibrate/decode-steps.js';
 import { QUANTIZE_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
 import type { Pass, PassContext, PassResult } from './pass.js';
@@ -45,6 +48,8 @@ export interface QuantizeSummary {
   /** Activation calibration (w8a8): samples seen, and whether the ranges came from the cache. */
   calibration: { samples: number; fromCache: boolean; seconds: number } | null;
   layers: { name: string; bits: number; sqnr: number | null }[];
+  /** Convs quantized and the form of each: a patch MatMul (then a linear layer of `layers`) or QLinearConv (also in `layers`). */
+  convs: { name: string; form: ConvForm }[];
   embeddings: { name: string; bits: number }[];
   excluded: { name: string; pattern: string }[];
   skipped: { name: string; reason: string }[];
@@ -72,10 +77,22 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
     async run(model: Model, ctx: PassContext) {
       if (options.scheme === 'fp16') return float16Scheme(model, ctx, options);
       const merged = findMergedDecoder(model);
-      if (merged) return quantizeMerged(model, merged, ctx, options, (view, viewCtx, rewrites) => quantizeModel(view, viewCtx, options, rewrites));
-      return quantizeModel(model, ctx, options);
+      if (merged) return quantizeMerged(model, merged, ctx, options, async (view, viewCtx, rewrites) => quantizeModel(view, await throughTheCache(view, viewCtx, options), options, rewrites));
+      return quantizeModel(model, await throughTheCache(model, ctx, options), options);
     },
   };
+}
+
+/**
+ * A decoder with a key/value cache calibrates on decode steps through a real cache too
+ * (withDecodeSteps): activation ranges and GPTQ's Hessians then cover generation. FlexRound's
+ * block reconstruction works on rows of one token count, so it keeps the prompts alone.
+ */
+async function throughTheCache(model: Model, ctx: PassContext, options: QuantizePassOptions): Promise<PassContext> {
+  if (!ctx.calibration || options.decodeSteps === false || options.method === 'flexround') return ctx;
+  const { dataset, summary } = await withDecodeSteps(model, ctx.calibration, { threads: ctx.threads, signal: ctx.signal });
+  if (summary) ctx.report.info('quantize', `${summary.prompts} calibration prompts also decoded teacher-forced through a cache of their first ${Math.min(...summary.cachedTokens)}-${Math.max(...summary.cachedTokens)} tokens: ${summary.prompts} decode-step samples added`);
+  return { ...ctx, calibration: dataset };
 }
 
 /**
@@ -106,20 +123,24 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   }
   const structure = discoverStructure(model);
   const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
-  if (sel.linears.length === 0 && sel.embeddings.length === 0) {
-    throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
+  if (sel.linears.length === 0 && sel.convs.length === 0 && sel.embeddings.length === 0) {
+    throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm/Conv with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
   }
   const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
   if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
   const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
-  if (sel.linears.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
-  for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
-  for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
-  const bitsOf = (name: string): number => overrides.get(name) ?? bits;
-  if (overrides.size > 0) ctx.report.info('quantize', `layerBits: ${[...new Set([...sel.linears.map((l) => bitsOf(l.name))])].sort().map((b) => `${sel.linears.filter((l) => bitsOf(l.name) === b).length} layer(s) at ${b} bits`).join(', ')}`);
+  if (sel.linears.length === 0 && sel.convs.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
   const weightOnly = isWeightOnly(scheme);
   const staticScheme = isStatic(scheme);
   const aBits = activationBits(scheme);
+  const convPlan = planConvs(model.graph, sel, scheme);
+  if (sel.linears.length === 0 && convPlan.qlinear.length === 0 && sel.embeddings.length === 0) throw new UserError(`${model.sourcePath ?? 'the model'} has no layer that scheme ${scheme} quantizes: ${sel.skipped[0]?.reason ?? 'nothing selected'}`);
+  // like RepQ-ViT, static schemes below 8 activation bits keep the patch embedding at 8 bits (weights and input)
+  const patch8 = new Set(staticScheme && aBits < 8 ? [...convPlan.patchLinears.keys()].map((l) => l.name) : []);
+  for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
+  for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
+  const bitsOf = (name: string): number => overrides.get(name) ?? (patch8.has(name) ? 8 : bits);
+  if (overrides.size > 0) ctx.report.info('quantize', `layerBits: ${[...new Set([...sel.linears.map((l) => bitsOf(l.name))])].sort().map((b) => `${sel.linears.filter((l) => bitsOf(l.name) === b).length} layer(s) at ${b} bits`).join(', ')}`);
   if (options.weightSymmetric === false && !weightOnly) throw new UserError(`asymmetric weight grids need a weight-only scheme (w8, w4, w3, w2), not ${scheme}: integer kernels take symmetric int8 weights`);
   const spec: WeightQuantSpec = weightOnly
     ? { bits, symmetric: symmetricAt(options, bits), blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
@@ -136,22 +157,38 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
 
   // phase 1: decide every parameter
   let ranges: Map<string, { min: number; max: number }> | undefined;
+  const act8 = new Map<string, ActivationParams>();
   let calibrationInfo: QuantizeSummary['calibration'] = null;
   if (staticScheme) {
     if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (option 'calibration') to set activation ranges`);
     const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
-    const calibration = await calibrate(model, ctx.calibration, {
-      tensors: inputs,
-      observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: aBits },
-      batchSize: options.batchSize,
-      threads: ctx.threads,
-      progress: ctx.progress,
-      signal: ctx.signal,
-      cacheDir: options.cacheDir,
-    });
-    ranges = new Map([...calibration.ranges].map(([k, r]) => [k, { min: r.min[0]!, max: r.max[0]! }]));
-    calibrationInfo = { samples: calibration.samples, fromCache: calibration.fromCache, seconds: calibration.seconds };
-    if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
+    // QLinearConv input and output stay on 8-bit grids (a Clip to fewer codes stops the fusion), and so does the input of a patch embedding kept at 8 bits
+    const patchInputs = sel.linears.filter((l) => patch8.has(l.name)).map((l) => l.node.input(0)!.name);
+    const eightBit = [...new Set([...convPlan.qlinear.flatMap((c) => [c.node.input(0)!.name, c.node.output(0).name]), ...patchInputs])];
+    const runs = aBits === 8 ? [{ bits: 8, tensors: [...new Set([...inputs, ...eightBit])] }] : [{ bits: aBits, tensors: inputs.filter((n) => !patchInputs.includes(n)) }, { bits: 8, tensors: eightBit }];
+    ranges = new Map();
+    const seen = { samples: 0, fromCache: true, seconds: 0 };
+    for (const r of runs.filter((x) => x.tensors.length > 0)) {
+      const calibration = await calibrate(model, ctx.calibration, {
+        tensors: r.tensors,
+        observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: r.bits },
+        batchSize: options.batchSize,
+        threads: ctx.threads,
+        progress: ctx.progress,
+        signal: ctx.signal,
+        cacheDir: options.cacheDir,
+      });
+      for (const [k, x] of calibration.ranges) {
+        if (r.bits === aBits) ranges.set(k, { min: x.min[0]!, max: x.max[0]! });
+        if (r.bits === 8 && eightBit.includes(k)) act8.set(k, activationParams(x.min[0]!, x.max[0]!, 8));
+      }
+      seen.samples = calibration.samples;
+      seen.fromCache &&= calibration.fromCache;
+      seen.seconds += calibration.seconds;
+      if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
+    }
+    for (const n of patchInputs) fixed.set(n, act8.get(n)!);
+    calibrationInfo = seen;
   }
   const weights: QuantizedWeight[] = [];
   await inStep(ctx.progress, 'quantize weights', sel.linears.length, async (tick) => {
@@ -164,6 +201,14 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
       tick(weights.length, l.name);
     }
   });
+  // QLinearConv weights: int8 per output channel unless layerBits says otherwise
+  const convWeights: QuantizedWeight[] = [];
+  for (const c of convPlan.qlinear) {
+    const w = constantTensor(c.weight)!.toFloat32();
+    const cb = overrides.get(c.name) ?? 8;
+    const own: WeightQuantSpec = { bits: cb, symmetric: true, blockSize: 0, search: options.weightSearch ?? (cb < 8 ? 'mse' : 'minmax') };
+    convWeights.push(perTensorWeights ? expandScale(await quantizeWeight(w, 1, w.length, own), c.outChannels) : await quantizeWeight(w, c.outChannels, c.k, own));
+  }
   if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
   if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
     const what = method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
@@ -182,11 +227,11 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
           // break that when the input's scales span many orders of magnitude
           if (e instanceof Error && e.message.includes('not positive definite')) {
             throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
-          }
-          throw e;
-        }
-        tick(i + 1, l.name);
       }
+          throw e;
+    }
+        tick(i + 1, l.name);
+  }
     });
     ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   }
@@ -221,7 +266,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
             : await quantizeWeight(transpose(t, e.rows, e.width), e.width, e.rows, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' }),
         );
         tick(tables.length, e.table.name);
-      }
+  }
     });
   }
 
@@ -245,8 +290,17 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
       out = quantizeLinearNBits(g, l, q);
       rewrites?.push({ kind: 'nbits', weight: l.weight.name, q });
     }
-    pairs.push({ name: l.name, float: floatName, quantized: out.name });
+    const patchOut = convPlan.patchLinears.get(l);
+    pairs.push(patchOut ? { name: l.name, float: patchOut, quantized: patchOut } : { name: l.name, float: floatName, quantized: out.name });
   });
+  convPlan.qlinear.forEach((c, i) => {
+    const floatName = c.node.output(0).name;
+    const out = quantizeConvStatic(g, c, convWeights[i]!, act8.get(c.node.input(0)!.name)!, act8.get(floatName)!, sharedQ);
+    pairs.push({ name: c.name, float: floatName, quantized: out.name });
+  });
+  for (const { conv: c, form } of convPlan.forms) {
+    ctx.report.info('quantize', form === 'patch MatMul' ? `patch-embedding Conv '${c.node.name}' rewritten as the equal MatMul over ${c.patch!.kh}x${c.patch!.kw} patches, quantized as a linear layer` : `Conv '${c.node.name}' written as QDQ (input, per-channel int8 weight, output) that onnxruntime fuses into QLinearConv`, { target: c.name });
+  }
   sel.embeddings.forEach((e, i) => {
     const q = tables[i]!;
     const blocked = q.groups > 1 || q.bits < 8;
@@ -264,8 +318,8 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
         else {
           const r = ranges!.get(site.v)!;
           quantizeSoftmaxUniform(m.graph, site, activationParams(r.min, r.max, 8));
-        }
-      }
+    }
+  }
     };
     if (ctx.calibration) alternative = model.clone();
     applySoftmax(model, softmaxMode as 'uniform' | 'log2');
@@ -316,7 +370,8 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     reparam,
     flexround: flexSummary,
     calibration: calibrationInfo,
-    layers: sel.linears.map((l) => ({ name: l.name, bits: bitsOf(l.name), sqnr: sqnr.get(l.name) ?? null })),
+    layers: [...convPlan.qlinear.map((c, i) => ({ name: c.name, bits: convWeights[i]!.bits, sqnr: sqnr.get(c.name) ?? null })), ...sel.linears.map((l) => ({ name: l.name, bits: bitsOf(l.name), sqnr: sqnr.get(l.name) ?? null }))],
+    convs: convPlan.forms.map(({ conv, form }) => ({ name: conv.name, form })),
     embeddings: sel.embeddings.map((e, i) => ({ name: e.table.name, bits: tables[i]!.bits })),
     excluded: sel.excluded,
     skipped: sel.skipped,
@@ -329,10 +384,22 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   return { model, modified: true, summary };
 }
 
+/** A per-tensor weight grid (n = 1) repeated on `n` output channels. */
+function expandScale(q: QuantizedWeight, n: number): QuantizedWeight {
+  const k = q.k / n;
+  return { ...q, n, k, blockSize: k, scales: new Float32Array(n).fill(q.scales[0]!), zeroPoints: new Int32Array(n).fill(q.zeroPoints[0]!) };
+}
+
 /** A layer's precision when not the scheme's: 2 to 8 bits, or 'float' (left unquantized). */
 export type LayerBits = number | 'float';
 
 export interface QuantizePassOptions extends QuantizeOptions {
+  /**
+   * A decoder with a key/value cache: also calibrate on decode steps through a real cache (each
+   * prompt's second half decoded after its first half fills the cache). Default true; FlexRound
+   * keeps the prompts alone.
+   */
+  decodeSteps?: boolean;
   /**
    * Per-layer precision: globs (`blocks.3.*`) or /regex/ (as `exclude` takes them, matched
    * against layer, node and embedding-table names) mapped to the weight bits of the layers
@@ -363,7 +430,7 @@ export function applyLayerBits(layerBits: Record<string, LayerBits> | undefined,
   });
   const match = (...names: string[]): (typeof patterns)[number] | undefined => patterns.find(({ re }) => names.some((n) => re.test(n)));
   // a pattern must match some layer the model has (quantized, excluded or skipped)
-  const known = [...linears.flatMap((l) => [l.name, l.node.name]), ...sel.embeddings.flatMap((e) => [e.table.name, e.node.name]), ...sel.excluded.map((e) => e.name), ...sel.skipped.map((s) => s.name)];
+  const known = [...linears.flatMap((l) => [l.name, l.node.name]), ...sel.convs.flatMap((c) => [c.name, c.node.name]), ...sel.embeddings.flatMap((e) => [e.table.name, e.node.name]), ...sel.excluded.map((e) => e.name), ...sel.skipped.map((s) => s.name)];
   for (const { p, re } of patterns) {
     if (!known.some((n) => re.test(n))) {
       const some = linears.slice(0, 4).map((l) => l.name);
@@ -382,6 +449,7 @@ export function applyLayerBits(layerBits: Record<string, LayerBits> | undefined,
       return true;
     });
   sel.linears = keep(sel.linears, (l) => [l.name, l.node.name], (l) => l.name);
+  sel.convs = keep(sel.convs, (c) => [c.name, c.node.name], (c) => c.name);
   sel.embeddings = keep(sel.embeddings, (e) => [e.table.name, e.node.name], (e) => e.table.name);
   return out;
 }

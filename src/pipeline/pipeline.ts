@@ -4,19 +4,12 @@ import { PassError, type Pass, type PassContext, type PassResult } from '../pass
 import { silentProgress } from '../progress.js';
 import { Report } from '../report/report.js';
 import { openDataset, type Dataset } from '../data/dataset.js';
-import { withDecodeSteps } from '../calibrate/decode-steps.js';
 import { QualityFloorError, checkQuality, floorFor, qualityWarning, type QualityFloor } from '../validate/quality-floor.js';
 
 /** Options of Pipeline.apply: any part of the context; calibration may be a path or a Dataset. */
 export type ApplyOptions = Partial<Omit<PassContext, 'calibration'>> & {
   /** Calibration samples: a dataset folder or .npz path (opened with openDataset), or a Dataset. */
   calibration?: Dataset | string;
-  /**
-   * A decoder with a key/value cache whose calibration samples start from an empty past: also
-   * calibrate on each sample's second half decoded through the cache of its first half
-   * (withDecodeSteps). Default true.
-   */
-  decodeSteps?: boolean;
   /**
    * The quality floor the result is held to (default QUALITY_FLOOR, PRUNING_FLOOR when a
    * prune pass changed the model): with calibration data, a
@@ -82,13 +75,6 @@ export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
       report,
       signal: options.signal ?? new AbortController().signal,
     };
-    if (ctx.calibration && options.decodeSteps !== false) {
-      // a decoder with a cache also calibrates on decode steps through a real cache
-      const withSteps = await withDecodeSteps(model, ctx.calibration, { threads: ctx.threads, signal: ctx.signal });
-      ctx.calibration = withSteps.dataset;
-      const s = withSteps.summary;
-      if (s) report.info('calibration', `${s.prompts} calibration prompts also decoded teacher-forced through a cache of their first ${Math.min(...s.cachedTokens)}-${Math.max(...s.cachedTokens)} tokens: ${s.prompts} decode-step samples added`);
-    }
     const result = await runIn(model.clone(), ctx);
     if (result.modified && ctx.calibration && options.floor !== false) {
       const check = await checkQuality(model, result.model, ctx.calibration, { threads: ctx.threads, signal: ctx.signal, floor: options.floor ?? floorFor(report.passes), force: options.force });

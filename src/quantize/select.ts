@@ -5,6 +5,7 @@ import { DataType } from '../ir/dtype.js';
 import type { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import type { Value } from '../ir/value.js';
+import { findConvs, type ConvLayer } from './conv.js';
 
 /** Ops that mean the model already holds quantized computation. */
 const QUANTIZED_OPS = new Set(['QuantizeLinear', 'DequantizeLinear', 'DynamicQuantizeLinear', 'MatMulInteger', 'QLinearMatMul', 'MatMulNBits', 'DynamicQuantizeMatMul', 'MatMulIntegerToFloat', 'QLinearConv', 'GatherBlockQuantized', 'QGemm']);
@@ -18,6 +19,8 @@ export interface EmbeddingTable {
 
 export interface Selection {
   linears: LinearLayer[];
+  /** 2-D Convs with a constant float weight (patch embeddings), written as integer kernels. */
+  convs: ConvLayer[];
   embeddings: EmbeddingTable[];
   excluded: { name: string; pattern: string }[];
   skipped: { name: string; reason: string }[];
@@ -45,14 +48,15 @@ export function assertNotQuantized(model: Model, file: string, action = 'quantiz
 }
 
 /**
- * The layers a scheme quantizes: every linear layer discovery found (attention, MLP, heads)
- * and, optionally, embedding tables; minus the user's exclusions. Layers that cannot be
- * rewritten are listed with the reason.
+ * The layers a scheme quantizes: every linear layer discovery found (attention, MLP, heads),
+ * every 2-D Conv with a constant float weight (patch embeddings) and, optionally, embedding
+ * tables; minus the user's exclusions. Layers that cannot be rewritten are listed with the
+ * reason.
  */
 export function selectLayers(model: Model, structure: Structure, exclude: string[], embeddings: boolean): Selection {
   const patterns = exclude.map((p) => ({ p, re: namePattern(p) }));
   const excludedBy = (...names: string[]): string | undefined => patterns.find(({ re }) => names.some((n) => re.test(n)))?.p;
-  const out: Selection = { linears: [], embeddings: [], excluded: [], skipped: [] };
+  const out: Selection = { linears: [], convs: [], embeddings: [], excluded: [], skipped: [] };
   for (const l of structure.linears) {
     const pattern = excludedBy(l.name, l.node.name);
     if (pattern) {
@@ -69,6 +73,17 @@ export function selectLayers(model: Model, structure: Structure, exclude: string
       continue;
     }
     out.linears.push(l);
+  }
+  const convs = findConvs(model);
+  for (const c of convs.convs) {
+    const pattern = excludedBy(c.name, c.node.name);
+    if (pattern) out.excluded.push({ name: c.name, pattern });
+    else out.convs.push(c);
+  }
+  for (const s of convs.skipped) {
+    const pattern = excludedBy(s.name);
+    if (pattern) out.excluded.push({ name: s.name, pattern });
+    else out.skipped.push(s);
   }
   if (embeddings) {
     for (const n of model.graph.nodes) {

@@ -251,10 +251,19 @@ function lossModel(block: Model, plan: BlockReconstruction, span: BlockSpan): Mo
 }
 
 /** A dataset view holding its first `n` samples. */
+/**
+ * At most `n` samples, all shaped like the first: a block is reconstructed on rows of one token
+ * count, so the decode-step samples a cached decoder's calibration adds after its prompts
+ * (withDecodeSteps) are left to the other passes.
+ */
 function limited(d: Dataset, n: number | undefined): Dataset {
-  if (n === undefined || n >= d.size) return d;
-  if (n < 1) throw new UserError('reconstruction needs at least one calibration sample');
-  return { path: d.path, size: n, read: (i) => d.read(i), where: (i) => d.where(i) };
+  if (n !== undefined && n < 1) throw new UserError('reconstruction needs at least one calibration sample');
+  const shape = (i: number) => d.read(i).inputs.map((x) => `${x.name}:${x.dims.join('x')}`).join('|');
+  const first = d.size > 0 ? shape(0) : '';
+  const keep: number[] = [];
+  for (let i = 0; i < d.size && (n === undefined || keep.length < n); i++) if (i === 0 || shape(i) === first) keep.push(i);
+  if (keep.length === d.size) return d;
+  return { path: d.path, size: keep.length, read: (i) => d.read(keep[i]!), where: (i) => d.where(keep[i]!) };
 }
 
 interface Captured {

@@ -259,9 +259,16 @@ export function applyFold(model: Model, site: FoldSite, fold: AffineFold): void 
       l.biasAdd.setInput(idx, bv);
     } else {
       const y = l.node.output(0);
-      const add = g.addNode('Add', [y, bv], [`${y.name}_biased`], { name: g.uniqueNodeName(`${l.name}/fold_bias`), after: l.node });
+      const name = y.name;
+      const add = g.addNode('Add', [y, bv], [g.uniqueName(`${name}_biased`)], { name: g.uniqueNodeName(`${l.name}/fold_bias`), after: l.node });
       y.replaceAllUsesWith(add.output(0));
       add.setInput(0, y);
+      // the linear's output keeps its name (what the quantize pass's per-layer check looks up in
+      // the unfolded model); the bare product takes a new one. A graph output was renamed already.
+      if (add.output(0).name !== name) {
+        g.renameValue(y, g.uniqueName(`${name}_unbiased`));
+        g.renameValue(add.output(0), name);
+      }
       l.biasAdd = add;
       l.output = add.output(0);
     }

@@ -14,10 +14,31 @@ export interface Trial {
   /** AMP entropy budget of MLP pruning in front of quantization (null: no pruning). */
   prune: number | null;
   bytes: number;
-  /** Accuracy of the trial on the evaluation data (the gate's metric). */
+  /** Accuracy of the trial on the selection samples (the gate's metric). */
   accuracy: number | null;
   pass: boolean;
   message: string;
+  /** Median latency as deployed (objectives latency and balanced; passing trials only). */
+  latencyMs?: number | null;
+}
+
+/** Auto mode: how the model was chosen, and on which samples (disjoint from the reported accuracy's). */
+export interface AutoSelection {
+  objective: 'size' | 'latency' | 'balanced';
+  /** Why the chosen trial won. */
+  reason: string;
+  /** Latency objectives: float's median in the same timing rounds as the candidates, and the rounds. */
+  floatMs: number | null;
+  latencyRuns: number | null;
+  /** Relative margin under which two medians count as tied. */
+  margin: number | null;
+  /** The gate's metric on the samples the search chose on: float and the chosen trial. */
+  accuracy: { metric: string; before: number; after: number; samples: number; pass: boolean } | null;
+  /** The samples (indices into `data`) the trials were judged on. */
+  data: string;
+  indices: number[];
+  /** The samples (indices into `data`) of the reported accuracy: never any of the selection's when `data` is the same. */
+  holdout: { data: string; indices: number[] };
 }
 
 /** The one report object of `slimformer compress`; rendered as JSON, Markdown and HTML. */
@@ -34,7 +55,7 @@ export interface CompressReport {
   check: { samples: number; agreement: number; sqnr: number; cosine: number } | null;
   /** The output against the quality floor on the verification samples (src/validate/quality-floor.ts). */
   quality?: QualityCheck | null;
-  /** Accuracy on --data: baseline, compressed, and the gate's verdict when a limit was given. */
+  /** Accuracy on --data: baseline, compressed, and the gate's verdict when a limit was given (auto mode: on the held-out samples). */
   accuracy: { metric: string; before: number; after: number; samples: number; limit: string | null; pass: boolean | null } | null;
   /** Per-layer figures the passes recorded (quantize: bits and SQNR; prune: widths). */
   layers: { name: string; bits: number | null; sqnr: number | null }[];
@@ -44,6 +65,8 @@ export interface CompressReport {
   trials: Trial[];
   /** Auto mode: the trial kept, or null when none passed (then the closest was kept). */
   chosen: number | null;
+  /** Auto mode: the objective, why the chosen trial won, and the selection accuracy apart from the held-out one. */
+  selection?: AutoSelection;
   /** Auto mode: layers by sensitivity, most sensitive first (output SQNR with that layer alone quantized). */
   sensitivity?: { name: string; outputSqnr: number }[];
   /** Activation outliers per transformer block output (analyze's metrics), when measured. */

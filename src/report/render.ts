@@ -19,9 +19,14 @@ export function summaryRows(r: CompressReport): string[][] {
   if (r.latency) rows.push([`latency (batch ${r.latency.batch}, median of ${r.latency.runs})`, `${r.latency.beforeMs.toFixed(2)} ms`, `${r.latency.afterMs.toFixed(2)} ms`, speed(r.latency.beforeMs, r.latency.afterMs)]);
   const d = r.decodeLatency;
   if (d) rows.push([`decode step (1 token, cache ${d.cacheLength}, median of ${d.runs})`, `${d.beforeMs.toFixed(2)} ms`, `${d.afterMs.toFixed(2)} ms`, speed(d.beforeMs, d.afterMs)]);
+  const sel = r.selection?.accuracy;
+  if (sel) {
+    const d = sel.after - sel.before;
+    rows.push([`${sel.metric} selection (${sel.samples} samples)`, pct(sel.before), pct(sel.after), `${d >= 0 ? '+' : ''}${(d * 100).toFixed(2)} points (the search chose on these)`]);
+  }
   if (r.accuracy) {
     const d = r.accuracy.after - r.accuracy.before;
-    rows.push([`${r.accuracy.metric} (${r.accuracy.samples} samples)`, pct(r.accuracy.before), pct(r.accuracy.after), `${d >= 0 ? '+' : ''}${(d * 100).toFixed(2)} points${r.accuracy.pass === null ? '' : r.accuracy.pass ? ' (pass)' : ' (FAIL)'}`]);
+    rows.push([`${r.accuracy.metric}${r.selection ? ' holdout' : ''} (${r.accuracy.samples} samples)`, pct(r.accuracy.before), pct(r.accuracy.after), `${d >= 0 ? '+' : ''}${(d * 100).toFixed(2)} points${r.accuracy.pass === null ? '' : r.accuracy.pass ? ' (pass)' : ' (FAIL)'}`]);
   }
   if (r.check) rows.push([`vs original (${r.check.samples} calib samples)`, '', `agreement ${pct(r.check.agreement)}`, `output SQNR ${db(r.check.sqnr)}`]);
   if (r.quality) rows.push([`quality floor (${r.quality.samples} calib samples)`, '', r.quality.verdict === 'below-floor' ? 'below, forced' : r.quality.verdict, `floor: SQNR ${Number.isFinite(r.quality.floor.sqnr) ? db(r.quality.floor.sqnr) : 'not held (pruned)'}, agreement ${pct(r.quality.floor.agreement)}`]);
@@ -34,11 +39,26 @@ export function textTable(rows: string[][]): string {
   return rows.map((r) => r.map((x, c) => x.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
 }
 
+/** The auto-mode trials; a latency column (and a float row) when the search timed them. */
 export function trialRows(r: CompressReport): string[][] {
+  const timed = r.selection?.floatMs != null;
+  const ms = (x: number | null | undefined): string => (x == null ? '-' : `${x.toFixed(3)} ms`);
+  const head = ['trial', 'config', 'size', r.selection ? 'selection accuracy' : 'accuracy', ...(timed ? ['latency'] : []), 'gate'];
+  const floatRow = timed ? [['-', 'float (original)', size(r.size.before), r.selection?.accuracy ? pct(r.selection.accuracy.before) : '-', ms(r.selection!.floatMs), '']] : [];
   return [
-    ['trial', 'config', 'size', 'accuracy', 'gate'],
-    ...r.trials.map((t) => [String(t.index), t.label, size(t.bytes), t.accuracy === null ? '-' : pct(t.accuracy), `${t.pass ? 'pass' : 'fail'}${r.chosen === t.index ? ' <- chosen' : ''}`]),
+    head,
+    ...floatRow,
+    ...r.trials.map((t) => [String(t.index), t.label, size(t.bytes), t.accuracy === null ? '-' : pct(t.accuracy), ...(timed ? [ms(t.latencyMs)] : []), `${t.pass ? 'pass' : 'fail'}${r.chosen === t.index ? ' <- chosen' : ''}`]),
   ];
+}
+
+/** One line on how auto mode chose, and on which samples. */
+export function selectionText(r: CompressReport): string {
+  const s = r.selection;
+  if (!s) return '';
+  const same = s.data === s.holdout.data;
+  const where = same ? `${s.indices.length} of the ${s.indices.length + s.holdout.indices.length} samples of ${s.data}; the reported accuracy is on the other ${s.holdout.indices.length}` : `${s.data} (${s.indices.length} samples); the reported accuracy is on ${s.holdout.data} (${s.holdout.indices.length})`;
+  return `objective ${s.objective}: ${s.reason}. Trials judged on ${where}.`;
 }
 
 function mdTable(rows: string[][]): string {
@@ -48,7 +68,7 @@ function mdTable(rows: string[][]): string {
 
 export function reportMarkdown(r: CompressReport): string {
   const out = [`# slimformer compress: ${r.input}`, '', `Recipe **${r.recipe.name}** (${r.recipe.passes.join(' → ')}), ${r.seconds.toFixed(1)} s.${r.output ? ` Written to \`${r.output}\`.` : ''}`, '', mdTable(summaryRows(r)), ''];
-  if (r.trials.length) out.push('## Auto-mode trials', '', mdTable(trialRows(r)), '', r.chosen === null ? 'No trial passed the gate; the closest was kept.' : `Chosen: trial ${r.chosen}.`, '');
+  if (r.trials.length) out.push('## Auto-mode trials', '', mdTable(trialRows(r)), '', r.chosen === null ? 'No trial passed the gate; the closest was kept.' : `Chosen: trial ${r.chosen}.`, '', ...(r.selection ? [selectionText(r), ''] : []));
   if (r.layers.length) out.push('## Per-layer SQNR', '', mdTable([['layer', 'bits', 'SQNR'], ...r.layers.map((l) => [l.name, l.bits === null ? '-' : String(l.bits), db(l.sqnr)])]), '');
   if (r.sensitivity?.length) out.push('## Layer sensitivity (auto mode)', '', mdTable([['layer', 'output SQNR alone', 'in the kept model'], ...r.sensitivity.map((x) => [x.name, db(x.outputSqnr), String(r.trials.find((t) => t.index === r.chosen)?.layerBits[x.name] ?? 'scheme')])]), '');
   if (r.outliers?.length) out.push('## Activation outliers per block', '', mdTable([['tensor', 'kurtosis', 'inf norm'], ...r.outliers.map((o) => [o.layer, o.kurtosis.toFixed(2), o.infNorm.toFixed(3)])]), '');
@@ -121,7 +141,7 @@ export function reportHtml(r: CompressReport): string {
   if (r.outliers?.length) parts.push('<h2>Activation outliers per block</h2>', outlierCharts(r.outliers));
   if (r.pruned.length) parts.push('<h2>Pruned widths</h2>', barChart('plot-pruned', 'MLP width per block after pruning', r.pruned.map((b) => ({ label: `block ${b.block}`, value: b.mlpWidth ?? 0 })), ''));
   if (r.trials.length) {
-    parts.push('<h2>Auto-mode trials</h2>', scatterChart('plot-trials', 'Accuracy against size across trials (green: passed the gate)', r.trials.filter((t) => t.accuracy !== null).map((t) => ({ x: t.bytes / 1024, y: t.accuracy! * 100, label: `${t.index}: ${t.label}`, pass: t.pass })), 'KiB', 'accuracy (%)'), table(trialRows(r)));
+    parts.push('<h2>Auto-mode trials</h2>', scatterChart('plot-trials', `${r.selection ? 'Selection accuracy' : 'Accuracy'} against size across trials (green: passed the gate)`, r.trials.filter((t) => t.accuracy !== null).map((t) => ({ x: t.bytes / 1024, y: t.accuracy! * 100, label: `${t.index}: ${t.label}`, pass: t.pass })), 'KiB', 'accuracy (%)'), table(trialRows(r)), ...(r.selection ? [`<p>${escHtml(selectionText(r))}</p>`] : []));
   }
   const notes = r.entries.filter((e) => e.level !== 'info');
   if (notes.length) parts.push('<h2>Warnings and skips</h2><ul>', ...notes.map((e) => `<li>${escHtml(e.level)} (${escHtml(e.pass)})${e.target ? ` <code>${escHtml(e.target)}</code>` : ''}: ${escHtml(e.message)}</li>`), '</ul>');

@@ -1,5 +1,6 @@
-import { bindDataset } from '../data/bind.js';
+import { batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
+import { splitDataset } from '../data/split.js';
 import { UserError, isUserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
 import { modelToBytes } from '../onnx/save.js';
@@ -10,6 +11,8 @@ import { type CompressReport, type Trial, layerData } from '../report/compress-r
 import type { PassRecord, ReportEntry } from '../report/report.js';
 import { measure } from '../pipeline/compress.js';
 import { fromRecipe, type Recipe } from '../pipeline/recipe.js';
+import { medianLatencies } from '../runtime/latency.js';
+import { type Objective, chooseByObjective } from './objective.js';
 import { evaluate } from '../validate/evaluate.js';
 import { GATE_METRIC_INFO } from '../validate/gate-metrics.js';
 import { checkLimit, type Limit } from '../validate/limits.js';
@@ -18,7 +21,24 @@ import { QualityFloorError, checkQuality, floorFor, qualityWarning } from '../va
 
 export interface AutoOptions {
   calibration: Dataset;
+  /**
+   * Labelled evaluation data. Without `selection`, it is split in two disjoint halves
+   * (splitDataset): the trials are judged on one, the reported accuracy comes from the other.
+   */
   data: Dataset;
+  /** Labelled data the trials are judged on; then all of `data` is held out for the reported accuracy. */
+  selection?: Dataset;
+  /** What to optimize among the passing trials (default 'size'; see objective.ts). */
+  objective?: Objective;
+  /** Relative latency margin under which two medians count as tied (default 0.05). */
+  latencyMargin?: number;
+  /** Timed rounds per candidate in the search (latency objectives; default 20). */
+  searchLatencyRuns?: number;
+  /**
+   * Median latency in ms of each model (the float model first), as deployed. Default:
+   * medianLatencies on one calibration sample, every model interleaved in the same rounds.
+   */
+  timeModels?: (models: Model[]) => Promise<number[]>;
   limit: Limit;
   metric?: MetricName;
   /**
@@ -31,7 +51,7 @@ export interface AutoOptions {
   prune?: boolean;
   /** AMP entropy budgets tried, most aggressive first (default 0.05, 0.02, 0.01, 0.005, 0.002 nats). */
   pruneBudgets?: number[];
-  /** Trials at most (default 20). */
+  /** Trials at most (default 20; 30 for the latency objectives, which add the INT8 candidates). */
   maxTrials?: number;
   threads?: number;
   progress?: Progress;
@@ -133,16 +153,28 @@ function quantizeSummary(passes: PassRecord[]): QuantizeSummary | undefined {
  *  3. relax pruning: in front of the smallest passing precision, the pruning budgets from the
  *     most aggressive down, until one passes; at the last budget that failed, when it missed
  *     by less than the limit allows, 1, 2, 4 more layers one step up.
- * Models are compared with the gate's metric against the float model's value (evaluated
- * once). The smallest passing model is kept; when none passes, the closest is kept and the
- * report says so.
+ * With the latency objectives (latency, balanced), static w8a8 and dynamic INT8 are tried
+ * first, each alone and then with the most MLP pruning that passes; every passing model is then
+ * timed as deployed, with the float model in the same interleaved rounds, and the objective
+ * picks (objective.ts).
+ * Trials are judged with the gate's metric on the selection samples against the float model's
+ * value there (evaluated once); the reported accuracy is measured on the held-out samples,
+ * which no trial saw. The size objective keeps the smallest passing model; when none passes,
+ * the closest is kept and the report says so.
  */
 export async function autoCompress(model: Model, options: AutoOptions): Promise<AutoResult> {
   const started = Date.now();
   const metric = options.metric ?? 'top1';
+  const objective = options.objective ?? 'size';
+  const timed = objective !== 'size';
   const schemes = options.schemes ?? ['w4', 'w8'];
   for (const s of schemes) if (!isWeightOnly(s)) throw new UserError(`auto mode searches weight-only schemes (w8, w4, w3), not ${s}`);
-  const maxTrials = options.maxTrials ?? 20;
+  if (options.selection && options.selection.path === options.data.path) throw new UserError(`the selection data and the evaluation data are the same (${options.data.path}): the reported accuracy must come from other samples`);
+  // the trials are judged on `selection`; the reported accuracy comes from `holdout`, which the search never saw
+  const split = options.selection ? undefined : splitDataset(options.data);
+  const selection = options.selection ?? split!.selection;
+  const holdout = split ? split.holdout : options.data;
+  const maxTrials = options.maxTrials ?? (timed ? 30 : 20);
   const budgets = options.pruneBudgets ?? [0.05, 0.02, 0.01, 0.005, 0.002];
   let canPrune = (options.prune ?? true) && budgets.length > 0;
   const progress = options.progress ?? silentProgress;
@@ -150,12 +182,14 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
   interface Kept { model: Model; trial: Trial; config: TrialConfig; passes: PassRecord[]; entries: ReportEntry[] }
   let best: Kept | undefined;
   let closest: Kept | undefined;
+  // latency objectives: every passing model is kept until it has been timed
+  const passing: Kept[] = [];
   // trials are judged by the accuracy limit; the quality floor is checked once, on the kept model
   const ctx = { calibration: options.calibration, threads: options.threads, progress: silentProgress, signal: options.signal, floor: false as const };
   // a calibration set that does not fit the model is the user's error, not "this model cannot be
   // pruned" (which the first pruning trial would take it for): say so before any trial
   bindDataset(options.calibration, model);
-  const baseline = (await evaluate(model, options.data, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
+  const baseline = (await evaluate(model, selection, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
   const { threshold } = checkLimit(metric, baseline, baseline, options.limit);
   const higher = GATE_METRIC_INFO[metric].direction === 'higher';
   // pruning depends only on the budget: each budget is pruned once and reused
@@ -180,7 +214,7 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
     const front = c.prune != null ? await prunedModel(c.prune) : { model, passes: [], entries: [] };
     const rest = { ...recipe, passes: recipe.passes.filter((p) => p.pass !== 'prune') };
     const { model: out, report } = await fromRecipe(rest).apply(front.model, ctx);
-    const accuracy = (await evaluate(out, options.data, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
+    const accuracy = (await evaluate(out, selection, { metrics: [metric], threads: options.threads, signal: options.signal })).metrics[metric]!;
     const check = checkLimit(metric, baseline, accuracy, options.limit);
     const trial: Trial = {
       index: trials.length + 1,
@@ -200,6 +234,7 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
     const kept: Kept = { model: out, trial, config: c, passes: [...front.passes, ...report.passes], entries: [...front.entries, ...report.entries] };
     if (!closest || (higher ? accuracy > closest.trial.accuracy! : accuracy < closest.trial.accuracy!)) closest = kept;
     if (trial.pass && (!best || trial.bytes < best.trial.bytes)) best = kept;
+    if (trial.pass && timed) passing.push(kept);
     return trial;
   };
   /** Like tryOne, but a model that MLP pruning cannot handle turns pruning off (null). */
@@ -212,6 +247,25 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
       return null;
     }
   };
+
+  // 0. latency objectives: the INT8 formats onnxruntime runs with integer kernels (static
+  //    w8a8, dynamic), each alone and then with the most MLP pruning that passes
+  if (timed) {
+    // the pruning budgets still worth trying: at 8 bits pruning's accuracy cost dominates the
+    // rounding's (gpt_moby: 39.84% with w8a8, 39.89% with dynamic at 0.05 nats), so a budget
+    // that failed in front of one INT8 format is not tried in front of the other
+    let from = 0;
+    for (const scheme of INT8_SCHEMES) {
+      if (full()) break;
+      if (!(await tryOne({ scheme })).pass) continue;
+      let b = from;
+      for (; canPrune && b < budgets.length && !full(); b++) {
+        const t = await tryPruned({ scheme, prune: budgets[b]! });
+        if (t === null || t.pass) break;
+      }
+      from = b;
+    }
+  }
 
   // 1. the most aggressive point, then (when it fails) the same precision without pruning
   const low = schemes[0]!;
@@ -296,12 +350,31 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
     }
   }
 
-  const kept = best ?? closest!;
+  // the objective picks among the passing trials; latency objectives time them all, with the
+  // float model, in the same interleaved rounds
+  let kept = best ?? closest!;
+  let reason = best ? 'the smallest passing model' : 'no trial passed: the closest';
+  let floatMs: number | null = null;
+  const searchRuns = options.searchLatencyRuns ?? 20;
+  const margin = options.latencyMargin ?? 0.05;
+  if (timed && passing.length > 0) {
+    await inStep(progress, `auto: latency of ${passing.length} passing model(s) and float`, 1, async (tick) => {
+      const time = options.timeModels ?? ((ms: Model[]) => timeAsDeployed(ms, options.calibration, searchRuns, options.threads, options.signal));
+      const ms = await time([model, ...passing.map((k) => k.model)]);
+      floatMs = ms[0]!;
+      passing.forEach((k, i) => (k.trial.latencyMs = ms[i + 1]!));
+      tick(1);
+    });
+    const choice = chooseByObjective(objective, passing.map((k) => ({ index: k.trial.index, bytes: k.trial.bytes, latencyMs: k.trial.latencyMs! })), floatMs!, margin)!;
+    kept = passing.find((k) => k.trial.index === choice.index)!;
+    reason = choice.reason;
+    if (objective === 'latency' && !choice.fasterThanFloat) kept.entries.push({ pass: 'auto', level: 'warning', message: `no passing model ran faster than float by more than ${margin * 100}% in the search's timing` });
+  }
   const quality = await checkQuality(model, kept.model, options.calibration, { threads: options.threads, signal: options.signal, force: options.force, floor: floorFor(kept.passes) });
   if (quality.verdict === 'below-floor' && !quality.forced) throw new QualityFloorError(quality);
   const warning = qualityWarning(quality);
   if (warning) kept.entries.push({ pass: 'quality', level: 'warning', message: warning });
-  const m = await measure(model, kept.model, { calibration: options.calibration, data: options.data, metric, limit: options.limit, threads: options.threads, signal: options.signal, latencyRuns: options.latencyRuns, progress: options.progress });
+  const m = await measure(model, kept.model, { calibration: options.calibration, data: holdout, metric, limit: options.limit, threads: options.threads, signal: options.signal, latencyRuns: options.latencyRuns, progress: options.progress });
   const recipe = trialRecipe(kept.config);
   return {
     model: kept.model,
@@ -318,8 +391,28 @@ export async function autoCompress(model: Model, options: AutoOptions): Promise<
       passes: kept.passes,
       entries: kept.entries,
       trials,
-      chosen: best ? best.trial.index : null,
+      chosen: best ? kept.trial.index : null,
+      selection: {
+        objective,
+        reason,
+        floatMs,
+        latencyRuns: timed ? searchRuns : null,
+        margin: timed ? margin : null,
+        accuracy: kept.trial.accuracy === null ? null : { metric, before: baseline, after: kept.trial.accuracy, samples: selection.size, pass: kept.trial.pass },
+        data: selection.path,
+        indices: split ? split.selectionIndices : [...Array(selection.size).keys()],
+        holdout: { data: holdout.path, indices: split ? split.holdoutIndices : [...Array(holdout.size).keys()] },
+      },
       sensitivity: ranking,
     },
   };
+}
+
+/** The formats with integer kernels in onnxruntime on CPU (faster than float on BERT-sized layers). */
+const INT8_SCHEMES: Scheme[] = ['w8a8', 'dynamic'];
+
+/** Median latency of each model on one calibration sample, interleaved rounds (medianLatencies). */
+async function timeAsDeployed(models: Model[], calibration: Dataset, runs: number, threads?: number, signal?: AbortSignal): Promise<number[]> {
+  const batch = batches(bindDataset(calibration, models[0]!), 1).next().value!;
+  return medianLatencies(models, batch.feeds, { rounds: runs, threads, signal });
 }

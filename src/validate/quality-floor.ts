@@ -4,7 +4,7 @@
 // (share of positions whose argmax is the original's). The figures below were chosen from what
 // every scheme and method gives on the bundled models (docs/ci.md, `node
 // dist/benchmarks/quality-floor.js`): the worst legitimate output stays above the floor.
-import { batches, bindDataset } from '../data/bind.js';
+import { batches, bindDataset, fitEmptyInputs } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
 import { Session } from '../runtime/session.js';
@@ -86,7 +86,7 @@ export async function measureQuality(original: Model, candidate: Model, dataset:
       if (seen >= want) break;
       options.signal?.throwIfAborted();
       const x = (await a.run(batch.feeds, [output]))[output]!;
-      const y = (await b.run(batch.feeds, [output]))[output]!;
+      const y = (await b.run(fitEmptyInputs(batch.feeds, candidate), [output]))[output]!;
       acc.add(x, y, output);
       seen += batch.count;
     }

@@ -55,8 +55,9 @@ describe('slimformer compress', () => {
     expect(j.size.after).toBe(fs.statSync(out).size);
     expect(j.size.after).toBeLessThan(j.size.before / 2);
     expect(j.check.agreement).toBeGreaterThan(0.95);
-    expect(j.layers.length).toBe(25);
-    expect(JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).layers.length).toBe(25);
+    // 24 linears and the patch-embedding Conv (as a MatMul over patches)
+    expect(j.layers.length).toBe(26);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'r.json'), 'utf8')).layers.length).toBe(26);
     expect(fs.readFileSync(path.join(dir, 'r.md'), 'utf8')).toMatch(/\| size \| 591\.1 KiB/);
     const html = fs.readFileSync(path.join(dir, 'r.html'), 'utf8');
     for (const id of ['plot-sqnr', 'plot-kurtosis', 'plot-inf-norm']) expect(html).toContain(`<svg id="${id}"`);
@@ -96,7 +97,8 @@ describe('slimformer compress', () => {
   it('auto mode prints trials and keeps a passing model smaller than w8a8', () => {
     const out = path.join(dir, 'auto.onnx');
     const json = path.join(dir, 'auto.json');
-    const text = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.005', '--auto', '--latency-runs', '0', '--report', json);
+    // 1 point: at 0.5 point the model chosen on the selection half loses 0.8 point on the held-out half (exit 1; docs/compress.md)
+    const text = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.01', '--auto', '--latency-runs', '0', '--report', json);
     expect(text.code, text.stderr).toBe(0);
     const j = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(j.trials.length).toBeGreaterThan(0);
@@ -114,6 +116,56 @@ describe('slimformer compress', () => {
     expect(text.stderr).toMatch(/trial 1: prune mlp 0\.05 \+ w4/);
     const w8a8 = fs.statSync(path.join(dir, 'w8a8.onnx')).size;
     expect(fs.statSync(out).size).toBeLessThan(w8a8);
+  });
+
+  it('auto mode with --objective latency times the passing trials with float and shows selection and holdout accuracy apart', () => {
+    const out = path.join(dir, 'bert-latency.onnx');
+    const [json, md] = [path.join(dir, 'lat.json'), path.join(dir, 'lat.md')];
+    const r = compressCli('fixtures/bert_spam.onnx', '-o', out, '--calib', 'calibration/bert_spam/calib', '--data', 'calibration/bert_spam/eval', '--max-drop', '0.005', '--auto', '--objective', 'latency', '--latency-runs', '5', '--report', json, '--report', md);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(fs.readFileSync(json, 'utf8'));
+    type T = { index: number; scheme: string; pass: boolean; bytes: number; latencyMs?: number | null };
+    const trials = j.trials as T[];
+    expect(new Set(trials.map((t) => t.scheme))).toEqual(new Set(['w8a8', 'dynamic', 'w4']));
+    for (const t of trials) expect(typeof t.latencyMs === 'number').toBe(t.pass);
+    // the chosen trial follows the rule on the timings the report shows (fastest, ties within 5% to the smaller)
+    const passing = trials.filter((t) => t.pass);
+    const fastest = Math.min(...passing.map((t) => t.latencyMs!));
+    const chosen = trials.find((t) => t.index === j.chosen)!;
+    expect(chosen.latencyMs!).toBeLessThanOrEqual(fastest * 1.05);
+    for (const t of passing) if (t.latencyMs! <= fastest * 1.05) expect(chosen.bytes).toBeLessThanOrEqual(t.bytes);
+    expect(j.selection.objective).toBe('latency');
+    expect(j.selection.floatMs).toBeGreaterThan(0);
+    // selection and holdout accuracy on disjoint samples of --data
+    const sel = j.selection.indices as number[];
+    const hold = j.selection.holdout.indices as number[];
+    expect(sel.filter((i) => hold.includes(i))).toEqual([]);
+    expect(sel.length + hold.length).toBe(500);
+    expect(j.selection.accuracy.samples).toBe(sel.length);
+    expect(j.accuracy.samples).toBe(hold.length);
+    // the table: float's timing row, a latency column, both accuracy rows, and why the winner won
+    expect(r.stdout).toMatch(/trial\s+config\s+size\s+selection accuracy\s+latency\s+gate/);
+    expect(r.stdout).toMatch(/\n-\s+float \(original\)\s+955\.6 KiB\s+\d+\.\d\d%\s+\d+\.\d{3} ms/);
+    expect(r.stdout).toMatch(new RegExp(`\\n${j.chosen}\\s+.*\\d ms\\s+pass <- chosen\\n`));
+    expect(r.stdout).toMatch(/top1 selection \(250 samples\).*\(the search chose on these\)/);
+    expect(r.stdout).toMatch(/top1 holdout \(250 samples\).*\(pass\)/);
+    expect(r.stdout).toMatch(/objective latency: the fastest passing model.*Trials judged on 250 of the 500 samples of calibration\/bert_spam\/eval; the reported accuracy is on the other 250\./);
+    const mdText = fs.readFileSync(md, 'utf8');
+    expect(mdText).toMatch(/\| top1 selection \(250 samples\) \|/);
+    expect(mdText).toMatch(/\| top1 holdout \(250 samples\) \|/);
+  });
+
+  it('rejects an unknown --objective, and --objective without --auto, with exit 2', () => {
+    const bad = compressCli(model, '-o', path.join(dir, 'x.onnx'), '--calib', calib, '--data', evalData, '--max-drop', '0.01', '--auto', '--objective', 'speed');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--objective takes size, latency, balanced, not 'speed'/);
+    const noAuto = compressCli(model, '-o', path.join(dir, 'x.onnx'), '--calib', calib, '--objective', 'latency');
+    expect(noAuto.code).toBe(2);
+    expect(noAuto.stderr).toMatch(/--objective applies to --auto only/);
+    const selNoAuto = compressCli(model, '-o', path.join(dir, 'x.onnx'), '--calib', calib, '--selection-data', calib);
+    expect(selNoAuto.code).toBe(2);
+    expect(selNoAuto.stderr).toMatch(/--selection-data applies to --auto only/);
+    expect(fs.existsSync(path.join(dir, 'x.onnx'))).toBe(false);
   });
 
   it('--auto needs --data and --max-drop', () => {

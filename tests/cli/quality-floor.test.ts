@@ -69,8 +69,11 @@ describe('quality floor (CLI)', () => {
     expect(r.code).toBe(0);
     const json = JSON.parse(r.stdout);
     expect(json.quality).toMatchObject({ verdict: 'pass', failing: [], samples: 16, output: 'logits' });
-    // the floor's SQNR is the quantize check's own end-to-end figure on the same samples
-    expect(json.quality.sqnr).toBeCloseTo(json.outputs[0].sqnr, 6);
+    // the floor's SQNR is the quantize check's own end-to-end figure on the same samples; the
+    // check also fetches every layer's output, which stops onnxruntime fusing fc1's bias into its
+    // Gelu, and MatMulNBits (accuracy level 4) rounds the next layer's input to int8: that float-
+    // level difference moved the figure by 0.0033 dB on this model (25.3293 against 25.3326)
+    expect(Math.abs(json.quality.sqnr - json.outputs[0].sqnr)).toBeLessThan(0.01);
     fs.rmSync(out);
   });
 

@@ -81,6 +81,17 @@ describe.skipIf(!haveLlama)('RepQuant on RMSNorm (no β): the shift follows the 
     // the shift sits in an Add after each RMSNorm
     expect(model.graph.nodes.filter((n) => n.name.includes('/fold_shift'))).toHaveLength(5);
   });
+
+  it('the quantize pass with RepQuant runs on it: the bias the fold adds to a bias-free linear keeps the linear output\'s name, so every layer is compared with the float model', async () => {
+    // before the fold kept the name, the per-layer check asked the unfolded model for
+    // '<MatMul output>_biased' and the pass stopped ("the model has no tensor named ... to expose")
+    const { report } = await pipeline([quantize({ scheme: 'w8a8', method: 'repquant', cacheDir: false, verifySamples: 4 })]).apply(loadModel(llamaFile), { calibration: openDataset(llamaCalib) });
+    const s = report.passes[0]!.summary as unknown as QuantizeSummary;
+    expect(s.reparam!.folded).toHaveLength(5);
+    expect(s.layers.length).toBeGreaterThan(0);
+    for (const l of s.layers) expect(l.sqnr, l.name).toBeGreaterThan(15);
+    expect(s.outputs[0]!.sqnr).toBeGreaterThan(20);
+  });
 });
 
 // ---- the outlier variant of torchvision's VisionTransformer ----
