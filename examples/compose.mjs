@@ -13,6 +13,6 @@ const steps = pipeline([
 const { model: compressed, report } = await steps.apply(model, { calibration: openDataset(calibPath) });
 saveModel(compressed, out);
 
-const q = report.passes.find((p) => p.pass === 'quantize').summary;
+const q = report.summaryOf('quantize'); // QuantizeSummary (typed in TypeScript)
 console.log(`${modelPath} -> ${out}: ${q.layers.length} layers at ${q.layers[0].bits} bits, ${q.excluded.length} kept in float`);
 for (const o of q.outputs) console.log(`output ${o.name}: SQNR ${o.sqnr.toFixed(1)} dB against the float model`);

@@ -1,5 +1,5 @@
 import { batches, bindDataset, type BoundDataset } from '../data/bind.js';
-import type { Dataset } from '../data/dataset.js';
+import { asDataset, type DatasetInput } from '../data/as-dataset.js';
 import { findMergedDecoder } from '../discover/merged.js';
 import type { Attention, Block, LinearLayer, Structure } from '../discover/structure.js';
 import { UserError } from '../errors.js';
@@ -224,13 +224,13 @@ function blockOutput(b: Block): { name: string } | undefined {
  * predicts, per linear layer, the SQNR that w8a8 with per-tensor activations would give.
  * All reductions run inside onnxruntime; only a few numbers per tensor come back per batch.
  */
-export async function analyzeModel(model: Model, data: Dataset | BoundDataset, options: AnalyzeOptions = {}): Promise<AnalysisResult> {
+export async function analyzeModel(model: Model, data: DatasetInput | BoundDataset, options: AnalyzeOptions = {}): Promise<AnalysisResult> {
   const started = performance.now();
   const merged = findMergedDecoder(model);
   if (merged) {
     throw new UserError(`${model.sourcePath ?? 'the model'} is a merged decoder (If '${merged.node.name}' on '${merged.flag.name}'): analyze reads tensors inside the layers, which onnxruntime cannot return from inside an If; analyze decoder_with_past_model.onnx or the one-graph KV-cache export of the same weights`);
   }
-  const bound: BoundDataset = 'feeds' in data ? data : bindDataset(data, model);
+  const bound: BoundDataset = typeof data !== 'string' && 'feeds' in data ? data : bindDataset(asDataset(data), model);
   const { structure, forms } = discoverWithForms(model);
   if (structure.linears.length === 0 && structure.norms.length === 0) {
     throw new UserError(`${model.sourcePath ?? 'the model'} has no linear layer or LayerNorm to analyze`);

@@ -8,6 +8,7 @@ import { consoleProgress, silentProgress } from '../progress.js';
 import { positiveInt } from './eval.js';
 import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
 import { OutputPlan } from './output-paths.js';
+import { inFlags } from './option-flags.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
@@ -70,7 +71,7 @@ export function registerPrune(program: Command): void {
         const { model: out, report } = applied;
         signal.throwIfAborted();
         await outputs.write(() => saveModel(out, flags.output));
-        const s = report.passes.find((p) => p.pass === 'prune')!.summary as unknown as PruneSummary;
+        const s = report.summaryOf('prune')!;
         if (flags.json) {
           process.stdout.write(JSON.stringify({ input: modelPath, output: flags.output, seconds: (Date.now() - started) / 1000, ...s, quality: report.quality, report: report.entries }) + '\n');
           return;
@@ -88,7 +89,7 @@ export function registerPrune(program: Command): void {
         for (const b of s.blocks) lines.push(`block ${String(b.index).padEnd(9)} heads ${b.attentionDropped ? 'dropped' : (b.heads ?? '-')}, MLP width ${b.mlpDropped ? 'dropped' : (b.mlpWidth ?? '-')}`);
         for (const e of report.entries.filter((x) => x.level !== 'info')) lines.push(`${e.level.padEnd(15)} ${e.target ? `${e.target}: ` : ''}${e.message}`);
         process.stdout.write(lines.join('\n') + '\n');
-      }),
+      }, inFlags),
     );
 }
 

@@ -11,6 +11,7 @@ import { positiveInt } from './eval.js';
 import { FORCE_HELP, qualityLine, refuseBelowFloor } from './quality-floor.js';
 import { repeatable } from './repeatable.js';
 import { OutputPlan } from './output-paths.js';
+import { inFlags } from './option-flags.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
 
@@ -155,7 +156,7 @@ export function registerQuantize(program: Command): void {
         const { model: out, report } = applied;
         signal.throwIfAborted();
         const saved = await outputs.write(() => saveModel(out, flags.output));
-        const summary = report.passes.find((p) => p.pass === 'quantize')!.summary as unknown as QuantizeSummary;
+        const summary = report.summaryOf('quantize')!;
         const fileBytes = (f: string, d?: string): number => statSize(f) + (d ? statSize(d) : 0);
         const result = {
           input: modelPath,
@@ -199,7 +200,7 @@ export function registerQuantize(program: Command): void {
         if (worst.length) lines.push(`lowest SQNR ${worst.map((l) => `${l.name} ${db(l.sqnr!)}`).join(', ')}`);
         for (const e of report.entries.filter((x) => x.level !== 'info')) lines.push(`${e.level.padEnd(11)} ${e.target ? `${e.target}: ` : ''}${e.message}`);
         process.stdout.write(lines.join('\n') + '\n');
-      }),
+      }, inFlags),
     );
 }
 

@@ -12,8 +12,9 @@ type StopSignal = keyof typeof SIGNAL_EXIT;
  * at once); anything else is a bug and exits 70 (EX_SOFTWARE) with its stack, so a CI job never
  * mistakes a crash for a failed gate (exit 1). Outputs are written under temporary names and
  * renamed when complete (saveModel, writeFileAtomic), so a stop leaves no partial file.
+ * `mapError` rewords an error before it is printed (cli/option-flags.ts inFlags).
  */
-export async function runCommand(body: (signal: AbortSignal) => Promise<number | void>): Promise<never> {
+export async function runCommand(body: (signal: AbortSignal) => Promise<number | void>, mapError: (e: unknown) => unknown = (e) => e): Promise<never> {
   const controller = new AbortController();
   let stoppedBy: StopSignal | undefined;
   const onSignal = (name: StopSignal): void => {
@@ -27,7 +28,9 @@ export async function runCommand(body: (signal: AbortSignal) => Promise<number |
   let code: number;
   try {
     code = (await body(controller.signal)) ?? 0;
-  } catch (e) {
+  } catch (caught) {
+    // a command may reword library errors (option names -> its flags: cli/option-flags.ts)
+    const e = mapError(caught);
     if (stoppedBy) {
       process.stderr.write(`slimformer: stopped by ${stoppedBy === 'SIGINT' ? 'Ctrl-C (SIGINT)' : 'SIGTERM'}; nothing was written\n`);
       code = SIGNAL_EXIT[stoppedBy];

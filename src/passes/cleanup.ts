@@ -1,9 +1,18 @@
 import type { Model } from '../ir/model.js';
+import { CLEANUP_OPTIONS } from './option-specs.js';
+import { checkOptions } from './options.js';
 import type { Pass } from './pass.js';
 
 export interface CleanupOptions {
   /** Remove Identity nodes by rewiring their readers (default true). */
   identities?: boolean;
+}
+
+/** What cleanup removed. */
+export interface CleanupSummary {
+  identitiesRemoved: number;
+  deadNodesRemoved: number;
+  initializersRemoved: number;
 }
 
 /**
@@ -12,7 +21,8 @@ export interface CleanupOptions {
  * graph input (or initializer) straight to a graph output is kept, since removing it would
  * rename a model input or output; the report says so.
  */
-export function cleanup(options: CleanupOptions = {}): Pass {
+export function cleanup(options: CleanupOptions = {}): Pass<CleanupSummary> {
+  checkOptions('cleanup', CLEANUP_OPTIONS, options);
   return {
     name: 'cleanup',
     run(model: Model, ctx) {

@@ -2,10 +2,11 @@
 //   pipeline([flexRound({ bits: 4, iters: 500 })]).apply(model, { calibration })
 // Both are the quantize pass with a method: the same grids, the same export (MatMulNBits for
 // weight-only, QDQ when activations are quantized), the same check against the float model.
-import { UserError } from '../errors.js';
 import { parseGranularity, type BlockSize, type FlexRoundSettings, type Granularity, type QuantizeOptions, type Scheme } from '../quantize/scheme.js';
+import { FLEXROUND_OPTIONS, GPTQ_OPTIONS } from './option-specs.js';
+import { checkOptions } from './options.js';
 import type { Pass } from './pass.js';
-import { quantize } from './quantize.js';
+import { quantize, type QuantizeSummary } from './quantize.js';
 
 /** Quantize options the flexround and gptq passes pass through unchanged (documented on QuantizeOptions). */
 const PASSED = ['weightSymmetric', 'exclude', 'embeddings', 'verifySamples', 'batchSize', 'cacheDir'] as const;
@@ -32,8 +33,6 @@ export interface GptqOptions extends CommonOptions {
 
 function base(o: CommonOptions): QuantizeOptions {
   const bits = o.bits ?? 4;
-  if (![8, 4, 3, 2].includes(bits)) throw new UserError(`bits must be 8, 4, 3 or 2, not ${bits}`);
-  if (o.aBits !== undefined && o.aBits !== 8) throw new UserError(`aBits must be 8 (or absent for weight-only), not ${o.aBits}`);
   const scheme: Scheme = o.aBits === 8 ? 'w8a8' : (`w${bits}` as Scheme);
   return {
     scheme,
@@ -44,17 +43,19 @@ function base(o: CommonOptions): QuantizeOptions {
   };
 }
 
-function named(name: string, inner: Pass): Pass {
+function named(name: string, inner: Pass<QuantizeSummary>): Pass<QuantizeSummary> {
   return { name, run: (model, ctx) => inner.run(model, ctx) };
 }
 
 /** FlexRound quantization (learned rounding by element-wise division); needs calibration data. */
-export function flexRound(options: FlexRoundOptions = {}): Pass {
+export function flexRound(options: FlexRoundOptions = {}): Pass<QuantizeSummary> {
+  checkOptions('flexround', FLEXROUND_OPTIONS, options);
   const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } = options;
   return named('flexround', quantize({ ...base(options), method: 'flexround', flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } }));
 }
 
 /** GPTQ quantization (column-wise error feedback on calibration Gram matrices); needs calibration data. */
-export function gptq(options: GptqOptions = {}): Pass {
+export function gptq(options: GptqOptions = {}): Pass<QuantizeSummary> {
+  checkOptions('gptq', GPTQ_OPTIONS, options);
   return named('gptq', quantize({ ...base(options), method: 'gptq', gptqDamp: options.damp, gptqActOrder: options.actOrder }));
 }

@@ -42,7 +42,7 @@ export function reportFloat16(ctx: PassContext, s: Float16Summary): void {
   if (s.flushed > 0) ctx.report.info('quantize', `${s.flushed} non-zero constant element(s) below float16's smallest subnormal (6e-8) became 0`);
 }
 
-export async function float16Scheme(model: Model, ctx: PassContext, options: QuantizeOptions): Promise<PassResult> {
+export async function float16Scheme(model: Model, ctx: PassContext, options: QuantizeOptions): Promise<PassResult<QuantizeSummary>> {
   const file = model.sourcePath ?? 'the model';
   assertNotQuantized(model, file, 'convert');
   const constants = [model.graph, ...[...model.graph.allNodes()].flatMap((n) => n.subgraphs())].flatMap((g) => g.initializers.map((v) => v.initializer?.dtype));
@@ -87,5 +87,5 @@ export async function float16Scheme(model: Model, ctx: PassContext, options: Qua
     weightBytesAfter: bytes(model),
     float16: f16,
   };
-  return { model, modified: true, summary: summary as unknown as Record<string, unknown> };
+  return { model, modified: true, summary };
 }

@@ -15,20 +15,25 @@ export interface PassContext {
   signal: AbortSignal;
 }
 
-export interface PassResult {
+/**
+ * What a pass returns. `S` is the pass's summary type (QuantizeSummary for quantize, gptq and
+ * flexround, PruneSummary for prune, CleanupSummary for cleanup): the figures the report keeps.
+ */
+export interface PassResult<S extends object = object> {
   model: Model;
   modified: boolean;
   /** Figures for the report (counts removed, sizes before/after...). */
-  summary?: Record<string, unknown>;
+  summary?: S;
 }
 
 /**
  * A step of a pipeline. `name` is the kebab-case word used in the CLI, recipes and reports.
  * A pass may change the model it is given in place and return it, or return a new one.
+ * Its options are checked when it is built (the factory throws a UserError), not when it runs.
  */
-export interface Pass {
+export interface Pass<S extends object = object> {
   readonly name: string;
-  run(model: Model, ctx: PassContext): Promise<PassResult> | PassResult;
+  run(model: Model, ctx: PassContext): Promise<PassResult<S>> | PassResult<S>;
 }
 
 /** A failure inside a pass, naming the pass. */

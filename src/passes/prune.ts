@@ -13,7 +13,10 @@ import { inStep } from '../progress.js';
 import { assertNotQuantized } from '../quantize/select.js';
 import type { Pass, PassContext } from './pass.js';
 
-export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention', 'drop-mlp'] as const;
+import { PRUNE_METHODS, PRUNE_OPTIONS } from './option-specs.js';
+import { checkOptions } from './options.js';
+
+export { PRUNE_METHODS } from './option-specs.js';
 export type PruneMethod = (typeof PRUNE_METHODS)[number];
 
 export interface PruneOptions {
@@ -65,7 +68,7 @@ export interface PruneSummary {
 const PASS = 'prune';
 
 /** Structured pruning pass: removes MLP neurons, attention heads or attention sublayers for real. */
-export function prune(options: PruneOptions): Pass {
+export function prune(options: PruneOptions): Pass<PruneSummary> {
   validate(options);
   return {
     name: PASS,
@@ -81,7 +84,7 @@ export function prune(options: PruneOptions): Pass {
       if (structure.blocks.length === 0) throw new UserError(`no transformer blocks were found in ${where}, so there is nothing to prune`);
       const layout = maskLayout(structure);
       const needsData = !options.plan && !(options.method === 'magnitude' && options.flops === undefined);
-      if (needsData && !ctx.calibration) throw new UserError(`prune --method ${options.method} needs calibration data (--calib)`);
+      if (needsData && !ctx.calibration) throw new UserError(`method ${options.method} needs calibration data (option 'calibration')`);
       const samples = options.samples ?? 32;
       const batch = ctx.calibration ? calibrationBatch(ctx.calibration, model, samples) : undefined;
       const sample = batch ? firstSample(batch.feeds) : undefined;
@@ -95,7 +98,7 @@ export function prune(options: PruneOptions): Pass {
         const kind = options.method === 'drop-attention' ? 'attention' : 'mlp';
         const sim = await sublayerSimilarity(model, structure, batch!.feeds, kind, ctx.threads);
         const count = options.count ?? 1;
-        if (count > sim.length) throw new UserError(`--count ${count} is more than the ${sim.length} ${kind === 'attention' ? 'attention' : 'MLP'} sublayers of ${where}`);
+        if (count > sim.length) throw new UserError(`option 'count' is ${count}, more than the ${sim.length} ${kind === 'attention' ? 'attention' : 'MLP'} sublayers of ${where}`);
         const drop = sim.slice(0, count).map((s) => s.block);
         plan = kind === 'attention' ? { dropAttention: drop } : { dropMlp: drop };
         extra.similarity = sim;
@@ -127,13 +130,13 @@ export function prune(options: PruneOptions): Pass {
         ...extra,
       };
       ctx.report.info(PASS, `removed ${surgery.neuronsRemoved} MLP neurons, ${surgery.headsRemoved} heads and ${surgery.sublayersRemoved} sublayers: ${parametersBefore} -> ${summary.parametersAfter} parameters${flopsBefore !== null ? `, ${flopsBefore} -> ${flopsAfter} FLOPs per sample` : ''}`);
-      return { model, modified: surgery.neuronsRemoved + surgery.headsRemoved + surgery.sublayersRemoved > 0, summary: summary as unknown as Record<string, unknown> };
+      return { model, modified: surgery.neuronsRemoved + surgery.headsRemoved + surgery.sublayersRemoved > 0, summary };
     },
   };
 }
 
 /** AMP with its defaults (Taylor importance, entropy criterion, per-MLP width search). */
-export function pruneMlp(options: Omit<PruneOptions, 'method'> = {}): Pass {
+export function pruneMlp(options: Omit<PruneOptions, 'method'> = {}): Pass<PruneSummary> {
   return prune({ ...options, method: 'mlp' });
 }
 
@@ -222,20 +225,18 @@ async function choose(
   }
 }
 
+/** Options checked when the pass is built, in option names (the CLI maps them to its flags). */
 function validate(o: PruneOptions): void {
-  if (!(PRUNE_METHODS as readonly string[]).includes(o.method)) throw new UserError(`unknown pruning method '${o.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
-  const frac = (v: number | undefined, flag: string, lo: number, hi: number) => {
-    if (v !== undefined && !(Number.isFinite(v) && v >= lo && v < hi)) throw new UserError(`${flag} must be a number in [${lo}, ${hi}), not ${v}`);
-  };
-  frac(o.ratio, '--ratio', 0, 1);
-  frac(o.headRatio, '--head-ratio', 0, 1);
-  if (o.headRatio !== undefined && o.method !== 'optin') throw new UserError(`--head-ratio is an OPTIN option: use it with --method optin, not ${o.method}`);
-  if (o.flops !== undefined && !(Number.isFinite(o.flops) && o.flops > 0 && o.flops <= 1)) throw new UserError(`--flops must be a fraction in (0, 1], not ${o.flops}`);
-  if (o.maxIncrease !== undefined && !(Number.isFinite(o.maxIncrease) && o.maxIncrease >= 0)) throw new UserError(`--max-increase must be a number >= 0, not ${o.maxIncrease}`);
-  if (o.ratio !== undefined && o.flops !== undefined) throw new UserError('give either --ratio or --flops, not both');
-  if ((o.method === 'drop-attention' || o.method === 'drop-mlp') && (o.ratio !== undefined || o.flops !== undefined)) throw new UserError(`--method ${o.method} takes --count, not --ratio or --flops`);
-  if (o.count !== undefined && !(Number.isInteger(o.count) && o.count >= 0)) throw new UserError(`--count must be a whole number >= 0, not ${o.count}`);
-  if (o.samples !== undefined && !(Number.isInteger(o.samples) && o.samples > 0)) throw new UserError(`--samples must be a whole number > 0, not ${o.samples}`);
-  if (o.method === 'magnitude' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError('--method magnitude needs --ratio or --flops');
-  if (o.method === 'optin' && o.ratio === undefined && o.flops === undefined && o.headRatio === undefined && !o.plan) throw new UserError('--method optin needs --ratio, --flops or --head-ratio');
+  const at = `pass '${PASS}'`;
+  checkOptions(PASS, PRUNE_OPTIONS, o, at);
+  // a ratio of 1 would remove every neuron: [0, 1) for shares, (0, 1] for the FLOP budget
+  for (const key of ['ratio', 'headRatio'] as const) {
+    if (o[key] === 1) throw new UserError(`${at}: option '${key}' must be a number in [0, 1), not 1`);
+  }
+  if (o.flops === 0) throw new UserError(`${at}: option 'flops' must be a fraction in (0, 1], not 0`);
+  if (o.headRatio !== undefined && o.method !== 'optin') throw new UserError(`${at}: option 'headRatio' goes with method optin, not ${o.method}`);
+  if (o.ratio !== undefined && o.flops !== undefined) throw new UserError(`${at}: give either option 'ratio' or option 'flops', not both`);
+  if ((o.method === 'drop-attention' || o.method === 'drop-mlp') && (o.ratio !== undefined || o.flops !== undefined)) throw new UserError(`${at}: method ${o.method} takes option 'count', not option 'ratio' or option 'flops'`);
+  if (o.method === 'magnitude' && o.ratio === undefined && o.flops === undefined && !o.plan) throw new UserError(`${at}: method magnitude needs option 'ratio' or option 'flops'`);
+  if (o.method === 'optin' && o.ratio === undefined && o.flops === undefined && o.headRatio === undefined && !o.plan) throw new UserError(`${at}: method optin needs option 'ratio', option 'flops' or option 'headRatio'`);
 }

@@ -19,7 +19,7 @@ import { compareModels, type SqnrResult } from '../quantize/verify.js';
 import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
 import { cleanup } from './cleanup.js';
 import type { PassContext, PassResult } from './pass.js';
-import type { QuantizePassOptions } from './quantize.js';
+import type { QuantizePassOptions, QuantizeSummary } from './quantize.js';
 
 /** One weight decision as written: the weight (or embedding table) it replaced and how. */
 export interface WeightRewrite {
@@ -55,8 +55,8 @@ export async function quantizeMerged(
   merged: MergedDecoder,
   ctx: PassContext,
   options: QuantizePassOptions,
-  quantizeOne: (view: Model, ctx: PassContext, rewrites: WeightRewrite[]) => Promise<PassResult>,
-): Promise<PassResult> {
+  quantizeOne: (view: Model, ctx: PassContext, rewrites: WeightRewrite[]) => Promise<PassResult<QuantizeSummary>>,
+): Promise<PassResult<QuantizeSummary>> {
   const file = model.sourcePath ?? 'the model';
   const flagName = merged.flag.name;
   if (isStatic(options.scheme)) {
@@ -87,7 +87,7 @@ export async function quantizeMerged(
   const sharedInitializers = hoistShared(model.graph, branches, before);
   ctx.report.info('quantize', `merged decoder: decisions made on the ${merged.withPastIs} of If '${merged.node.name}', written into both branches (${rewritten.map((r) => `${r.branch}: ${r.linears} linear(s), ${r.embeddings} table(s)`).join('; ')}); ${sharedInitializers} quantized tensor(s) stored once in the outer graph`);
 
-  const summary = { ...(result.summary ?? {}) } as Record<string, unknown>;
+  const summary = { ...result.summary! };
   if ([...model.graph.allNodes()].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
   await cleanup().run(model, ctx);
 

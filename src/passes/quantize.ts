@@ -28,9 +28,11 @@ import { convertToFloat16 } from '../export/fp16.js';
 import { cleanup } from './cleanup.js';
 import { float16Scheme, float16Summary, reportFloat16, type Float16Summary } from './float16.js';
 import { withDecodeSteps } from '../calibrate/decode-steps.js';
+import { QUANTIZE_OPTIONS } from './option-specs.js';
+import { checkOptions } from './options.js';
 import type { Pass, PassContext, PassResult } from './pass.js';
 import { findMergedDecoder } from '../discover/merged.js';
-import { quantizeMerged, type WeightRewrite } from './quantize-merged.js';
+import { quantizeMerged, type MergedQuantizeSummary, type WeightRewrite } from './quantize-merged.js';
 
 export interface QuantizeSummary {
   scheme: string;
@@ -61,6 +63,8 @@ export interface QuantizeSummary {
   weightBytesAfter: number;
   /** fp16 and q4f16: what the float16 conversion did (null for the other schemes). */
   float16: Float16Summary | null;
+  /** A merged decoder (If on use_cache_branch): how its branches were written. */
+  merged?: MergedQuantizeSummary;
 }
 
 /**
@@ -70,7 +74,8 @@ export interface QuantizeSummary {
  * in onnxruntime against the float model on calibration samples before the pass returns, and
  * the report gives each layer's output SQNR and the end-to-end SQNR.
  */
-export function quantize(options: QuantizePassOptions): Pass {
+export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
+  checkOptions('quantize', QUANTIZE_OPTIONS, options);
   return {
     name: 'quantize',
     async run(model: Model, ctx: PassContext) {
@@ -98,7 +103,7 @@ async function throughTheCache(model: Model, ctx: PassContext, options: Quantize
  * The quantize pass on one graph. Each weight rewrite is also recorded in `rewrites` when
  * given, so the same decisions can be written elsewhere (a merged decoder's other branch).
  */
-async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePassOptions, rewrites?: WeightRewrite[]): Promise<PassResult> {
+async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePassOptions, rewrites?: WeightRewrite[]): Promise<PassResult<QuantizeSummary>> {
   const scheme = options.scheme;
   assertNotQuantized(model, model.sourcePath ?? 'the model');
   if (options.outerBits !== undefined) checkOuterBits(options.outerBits);
@@ -115,7 +120,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   const fixed = new Map<string, ActivationParams>();
   if (method === 'smoothquant' || method === 'repquant') {
     if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
-    if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (--calib DIR)`);
+    if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (option 'calibration')`);
     const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
     if (method === 'smoothquant') {
       const r = await smoothQuant(model, ctx.calibration, options.alpha ?? 0.5, run);
@@ -131,7 +136,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   const structure = discoverStructure(model);
   const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
   if (sel.linears.length === 0 && sel.convs.length === 0 && sel.embeddings.length === 0) {
-    throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm/Conv with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by --exclude` : ''})`);
+    throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm/Conv with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
   }
   const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
   if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
@@ -159,7 +164,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   const softmaxMode = options.softmax ?? 'none';
   let softmaxSites: SoftmaxSite[] = [];
   if (softmaxMode !== 'none') {
-    if (!staticScheme) throw new UserError(`--softmax ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+    if (!staticScheme) throw new UserError(`option 'softmax' ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
     const found = findSoftmaxSites(structure);
     softmaxSites = found.sites;
     for (const s of found.skipped) ctx.report.skip('quantize', s.name, `softmax kept in float: ${s.reason}`);
@@ -170,7 +175,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   const act8 = new Map<string, ActivationParams>();
   let calibrationInfo: QuantizeSummary['calibration'] = null;
   if (staticScheme) {
-    if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (--calib DIR) to set activation ranges`);
+    if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (option 'calibration') to set activation ranges`);
     const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
     // QLinearConv input and output stay on 8-bit grids (a Clip to fewer codes stops the fusion), and so does the input of a patch embedding kept at 8 bits
     const patchInputs = sel.linears.filter((l) => patch8.has(l.name)).map((l) => l.node.input(0)!.name);
@@ -219,10 +224,10 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     const own: WeightQuantSpec = { bits: cb, symmetric: true, blockSize: 0, search: options.weightSearch ?? (cb < 8 ? 'mse' : 'minmax') };
     convWeights.push(perTensorWeights ? expandScale(await quantizeWeight(w, 1, w.length, own), c.outChannels) : await quantizeWeight(w, c.outChannels, c.k, own));
   }
-  if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError('--method flexround learns the rounding itself; it does not combine with --reconstruct gptq');
+  if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
   if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
-    const what = method === 'gptq' ? '--method gptq' : '--reconstruct gptq';
-    if (!ctx.calibration) throw new UserError(`${what} needs calibration data (--calib DIR)`);
+    const what = method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
+    if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
     const damp = options.gptqDamp ?? 0.01;
     if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
     const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
@@ -236,8 +241,8 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
           // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
           // break that when the input's scales span many orders of magnitude
           if (e instanceof Error && e.message.includes('not positive definite')) {
-            throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (--damp) makes it so`);
-  }
+            throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
+      }
           throw e;
     }
         tick(i + 1, l.name);
@@ -248,7 +253,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
   let flexSummary: QuantizeSummary['flexround'] = null;
   let learnedActivations: LearnedActivation[] = [];
   if (method === 'flexround' && sel.linears.length > 0) {
-    if (!ctx.calibration) throw new UserError('--method flexround needs calibration data (--calib DIR)');
+    if (!ctx.calibration) throw new UserError("option 'method' flexround needs calibration data (option 'calibration')");
     // static schemes: the calibrated activation quantizers are the start of the learned ones
     const acts = new Map(staticScheme ? sel.linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges!.get(n)!.min, ranges!.get(n)!.max, aBits)] as const) : []);
     const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts);
@@ -392,7 +397,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     weightBytesAfter: weightBytes(model),
     float16: f16,
   };
-  return { model, modified: true, summary: summary as unknown as Record<string, unknown> };
+  return { model, modified: true, summary };
 }
 
 /** A per-tensor weight grid (n = 1) repeated on `n` output channels. */

@@ -1,5 +1,6 @@
 import { batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
+import { asDataset, type DatasetInput } from '../data/as-dataset.js';
 import type { Model } from '../ir/model.js';
 import { modelToBytes } from '../onnx/save.js';
 import { type Progress, silentProgress } from '../progress.js';
@@ -12,9 +13,10 @@ import type { MetricName } from '../validate/metrics.js';
 import type { Pipeline } from './pipeline.js';
 
 export interface CompressOptions {
-  calibration: Dataset;
-  /** Labelled evaluation data: accuracy before and after. */
-  data?: Dataset;
+  /** Calibration samples: a Dataset or a dataset path. */
+  calibration: DatasetInput;
+  /** Labelled evaluation data (a Dataset or a path): accuracy before and after. */
+  data?: DatasetInput;
   /** Accuracy metric on `data` (default top1). */
   metric?: MetricName;
   /** Limit on the accuracy metric (the gate); reported only when absent. */
@@ -42,6 +44,7 @@ export interface CompressResult {
  */
 export async function compressModel(model: Model, p: Pipeline, recipeName: string, options: CompressOptions): Promise<CompressResult> {
   const started = Date.now();
+  options = { ...options, calibration: asDataset(options.calibration), data: options.data === undefined ? undefined : asDataset(options.data) };
   const { model: out, report } = await p.apply(model, { calibration: options.calibration, threads: options.threads, progress: options.progress ?? silentProgress, signal: options.signal, force: options.force });
   const m = await measure(model, out, options);
   return {
@@ -64,16 +67,18 @@ export async function compressModel(model: Model, p: Pipeline, recipeName: strin
 
 /** Size, latency, check and accuracy of a compressed model against the original. */
 export async function measure(original: Model, compressed: Model, options: CompressOptions): Promise<Pick<CompressReport, 'size' | 'latency' | 'decodeLatency' | 'check' | 'accuracy'>> {
+  const calibration = asDataset(options.calibration);
+  const data = options.data === undefined ? undefined : asDataset(options.data);
   const size = { before: modelToBytes(original).byteLength, after: modelToBytes(compressed).byteLength };
   const runs = options.latencyRuns ?? 20;
-  const latency = runs > 0 ? await measureLatency(original, compressed, options.calibration, runs, options.threads, options.signal) : null;
+  const latency = runs > 0 ? await measureLatency(original, compressed, calibration, runs, options.threads, options.signal) : null;
   const decodeLatency = runs > 0 ? await measureDecodeLatency(original, compressed, options.decodeCache ?? DEFAULT_DECODE_CACHE, runs, options.threads, options.signal) : null;
-  const checkGate = await gate({ baseline: original, candidate: compressed, dataset: options.calibration, metrics: ['agreement', 'sqnr', 'cosine'], limits: { agreement: { kind: 'min', value: 0 }, cosine: { kind: 'min', value: -1 }, sqnr: { kind: 'min', value: -1e30 } }, threads: options.threads, signal: options.signal });
+  const checkGate = await gate({ baseline: original, candidate: compressed, dataset: calibration, metrics: ['agreement', 'sqnr', 'cosine'], limits: { agreement: { kind: 'min', value: 0 }, cosine: { kind: 'min', value: -1 }, sqnr: { kind: 'min', value: -1e30 } }, threads: options.threads, signal: options.signal });
   const check = gateCheck(checkGate);
   let accuracy: CompressReport['accuracy'] = null;
-  if (options.data) {
+  if (data) {
     const metric = options.metric ?? 'top1';
-    const g = await gate({ baseline: original, candidate: compressed, dataset: options.data, metrics: [metric], limits: { [metric]: options.limit ?? REPORT_ONLY }, threads: options.threads, progress: options.progress, signal: options.signal });
+    const g = await gate({ baseline: original, candidate: compressed, dataset: data, metrics: [metric], limits: { [metric]: options.limit ?? REPORT_ONLY }, threads: options.threads, progress: options.progress, signal: options.signal });
     const r = g.metrics[0]!;
     accuracy = { metric, before: r.baseline, after: r.candidate, samples: g.samples, limit: options.limit ? limitText(options.limit) : null, pass: options.limit ? r.pass : null };
   }

@@ -6,8 +6,9 @@ import { Report } from '../report/report.js';
 import { openDataset, type Dataset } from '../data/dataset.js';
 import { QualityFloorError, checkQuality, floorFor, qualityWarning, type QualityFloor } from '../validate/quality-floor.js';
 
-/** Options of a top-level run: any part of the context; calibration may be a path. */
+/** Options of Pipeline.apply: any part of the context; calibration may be a path or a Dataset. */
 export type ApplyOptions = Partial<Omit<PassContext, 'calibration'>> & {
+  /** Calibration samples: a dataset folder or .npz path (opened with openDataset), or a Dataset. */
   calibration?: Dataset | string;
   /**
    * The quality floor the result is held to (default QUALITY_FLOOR, PRUNING_FLOOR when a
@@ -20,27 +21,25 @@ export type ApplyOptions = Partial<Omit<PassContext, 'calibration'>> & {
   force?: boolean;
 };
 
-/** A sequence of passes; itself a Pass, so pipelines nest. */
+/**
+ * A sequence of passes; itself a Pass, so pipelines nest. A program runs it with apply();
+ * run() is the Pass interface an enclosing pipeline calls with its full context.
+ */
 export interface Pipeline extends Pass {
   readonly passes: readonly Pass[];
   /**
    * Runs on a copy of `model` (the caller's model is never changed) with a context built from
-   * `options`; returns the result and the report.
+   * `options`; returns the result and the report (`report.summaryOf('quantize')` for a pass's
+   * typed summary).
    */
   apply(model: Model, options?: ApplyOptions): Promise<PassResult & { report: Report }>;
-  /**
-   * As a step of an enclosing pipeline (given its full context), runs in place; called by a
-   * program with options (`{ calibration: 'calib/' }`), behaves as apply().
-   */
-  run(model: Model, ctx: PassContext | ApplyOptions): Promise<PassResult & { report?: Report }>;
-}
-
-function isContext(c: PassContext | ApplyOptions): c is PassContext {
-  return c.report !== undefined && c.progress !== undefined && c.signal !== undefined && typeof c.calibration !== 'string' && 'threads' in c;
+  /** As a step of an enclosing pipeline: runs in place in that pipeline's context. */
+  run(model: Model, ctx: PassContext): Promise<PassResult>;
 }
 
 export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
   const runIn = async (model: Model, ctx: PassContext): Promise<PassResult> => {
+    if (!ctx?.report || !ctx.progress || !ctx.signal || typeof ctx.calibration === 'string') throw new TypeError(`pipeline '${name}'.run takes a pass context (from an enclosing pipeline); a program calls apply(model, options)`);
     let current = model;
     let modified = false;
     for (const pass of passes) {
@@ -90,6 +89,6 @@ export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
     name,
     passes,
     apply,
-    run: (model, ctx) => (isContext(ctx) ? runIn(model, ctx) : apply(model, ctx)),
+    run: runIn,
   };
 }

@@ -5,16 +5,24 @@ import { reconstructBlocks, type ReconstructionPlan, type ReconstructOptions } f
 
 export type ReconstructionPassOptions = Omit<ReconstructOptions, 'calibration' | 'plan' | 'progress' | 'signal' | 'threads'>;
 
+/** What a reconstruction pass did: blocks seen and learned, and where the activations were kept. */
+export interface ReconstructionSummary {
+  blocks: number;
+  learned: number;
+  activationBytesInMemory: number;
+  activationBytesOnDisk: number;
+}
+
 /**
  * A pass that reconstructs every block with `plan` on the context's calibration data, with the
  * context's progress, abort signal and threads. Each block's calibration loss before and after
  * goes to the report.
  */
-export function reconstructionPass(name: string, plan: ReconstructionPlan, options: ReconstructionPassOptions = {}): Pass {
+export function reconstructionPass(name: string, plan: ReconstructionPlan, options: ReconstructionPassOptions = {}): Pass<ReconstructionSummary> {
   return {
     name,
     async run(model, ctx) {
-      if (!ctx.calibration) throw new UserError(`${name} needs calibration data (--calib)`);
+      if (!ctx.calibration) throw new UserError(`${name} needs calibration data (option 'calibration')`);
       const r = await reconstructBlocks(model, { ...options, calibration: ctx.calibration, plan, progress: ctx.progress, signal: ctx.signal, threads: ctx.threads });
       for (const b of r.blocks) {
         if (b.kept === 'untouched') continue;

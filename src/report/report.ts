@@ -1,3 +1,4 @@
+import type { PassSummaries } from '../passes/summaries.js';
 import type { QualityCheck } from '../validate/quality-floor.js';
 
 /** What a pass did, one entry per fact worth telling the user. */
@@ -14,7 +15,8 @@ export interface PassRecord {
   pass: string;
   seconds: number;
   modified: boolean;
-  summary: Record<string, unknown>;
+  /** The pass's summary (typed through Report.summaryOf for the built-in passes). */
+  summary: object;
 }
 
 /**
@@ -26,6 +28,15 @@ export class Report {
   readonly passes: PassRecord[] = [];
   /** The result against the input model and the quality floor (null: not measured, e.g. no calibration data). */
   quality: QualityCheck | null = null;
+
+  /**
+   * The summary of the last run of a built-in pass, typed by its name
+   * (`report.summaryOf('quantize')?.layers`); undefined when no such pass ran.
+   */
+  summaryOf<K extends keyof PassSummaries>(pass: K): PassSummaries[K] | undefined {
+    const record = [...this.passes].reverse().find((p) => p.pass === pass);
+    return record?.summary as PassSummaries[K] | undefined;
+  }
 
   info(pass: string, message: string, extra: Partial<Pick<ReportEntry, 'target' | 'data'>> = {}): void {
     this.entries.push({ pass, level: 'info', message, ...extra });

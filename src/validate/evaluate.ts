@@ -1,6 +1,6 @@
 import { UserError } from '../errors.js';
 import { batchSamples, batches, bindDataset } from '../data/bind.js';
-import type { Dataset } from '../data/dataset.js';
+import { asDataset, type DatasetInput } from '../data/as-dataset.js';
 import type { Model } from '../ir/model.js';
 import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session } from '../runtime/session.js';
@@ -27,7 +27,8 @@ export interface EvalResult {
 }
 
 /** Runs the model over a labelled dataset in batches and computes the metrics. */
-export async function evaluate(model: Model, dataset: Dataset, options: EvaluateOptions): Promise<EvalResult> {
+export async function evaluate(model: Model, data: DatasetInput, options: EvaluateOptions): Promise<EvalResult> {
+  const dataset = asDataset(data);
   const started = Date.now();
   const bound = bindDataset(dataset, model);
   if (!bound.hasLabels) throw new UserError(`dataset ${dataset.path} has no labels (label.pb per sample, or a 'label' array), which metric ${options.metrics[0]} needs`);

@@ -1,5 +1,6 @@
 import { UserError, isUserError } from '../errors.js';
 import { type BoundDataset, batchSamples, batches, bindDataset, modelInputs } from '../data/bind.js';
+import { asDataset, type DatasetInput } from '../data/as-dataset.js';
 import type { Dataset } from '../data/dataset.js';
 import { describe } from '../ir/array-tensor.js';
 import { type DataType, dtypeName } from '../ir/dtype.js';
@@ -17,7 +18,7 @@ export interface GateOptions {
   baseline: Model;
   candidate: Model;
   /** Needed by every metric but the language-model ones, which can read `lm.tokens` instead. */
-  dataset?: Dataset;
+  dataset?: DatasetInput;
   metrics: readonly GateMetricName[];
   /** One limit for every metric, or one per metric; metrics without a limit are reported only. */
   limits: Limits;
@@ -78,7 +79,8 @@ export interface GateResult {
  */
 export async function gate(options: GateOptions): Promise<GateResult> {
   const started = Date.now();
-  const { baseline, candidate, dataset } = options;
+  const { baseline, candidate } = options;
+  const dataset = options.dataset === undefined ? undefined : asDataset(options.dataset);
   const metrics = [...new Set(options.metrics)];
   if (metrics.length === 0) throw new UserError('the gate needs at least one metric');
   const unknown = metrics.find((m) => !isGateMetricName(m));

@@ -67,7 +67,7 @@ describe('slimformer prune', () => {
     // more sublayers than the model has is a user error
     const r = prune(vit.model, '-o', path.join(dir, 'never.onnx'), '--calib', vit.calibration, '--method', 'drop-mlp', '--count', '5', '--samples', '4');
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--count 5 is more than the 4 MLP sublayers/);
+    expect(r.stderr).toMatch(/--count is 5, more than the 4 MLP sublayers/);
   });
 
   it('user errors exit 2 with one sentence and write nothing', () => {
@@ -83,6 +83,21 @@ describe('slimformer prune', () => {
       expect(r.code, r.stderr).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(fs.existsSync(out)).toBe(false);
+    }
+  });
+
+  it('speaks in flags where the library speaks in option names', () => {
+    const out = path.join(dir, 'never.onnx');
+    const cases: [string[], RegExp][] = [
+      [['--method', 'magnitude', '--ratio', '1.5'], /^slimformer: pass 'prune': --ratio must be a number in \[0, 1\], not 1\.5$/],
+      [['--method', 'optin'], /^slimformer: pass 'prune': method optin needs --ratio, --flops or --head-ratio$/],
+      [['--method', 'mlp', '--head-ratio', '0.2'], /^slimformer: pass 'prune': --head-ratio goes with method optin, not mlp$/],
+      [['--method', 'optin', '--flops', '0.6'], /^slimformer: pass 'prune': method optin needs calibration data \(--calib\)$/],
+    ];
+    for (const [args, re] of cases) {
+      const r = prune(vit.model, '-o', out, ...args);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr.trim()).toMatch(re);
     }
   });
 });

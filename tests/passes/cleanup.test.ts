@@ -56,7 +56,7 @@ describe('pipeline', () => {
   });
 });
 
-describe('pipeline.run from a program', () => {
+describe('pipeline.apply from a program', () => {
   it('accepts options with a calibration path and leaves the input model alone', async () => {
     const { tempDir } = await import('../helpers/tmp.js');
     const { writeTestData } = await import('../helpers/tiny-classifier.js');
@@ -64,9 +64,15 @@ describe('pipeline.run from a program', () => {
     const dir = tempDir();
     writeTestData(path.join(dir, 'calib'), tinySamples(4).x, [0, 1, 2, 0]);
     const before = cluttered();
-    const result = await pipeline([cleanup()]).run(before, { calibration: path.join(dir, 'calib') });
-    expect(result.report?.passes.map((p) => p.pass)).toEqual(['cleanup']);
+    const result = await pipeline([cleanup()]).apply(before, { calibration: path.join(dir, 'calib') });
+    expect(result.report.passes.map((p) => p.pass)).toEqual(['cleanup']);
+    expect(result.report.summaryOf('cleanup')).toEqual({ identitiesRemoved: 2, deadNodesRemoved: 1, initializersRemoved: 1 });
     expect(result.model.graph.nodes).toHaveLength(3);
     expect(before.graph.nodes).toHaveLength(6);
+  });
+
+  it('has one way to run: run() without a pass context is refused, naming apply()', async () => {
+    const p = pipeline([cleanup()]);
+    await expect(p.run(cluttered(), { calibration: 'calib/' } as never)).rejects.toThrow(/a program calls apply\(model, options\)/);
   });
 });

@@ -43,7 +43,7 @@ describe('recipes', () => {
   });
 
   it('names an unknown option and lists the valid ones', () => {
-    expect(() => checkRecipe({ passes: [{ pass: 'quantize', scheme: 'w8a8', bits: 4 }] }, 'r.json')).toThrow(/passes\[0\]: unknown option 'bits' for pass 'quantize' \(valid options: scheme, method/);
+    expect(() => checkRecipe({ passes: [{ pass: 'quantize', scheme: 'w8a8', bits: 4 }] }, 'r.json')).toThrow(/passes\[0\]: pass 'quantize': unknown option 'bits' \(valid options: scheme, method/);
   });
 
   it('names an unknown top-level key', () => {
@@ -51,8 +51,8 @@ describe('recipes', () => {
   });
 
   it('checks option values and required options', () => {
-    expect(() => checkRecipe({ passes: [{ pass: 'quantize', scheme: 'w5' }] })).toThrow(/option 'scheme' of pass 'quantize' must be one of w8a8/);
-    expect(() => checkRecipe({ passes: [{ pass: 'quantize' }] })).toThrow(/needs option 'scheme'/);
+    expect(() => checkRecipe({ passes: [{ pass: 'quantize', scheme: 'w5' }] })).toThrow(/pass 'quantize': option 'scheme' must be one of w8a8/);
+    expect(() => checkRecipe({ passes: [{ pass: 'quantize' }] })).toThrow(/option 'scheme' is required/);
     expect(() => checkRecipe({ passes: [{ pass: 'quantize', scheme: 'w8a8', alpha: 2 }] })).toThrow(/must be a number in \[0, 1\]/);
     expect(() => checkRecipe({ passes: [] })).toThrow(UserError);
   });
@@ -120,7 +120,7 @@ passes:
   });
 
   it('keeps checking the shape after YAML parsing, naming the file and the key', () => {
-    expect(() => parseRecipe('passes:\n  - pass: quantize\n    scheme: w8a8\n    bits: 4\n', 'r.yaml')).toThrow(/^r\.yaml: passes\[0\]: unknown option 'bits' for pass 'quantize'/);
+    expect(() => parseRecipe('passes:\n  - pass: quantize\n    scheme: w8a8\n    bits: 4\n', 'r.yaml')).toThrow(/^r\.yaml: passes\[0\]: pass 'quantize': unknown option 'bits'/);
     expect(() => parseRecipe('name: [a]\npasses: [cleanup]\n', 'r.yaml')).toThrow(/^r\.yaml: 'name' must be a string$/);
     expect(() => parseRecipe('# nothing but a comment\n', 'r.yaml')).toThrow(/^r\.yaml must be a mapping with a 'passes' list$/);
     // YAML 1.2 core schema: yes/no stay strings, so a boolean option given as 'yes' is caught

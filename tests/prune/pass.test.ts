@@ -74,10 +74,12 @@ describe('prune pass', () => {
 
   it('user errors are one sentence', async () => {
     const cases: [() => unknown, RegExp][] = [
-      [() => prune({ method: 'optin' }), /needs --ratio, --flops or --head-ratio/],
-      [() => prune({ method: 'magnitude', ratio: 1.5 }), /--ratio must be/],
-      [() => prune({ method: 'mlp', ratio: 0.2, flops: 0.5 }), /either --ratio or --flops/],
-      [() => prune({ method: 'nope' as never }), /unknown pruning method/],
+      // in option names (the CLI maps them to its flags), when the pass is built
+      [() => prune({ method: 'optin' }), /^pass 'prune': method optin needs option 'ratio', option 'flops' or option 'headRatio'$/],
+      [() => prune({ method: 'magnitude', ratio: 1.5 }), /^pass 'prune': option 'ratio' must be a number in \[0, 1\], not 1\.5$/],
+      [() => prune({ method: 'mlp', ratio: 0.2, flops: 0.5 }), /either option 'ratio' or option 'flops'/],
+      [() => prune({ method: 'nope' as never }), /^pass 'prune': option 'method' must be one of magnitude, mlp, optin, drop-attention, drop-mlp, not "nope"$/],
+      [() => prune({ method: 'mlp', ratoi: 0.2 } as never), /^pass 'prune': unknown option 'ratoi' \(valid options: method, ratio, flops, headRatio, maxIncrease, count, samples, plan\)$/],
     ];
     for (const [f, re] of cases) {
       let err: unknown;

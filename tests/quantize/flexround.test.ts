@@ -1,3 +1,4 @@
+import type { Report } from '../../src/report/report.js';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel, saveModel } from '../../src/onnx/index.js';
@@ -26,7 +27,7 @@ function randn(rng: Random, n: number, scale = 1): Float32Array {
   return out;
 }
 
-const summaryOf = (r: { report: { passes: { summary?: Record<string, unknown> }[] } }): QuantizeSummary => r.report.passes[0]!.summary as unknown as QuantizeSummary;
+const summaryOf = (r: { report: Report }): QuantizeSummary => r.report.passes[0]!.summary as QuantizeSummary;
 
 describe('FlexRound', () => {
   it('bakes to the starting grid bit for bit when every log-offset is zero (ties round to even, like onnxruntime)', async () => {
@@ -166,8 +167,9 @@ describe('FlexRound', () => {
     }
   });
 
-  it('rejects a bad iteration count in one sentence', async () => {
-    await expect(pipeline([flexRound({ bits: 4, iters: -1 })]).apply(loadModel(modelFile), { calibration })).rejects.toThrow(/iterations/);
+  it('rejects a bad iteration count in one sentence, when the pass is built', () => {
+    expect(() => flexRound({ bits: 4, iters: -1 })).toThrow(/^pass 'flexround': option 'iters' must be a number in \[0, inf\], not -1$/);
+    expect(() => flexRound({ bits: 4, iters: 2.5 })).toThrow(/^pass 'flexround': option 'iters' must be a whole number, not 2\.5$/);
   });
 });
 

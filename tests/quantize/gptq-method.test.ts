@@ -1,3 +1,4 @@
+import type { Report } from '../../src/report/report.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,7 +15,7 @@ import { builtFixture } from './built-fixture.js';
 import { outputError } from '../helpers/output-error.js';
 
 const { dir, built, modelFile, calibDir, calibration } = builtFixture({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 7 }, 16);
-const summaryOf = (r: { report: { passes: { summary?: Record<string, unknown> }[] } }): QuantizeSummary => r.report.passes[0]!.summary as unknown as QuantizeSummary;
+const summaryOf = (r: { report: Report }): QuantizeSummary => r.report.passes[0]!.summary as QuantizeSummary;
 
 describe('GPTQ as a method', () => {
   it('activation order and groups: grids kept, levels in range, output error below RTN', async () => {

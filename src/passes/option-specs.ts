@@ -1,0 +1,90 @@
+// The options of each built-in pass: checked when the pass is built (the factories) and when a
+// recipe names it (pipeline/registry.ts, which leaves out the library-only ones).
+import { CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES } from '../quantize/scheme.js';
+import type { OptionSpec, OptionSpecs } from './options.js';
+
+export const PRUNE_METHODS = ['magnitude', 'mlp', 'optin', 'drop-attention', 'drop-mlp'] as const;
+
+/** The values a quantize layerBits entry takes. */
+const LAYER_BITS = [8, 7, 6, 5, 4, 3, 2, 'float'] as const;
+
+const isObject = (v: unknown): boolean => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const cacheDir: OptionSpec = { type: 'custom', want: 'a folder path or false', test: (v) => typeof v === 'string' || v === false, doc: 'calibration cache folder, false for none', recipe: false };
+
+export const CLEANUP_OPTIONS: OptionSpecs = {
+  identities: { type: 'boolean', doc: 'remove Identity nodes (default true)' },
+};
+
+export const QUANTIZE_OPTIONS: OptionSpecs = {
+  scheme: { type: 'enum', values: SCHEMES, required: true, doc: `one of ${SCHEMES.join(', ')}` },
+  method: { type: 'enum', values: METHODS, doc: 'preparation before rounding (default rtn; static schemes with calibration: repquant when a post-norm activation has outlier channels)' },
+  alpha: { type: 'number', min: 0, max: 1, doc: 'SmoothQuant migration strength (default 0.5)' },
+  repquantObserver: { type: 'enum', values: ['minmax', 'percentile', 'mse'], doc: 'RepQuant per-channel bounds (default mse)' },
+  reconstruct: { type: 'enum', values: ['none', 'gptq'], doc: 'weight reconstruction (default none)' },
+  softmax: { type: 'enum', values: SOFTMAX_MODES, doc: 'post-softmax quantization (default none)' },
+  calibMethod: { type: 'enum', values: CALIBRATION_METHODS, doc: 'activation ranges (default minmax)' },
+  perChannel: { type: 'boolean', doc: 'weight scales per output channel (default true)' },
+  // 0: one scale per output channel or tensor (what parseGranularity gives for 'channel' and 'tensor')
+  blockSize: { type: 'enum', values: [0, 16, 32, 64, 128], doc: 'block size of weight-only schemes (default 32; 0: per channel or tensor)' },
+  weightSearch: { type: 'enum', values: ['minmax', 'mse'], doc: 'weight range search' },
+  weightSymmetric: { type: 'boolean', doc: 'weight-only schemes: symmetric grids (default: yes, except at 2 bits)' },
+  weightBits: { type: 'number', integer: true, min: 2, max: 8, doc: "bits of a static scheme's weight grid when not the scheme's own (w8a8 + 4: W4A8)" },
+  gptqDamp: { type: 'number', min: 0, doc: 'GPTQ damping, a fraction of the mean Gram diagonal (default 0.01)' },
+  gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default true)' },
+  flexround: { type: 'custom', want: 'an object of FlexRound settings (iters, lr, mode, ...)', test: isObject, doc: 'FlexRound settings for method flexround', recipe: false },
+  exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
+  layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
+  embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
+  outerBits: { type: 'enum', values: [2, 3, 4, 5, 6, 7, 8, 'scheme'], doc: "bits of the embedding tables and the linears outside the blocks when the scheme has fewer (default 8; 'scheme': the scheme's bits)" },
+  decodeSteps: { type: 'boolean', doc: 'a decoder with a key/value cache also calibrates on decode steps through the cache (default true; FlexRound keeps the prompts alone)' },
+  keepIoTypes: { type: 'boolean', doc: 'fp16/q4f16: graph inputs and outputs stay float32 (default true)' },
+  keepFloat32Ops: { type: 'string[]', doc: 'fp16/q4f16: operator types kept in float32 besides the built-in list' },
+  verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
+  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
+  cacheDir,
+};
+
+export const PRUNE_OPTIONS: OptionSpecs = {
+  method: { type: 'enum', values: PRUNE_METHODS, required: true, doc: `one of ${PRUNE_METHODS.join(', ')}` },
+  ratio: { type: 'number', min: 0, max: 1, doc: 'share of MLP neurons to remove' },
+  flops: { type: 'number', min: 0, max: 1, doc: 'FLOP budget as a fraction of the original' },
+  headRatio: { type: 'number', min: 0, max: 1, doc: 'optin: share of attention heads to remove' },
+  maxIncrease: { type: 'number', min: 0, doc: 'AMP: largest entropy rise per MLP (nats)' },
+  count: { type: 'number', integer: true, min: 1, doc: 'drop-attention / drop-mlp: sublayers to drop' },
+  samples: { type: 'number', integer: true, min: 1, doc: 'calibration samples for scoring' },
+  plan: { type: 'custom', want: 'a PrunePlan object', test: isObject, doc: 'apply this plan instead of choosing one', recipe: false },
+};
+
+/** Options the flexround and gptq passes share (see src/passes/flexround.ts). */
+const WEIGHT_PASS_OPTIONS: OptionSpecs = {
+  bits: { type: 'enum', values: [8, 4, 3, 2], doc: 'weight bits (default 4)' },
+  aBits: { type: 'enum', values: [8], doc: 'activation bits: absent for weight-only, 8 for static W·A8' },
+  blockSize: { type: 'enum', values: [16, 32, 64, 128], doc: 'input features per weight scale (default 32)' },
+  granularity: { type: 'string', doc: "weights per scale: 'tensor', 'channel' or 'block:N' (N = 16, 32, 64, 128; weight-only); overrides blockSize" },
+  weightSymmetric: { type: 'boolean', doc: 'weight-only: symmetric grids (default: yes, except at 2 bits)' },
+  exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
+  embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
+  verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
+  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
+  cacheDir,
+};
+
+export const FLEXROUND_OPTIONS: OptionSpecs = {
+  ...WEIGHT_PASS_OPTIONS,
+  iters: { type: 'number', integer: true, min: 0, doc: 'optimizer steps per block or layer (default 500)' },
+  lr: { type: 'number', min: 0, doc: 'Adam learning rate of the log-scales' },
+  mode: { type: 'enum', values: ['layer', 'block'], doc: "'block' (default) or 'layer'" },
+  batch: { type: 'number', integer: true, min: 1, doc: 'samples per optimizer step', recipe: false },
+  tokens: { type: 'number', integer: true, min: 1, doc: 'token positions sampled per step', recipe: false },
+  samples: { type: 'number', integer: true, min: 1, doc: 'calibration samples used', recipe: false },
+  learnGrid: { type: 'boolean', doc: 'also learn the grid scale', recipe: false },
+  seed: { type: 'number', integer: true, doc: 'random seed', recipe: false },
+  learnActivations: { type: 'boolean', doc: 'W·A8: learn the activation steps', recipe: false },
+};
+
+export const GPTQ_OPTIONS: OptionSpecs = {
+  ...WEIGHT_PASS_OPTIONS,
+  damp: { type: 'number', min: 0, doc: 'damping, a fraction of the mean Gram diagonal (default 0.01)' },
+  actOrder: { type: 'boolean', doc: 'columns by descending input energy (default false)' },
+};
