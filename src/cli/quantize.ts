@@ -40,6 +40,7 @@ interface QuantizeFlags extends RawDataFlags {
   exclude: string[];
   layerBits: string[];
   outerBits?: string;
+  decodeSteps?: boolean;
   embeddings: boolean;
   keepIoTypes: boolean;
   keepFloat32: string[];
@@ -78,6 +79,7 @@ export function registerQuantize(program: Command): void {
     .option('--weight-grid <kind>', 'weight-only schemes: symmetric | asymmetric (a zero point per group; default symmetric, asymmetric for w2)')
     .option('--exclude <pattern>', 'keep matching layers in float (glob like "*.attn.*" or /regex/); repeat the flag for more patterns', repeatable, [])
     .option('--layer-bits <pattern=bits>', 'per-layer precision: layers matching the glob or /regex/ get these weight bits (2 to 8) or float; repeat the flag for more, e.g. --layer-bits lm_head=8 --layer-bits "blocks.0.*=float"; the first matching pattern wins', repeatable, [])
+    .option('--decode-steps', 'a decoder with a key/value cache: also calibrate on each sample decoded through the cache of its first half (docs/quantize.md)')
     .option('--outer-bits <bits>', 'bits of the embedding tables and the linears outside the transformer blocks (heads, patch embedding) when the scheme has fewer: 2 to 8, or "scheme" for the scheme\'s bits (default 8; --layer-bits wins)')
     .option('--no-embeddings', 'keep embedding tables in float')
     .option('--no-keep-io-types', 'fp16, q4f16: make graph inputs and outputs float16 too (default: they stay float32, with Casts inside the graph)')
@@ -144,6 +146,7 @@ export function registerQuantize(program: Command): void {
             exclude: flags.exclude,
             ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
             ...(flags.outerBits !== undefined ? { outerBits: parseOuterBits(flags.outerBits) } : {}),
+            ...(flags.decodeSteps ? { decodeSteps: true } : {}),
             embeddings: flags.embeddings,
             keepIoTypes: flags.keepIoTypes,
             ...(flags.keepFloat32.length ? { keepFloat32Ops: flags.keepFloat32 } : {}),

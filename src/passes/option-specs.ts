@@ -37,7 +37,7 @@ export const QUANTIZE_OPTIONS: OptionSpecs = {
   layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
   embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
   outerBits: { type: 'enum', values: [2, 3, 4, 5, 6, 7, 8, 'scheme'], doc: "bits of the embedding tables and the linears outside the blocks when the scheme has fewer (default 8; 'scheme': the scheme's bits)" },
-  decodeSteps: { type: 'boolean', doc: 'a decoder with a key/value cache also calibrates on decode steps through the cache (default true; FlexRound keeps the prompts alone)' },
+  decodeSteps: { type: 'boolean', doc: 'a decoder with a key/value cache also calibrates on decode steps through the cache (default false; FlexRound keeps the prompts alone)' },
   keepIoTypes: { type: 'boolean', doc: 'fp16/q4f16: graph inputs and outputs stay float32 (default true)' },
   keepFloat32Ops: { type: 'string[]', doc: 'fp16/q4f16: operator types kept in float32 besides the built-in list' },
   verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },

@@ -93,7 +93,7 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
  * block reconstruction works on rows of one token count, so it keeps the prompts alone.
  */
 async function throughTheCache(model: Model, ctx: PassContext, options: QuantizePassOptions): Promise<PassContext> {
-  if (!ctx.calibration || options.decodeSteps === false || options.method === 'flexround') return ctx;
+  if (!ctx.calibration || options.decodeSteps !== true || options.method === 'flexround') return ctx;
   const { dataset, summary } = await withDecodeSteps(model, ctx.calibration, { threads: ctx.threads, signal: ctx.signal });
   if (summary) ctx.report.info('quantize', `${summary.prompts} calibration prompts also decoded teacher-forced through a cache of their first ${Math.min(...summary.cachedTokens)}-${Math.max(...summary.cachedTokens)} tokens: ${summary.prompts} decode-step samples added`);
   return { ...ctx, calibration: dataset };
@@ -412,8 +412,8 @@ export type LayerBits = number | 'float';
 export interface QuantizePassOptions extends QuantizeOptions {
   /**
    * A decoder with a key/value cache: also calibrate on decode steps through a real cache (each
-   * prompt's second half decoded after its first half fills the cache). Default true; FlexRound
-   * keeps the prompts alone.
+   * prompt's second half decoded after its first half fills the cache). Default false (measured
+   * gains were mixed, docs/quantize.md); FlexRound keeps the prompts alone.
    */
   decodeSteps?: boolean;
   /**

@@ -40,7 +40,7 @@ describe.skipIf(!have)('layers outside the transformer blocks under low-bit sche
     const mixed = await run({ layerBits: { lm_head: 4 } });
     expect(mixed.summary.layers.find((l) => l.name === 'lm_head')!.bits).toBe(4);
     expect(mixed.summary.embeddings.every((e) => e.bits === 8)).toBe(true);
-    await expect(run({ outerBits: 9 })).rejects.toThrow(/outerBits must be a whole number from 2 to 8/);
+    await expect(run({ outerBits: 9 })).rejects.toThrow(/option 'outerBits' must be one of 2, 3, 4, 5, 6, 7, 8, scheme, not 9/);
   });
 
   it('the 8-bit outer layers are closer to float (KL on 64 evaluation samples) than the same model with them at 3 bits', async () => {
@@ -60,7 +60,7 @@ describe.skipIf(!have)('layers outside the transformer blocks under low-bit sche
     const { report } = await fromRecipe(r).apply(loadModel(file), { calibration: openDataset(calib), floor: false });
     const summary = report.passes[0]!.summary as unknown as QuantizeSummary;
     expect(summary.layers.find((l) => l.name === 'lm_head')!.bits).toBe(3);
-    expect(() => parseRecipe(JSON.stringify({ passes: [{ pass: 'quantize', scheme: 'w3', outerBits: 16 }] }), 'r.json')).toThrow(/option 'outerBits' of pass 'quantize'/);
+    expect(() => parseRecipe(JSON.stringify({ passes: [{ pass: 'quantize', scheme: 'w3', outerBits: 16 }] }), 'r.json')).toThrow(/pass 'quantize': option 'outerBits' must be one of/);
   });
 
   it('from the CLI: a bad --outer-bits value is exit 2 with one sentence', () => {

@@ -154,8 +154,9 @@ describe.skipIf(!present)('w4 GPTQ and FlexRound on every KV-cache layout vs the
         { branch: 'then_branch', linears: 15, embeddings: 1 },
         { branch: 'else_branch', linears: 15, embeddings: 1 },
       ]);
-      // 15 packed weights + 15 scales + the embedding's packed table and scales
-      expect(summary.sharedInitializers).toBe(32);
+      // 15 packed weights + 15 scales + the embedding table at 8 bits (outerBits' default): int8
+      // table, scales and zero points
+      expect(summary.sharedInitializers).toBe(33);
       expect(summary.withPastOutputs.map((o) => o.name)).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value']);
       // the decisions are those the with-past file gets on its own (same weights, same windows)
       const alone = models.withPast![method];

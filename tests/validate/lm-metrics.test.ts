@@ -289,7 +289,7 @@ describe('generation agreement (gpt_moby against its w4 RTN copy)', () => {
   it('refuses bad language-model options with one sentence and exit 2', () => {
     expectOneSentence(cli('eval', GPT, '--data', GPT_EVAL, '--metric', 'stream-nll', '--window', '65'), /--window 65 is longer than the model .*gpt_moby\.onnx takes \(64 tokens/);
     expectOneSentence(cli('eval', GPT, '--data', GPT_EVAL, '--metric', 'gen-agreement'), /unknown metric 'gen-agreement'.*slimformer gate/);
-    expectOneSentence(cli('gate', '--baseline', GPT, '--candidate', candidateFile, '--min', 'gen-agreement=0.5'), /give --data DATASET \(or, for the language-model metrics only, --tokens/);
+    expectOneSentence(cli('gate', '--baseline', GPT, '--candidate', candidateFile, '--min', 'gen-agreement=0.5'), /give --data DATASET, --data-text FILE or --data-images DIR \(or, for the language-model metrics only, --tokens/);
     expectOneSentence(cli('gate', '--baseline', GPT, '--candidate', candidateFile, '--data', GPT_EVAL, '--min', 'gen-agreement=0.5', '--prompt-length', '40', '--new-tokens', '30'), /takes 64 tokens at most.*shorten --prompt-length or --new-tokens/);
     const bad = path.join(dir, 'bad.npy');
     fs.writeFileSync(bad, npyBytes('<i8', [100], BigInt64Array.from({ length: 100 }, (_, i) => BigInt(i))));
