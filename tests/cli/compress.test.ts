@@ -97,8 +97,9 @@ describe('slimformer compress', () => {
   it('auto mode prints trials and keeps a passing model smaller than w8a8', () => {
     const out = path.join(dir, 'auto.onnx');
     const json = path.join(dir, 'auto.json');
-    // 1 point: at 0.5 point the model chosen on the selection half loses 0.8 point on the held-out half (exit 1; docs/compress.md)
-    const text = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.01', '--auto', '--latency-runs', '0', '--report', json);
+    // 2 points: at 1 point (since the patch embedding and the head are quantized too) the model
+    // chosen on the selection half loses more on the held-out half (exit 1, as designed; docs/compress.md)
+    const text = compressCli(model, '-o', out, '--calib', calib, '--data', evalData, '--max-drop', '0.02', '--auto', '--latency-runs', '0', '--report', json);
     expect(text.code, text.stderr).toBe(0);
     const j = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(j.trials.length).toBeGreaterThan(0);
