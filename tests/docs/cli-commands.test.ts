@@ -6,11 +6,12 @@
 // fixtures/, calibration/, examples/ and bin/ linked in so the doc's relative paths resolve;
 // `/tmp/` in a command becomes that folder's tmp/, so nothing outside it is written (checked
 // below). `slimformer` and `npx slimformer` run the built bin/slimformer.js; `npm start` and
-// `npm run NAME` run package.json's script in that folder; any other npm or npx command is
-// refused: such a block needs a `<!-- not run: REASON -->` marker.
+// `npm run NAME` run package.json's script in that folder; any other npm or npx command, Python,
+// pip and downloads (curl, wget) are refused: such a block needs a `<!-- not run: REASON -->` marker.
 //
 // SLIMFORMER_DOC_TIMES=1 prints each command's wall time and exit code; SLIMFORMER_DOC_LOGS=DIR
-// keeps each command's output there (to refresh a transcript in a doc).
+// keeps each command's output there (to refresh a transcript in a doc); SLIMFORMER_DOC_FILES=
+// docs/a.md,docs/b.md runs only those files' commands.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -22,11 +23,26 @@ import { tempDir } from '../helpers/tmp.js';
 const files = docFiles(ROOT);
 const blocks: ShellBlock[] = files.flatMap((f) => shellBlocksOf(ROOT, f));
 const toRun = blocks.filter((b) => b.notRun === undefined);
-const runFiles = [...new Set(toRun.filter((b) => b.commands.length > 0).map((b) => b.file))];
+const commandsIn = (file: string): number => toRun.filter((b) => b.file === file).reduce((n, b) => n + b.commands.length, 0);
+/** The files with most commands start first, so that the two lanes end close together. */
+const only = process.env.SLIMFORMER_DOC_FILES?.split(',');
+const runFiles = [...new Set(toRun.filter((b) => b.commands.length > 0).map((b) => b.file))]
+  .filter((f) => !only || only.includes(f))
+  .sort((a, b) => commandsIn(b) - commandsIn(a));
 /** Doc files run at once, each command on THREADS onnxruntime threads (2 × 1 for 2 cores). */
 const PARALLEL = 2;
 const THREADS = 1;
 const LINKED = ['fixtures', 'calibration', 'examples', 'bin'];
+
+/**
+ * Commands run lighter than the doc writes them, each with its reason. The command still runs
+ * with every flag the doc gives (so they are parsed and used); only the added ones differ.
+ */
+const LIGHTER: { file: string; find: string; replace: string; why: string }[] = [
+  { file: 'docs/flexround.md', find: '--method flexround', replace: '--method flexround --iters 50', why: '500 FlexRound steps per block take 5 to 20 s; 50 run the same code' },
+  { file: 'docs/lm-eval.md', find: '--method flexround', replace: '--method flexround --iters 50', why: '500 FlexRound steps per block take 10 to 30 s; 50 run the same code' },
+];
+const lighter = (c: DocCommand): string => LIGHTER.filter((l) => c.where.startsWith(`${l.file}:`)).reduce((t, l) => t.replaceAll(l.find, l.replace), c.run);
 
 interface Outcome {
   command: DocCommand;
@@ -51,6 +67,10 @@ npm() {
   script=$("$DOC_NODE" -e 'const s = require(process.argv[1]).scripts[process.argv[2]]; if (!s) process.exit(1); console.log(s)' "$DOC_ROOT/package.json" "$name") || { echo "doc test: no npm script '$name'" >&2; return 127; }
   eval "$script"
 }
+# Python, pip and downloads are not part of this test's world (no network, no Optimum)
+for tool in python python3 pip pip3 optimum-cli huggingface-cli curl wget; do
+  eval "$tool() { echo \"doc test: '$tool' is not run here; mark its block <!-- not run: REASON -->\" >&2; return 127; }"
+done
 now() { date +%s%N; }
 `;
 
@@ -58,7 +78,7 @@ function script(file: string, cwd: string): { text: string; commands: DocCommand
   const commands = toRun.filter((b) => b.file === file).flatMap((b) => b.commands);
   const out = path.join(cwd, '.doc-test');
   const steps = commands.map((c, i) => {
-    const text = c.text.replaceAll('/tmp/', `${cwd}/tmp/`);
+    const text = lighter(c).replaceAll('/tmp/', `${cwd}/tmp/`);
     return `t=$(now)\n{ ${text}\n} >'${out}/${i}.log' 2>&1 </dev/null\necho "$? $(( ($(now) - t) / 1000000 ))" >'${out}/${i}.status'\n`;
   });
   return { text: `${PRELUDE}\ncd '${cwd}' || exit 99\n${steps.join('')}`, commands };
@@ -167,12 +187,22 @@ describe('shell commands of README.md and docs/', () => {
   const skipped = blocks.filter((b) => b.notRun).flatMap((b) => b.commands.map((c) => [c.where, b.notRun!, c.text.split('\n')[0]!] as const));
   it.skip.each(skipped)('%s not run: %s (%s)', () => {});
 
+  const lightened = all.filter((c) => c.block.notRun === undefined && lighter(c.command) !== c.command.run);
+  it('runs lighter only the commands LIGHTER names, each for its reason', () => {
+    for (const l of LIGHTER) expect(lightened.some((c) => c.block.file === l.file && c.command.run.includes(l.find)), `${l.file}: no command has '${l.find}'`).toBe(true);
+    expect(lightened.length).toBeLessThanOrEqual(6);
+  });
+  it.each(lightened.map((c) => [c.command.where, LIGHTER.find((l) => c.command.where.startsWith(`${l.file}:`))!.why, c.command] as const))(
+    '%s runs lighter (%s), with every word of the doc\'s command',
+    (_, __, c) => expect(lighter(c).split(/[\s"']+/)).toEqual(expect.arrayContaining(c.run.split(/[\s"']+/))),
+  );
+
   it.each(runFiles)('runs the commands of %s, each exits as the doc says', async (file) => {
     const outcomes = await runs.get(file)!;
     const failures: string[] = [];
     for (const o of outcomes) {
       times.push(`${o.seconds.toFixed(1).padStart(6)} s  exit ${o.status}  ${o.command.where}  ${o.command.text.split('\n')[0]!.slice(0, 110)}`);
-      if (o.status !== o.command.exit) failures.push(`${o.command.where}: exit ${o.status}, the doc implies ${o.command.exit}\n$ ${o.command.text}\n${o.log.slice(-3000)}`);
+      if (o.status !== o.command.exit) failures.push(`${o.command.where}: exit ${o.status}, the doc implies ${o.command.exit}\n$ ${lighter(o.command)}\n${o.log.slice(-3000)}`);
       // an error a transcript shows is the error the command gives (not another one with the same code)
       for (const line of o.command.output.filter((l) => o.command.exit !== 0 && l.startsWith('slimformer: ')))
         if (!o.log.includes(line)) failures.push(`${o.command.where}: the doc shows\n${line}\nbut the command printed\n${o.log.slice(-3000)}`);

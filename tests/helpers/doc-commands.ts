@@ -1,7 +1,8 @@
 // Finds the shell commands of README.md and docs/*.md, as a reader would type them.
 //
 // A block is shell when it is fenced ```sh, ```bash, ```shell or ```console, or unlabelled with
-// `$ ` prompts (a transcript). In sh/bash/shell blocks every line is a command (a leading `$ ` is
+// `$ ` prompts (a transcript). A YAML block's one-line `run:` steps that call slimformer (a CI
+// workflow) count as commands too. In sh/bash/shell blocks every line is a command (a leading `$ ` is
 // dropped); in console and unlabelled blocks only `$ ` lines are, and the lines after them are
 // output. A command goes on over lines ending in `\`, `&&`, `||` or `|`, and over a `for`/`while`/
 // `if` … `done`/`fi` construct and over a here-document (`cat > FILE <<'EOF'` … `EOF`); comment-only and blank lines between commands are skipped.
@@ -9,6 +10,7 @@
 // HTML comments right before a block's fence (invisible on GitHub and npm) say how to treat it:
 //   <!-- not run: REASON -->     none of its commands is run; REASON says why (required)
 //   <!-- doc-test exit N -->     each of its commands is expected to exit N (default 0)
+//   <!-- doc-test paths A=B … --> run with the bundled path B where the doc names the reader's A
 // and a command's own trailing comment `# exits N` sets its expected exit code alone.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -24,6 +26,8 @@ export interface DocCommand {
   exit: number;
   /** In a transcript, the output lines the doc shows after the command. */
   output: string[];
+  /** The text run: with the block's `doc-test paths` substituted. */
+  run: string;
 }
 
 export interface ShellBlock {
@@ -118,29 +122,44 @@ function commandsOf(f: Fence, file: string, blockExit: number): DocCommand[] {
         invokesSlimformer: current.some((l) => INVOKES.test(` ${stripComment(l)}`)),
         exit: exit ? Number(exit[1]) : blockExit,
         output: [],
+        run: text,
       });
       current = undefined;
       depth = 0;
     }
   });
-  if (current) out.push({ where: `${file}:${f.line + 1 + start}`, text: current.join('\n'), invokesSlimformer: true, exit: -1, output: [] });
+  if (current) out.push({ where: `${file}:${f.line + 1 + start}`, text: current.join('\n'), invokesSlimformer: true, exit: -1, output: [], run: '' });
   return out;
 }
 
-/** The shell blocks of one markdown file (path relative to root). */
+/** The one-line `run:` steps of a CI workflow (YAML) that run slimformer. */
+function workflowCommands(f: Fence, file: string, blockExit: number): DocCommand[] {
+  return f.code
+    .split('\n')
+    .map((l, i) => [/^\s*(?:-\s+)?run:\s*(.+)$/.exec(l)?.[1], i] as const)
+    .filter((e): e is readonly [string, number] => e[0] !== undefined && INVOKES.test(` ${e[0]}`) && /slimformer/.test(e[0]))
+    .map(([text, i]) => ({ where: `${file}:${f.line + 1 + i}`, text, invokesSlimformer: true, exit: blockExit, output: [], run: text }));
+}
+
+/** The shell blocks of one markdown file (path relative to root), and the CI workflows that run slimformer. */
 export function shellBlocksOf(root: string, file: string): ShellBlock[] {
   const text = fs.readFileSync(path.join(root, file), 'utf8');
   const out: ShellBlock[] = [];
   for (const f of fences(text)) {
     const isShell = SHELL.has(f.lang) || (f.lang === '' && f.code.split('\n').some((l) => PROMPT.test(l)));
-    if (!isShell) continue;
+    const isWorkflow = (f.lang === 'yaml' || f.lang === 'yml') && workflowCommands(f, file, 0).length > 0;
+    if (!isShell && !isWorkflow) continue;
     const notRun = f.markers.map((m) => /^not[ -]run\b:?\s*([\s\S]*)$/i.exec(m)).find((m) => m);
     const exit = f.markers.map((m) => /^doc-test\s+exit\s+(\d+)$/.exec(m)).find((m) => m);
+    const blockExit = exit ? Number(exit[1]) : 0;
+    const paths = f.markers.flatMap((m) => /^doc-test\s+paths\s+([\s\S]+)$/.exec(m)?.[1]!.trim().split(/\s+/) ?? []).map((p) => p.split('=') as [string, string]);
+    const commands = isShell ? commandsOf(f, file, blockExit) : workflowCommands(f, file, blockExit);
+    for (const c of commands) for (const [from, to] of paths) c.run = c.run.replaceAll(from, to);
     out.push({
       file,
       where: `${file}:${f.line}`,
       lang: f.lang,
-      commands: commandsOf(f, file, exit ? Number(exit[1]) : 0),
+      commands,
       notRun: notRun ? notRun[1]!.trim() : undefined,
     });
   }
