@@ -24,8 +24,8 @@ const files = docFiles(ROOT);
 const blocks: ShellBlock[] = files.flatMap((f) => shellBlocksOf(ROOT, f));
 const toRun = blocks.filter((b) => b.notRun === undefined);
 const commandsIn = (file: string): number => toRun.filter((b) => b.file === file).reduce((n, b) => n + b.commands.length, 0);
-/** The files with most commands start first, so that the two lanes end close together. */
 const only = process.env.SLIMFORMER_DOC_FILES?.split(',');
+/** The files with most commands start first, so that the two lanes end close together. */
 const runFiles = [...new Set(toRun.filter((b) => b.commands.length > 0).map((b) => b.file))]
   .filter((f) => !only || only.includes(f))
   .sort((a, b) => commandsIn(b) - commandsIn(a));
@@ -94,6 +94,8 @@ async function runFile(file: string): Promise<Outcome[]> {
     const child = spawn('bash', ['-c', text], {
       cwd,
       stdio: 'ignore',
+      // a hung command ends its file's run (its status file is then missing) before the test's own timeout
+      timeout: 540_000,
       env: { ...process.env, DOC_NODE: process.execPath, DOC_ROOT: ROOT, SLIMFORMER_THREADS: String(THREADS) },
     });
     child.on('error', reject);
@@ -115,18 +117,15 @@ async function runFile(file: string): Promise<Outcome[]> {
 function runAll(): Map<string, Promise<Outcome[]>> {
   const runs = new Map<string, Promise<Outcome[]>>();
   const queue = [...runFiles];
-  const lanes: Promise<void>[] = [];
   const pending = new Map<string, { resolve: (o: Outcome[]) => void; reject: (e: unknown) => void }>();
   for (const f of queue) runs.set(f, new Promise((resolve, reject) => pending.set(f, { resolve, reject })));
   for (let lane = 0; lane < PARALLEL; lane++) {
-    lanes.push(
-      (async () => {
-        for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
-          const p = pending.get(f)!;
-          await runFile(f).then(p.resolve, p.reject);
-        }
-      })(),
-    );
+    void (async () => {
+      for (let f = queue.shift(); f !== undefined; f = queue.shift()) {
+        const p = pending.get(f)!;
+        await runFile(f).then(p.resolve, p.reject);
+      }
+    })();
   }
   return runs;
 }
