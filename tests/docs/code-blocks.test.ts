@@ -2,7 +2,8 @@
 // together against the package as a consumer imports it ('slimformer' through package.json
 // "exports", strict), and those marked to run are run; JSON and YAML blocks are parsed, and
 // the recipes among them (a `passes` list) are built into pipelines, which checks every
-// option. Shell blocks and program output (unlabelled blocks) are not code this test compiles.
+// option. Shell blocks and program output (unlabelled blocks) are not code this test compiles;
+// tests/docs/cli-commands.test.ts runs the shell commands.
 //
 // A block may be preceded by an HTML comment (invisible on GitHub and npm):
 //   <!-- doc-test run -->                 run it (from a folder where fixtures/ and calibration/ resolve)
