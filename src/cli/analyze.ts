@@ -12,6 +12,7 @@ import { positiveInt } from './eval.js';
 import { OutputPlan } from './output-paths.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface AnalyzeFlags extends RawDataFlags {
   calib?: string;
@@ -57,6 +58,7 @@ export function registerAnalyze(program: Command): void {
   addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: AnalyzeFlags) =>
       runCommand(async (signal) => {
+        modelPath = modelFile(modelPath);
         const maxKurtosis = number(flags.maxKurtosis, '--max-kurtosis');
         const maxInfNorm = number(flags.maxInfNorm, '--max-inf-norm');
         let clip: { gamma: number; zeta: number } | undefined;

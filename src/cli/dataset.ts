@@ -5,6 +5,7 @@ import { writeDataset } from '../data/write-dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { addRawDataShared, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface MakeFlags extends RawDataFlags {
   text?: string;
@@ -25,6 +26,7 @@ export function registerDataset(program: Command): void {
     .option('--json', 'print one JSON object');
   addRawDataShared(make).action((modelPath: string, flags: MakeFlags) =>
     runCommand(async () => {
+      modelPath = modelFile(modelPath);
       if ((flags.text === undefined) === (flags.images === undefined)) throw new UserError('give the raw data: --text FILE or --images DIR (one of them)');
       const model = loadModel(modelPath);
       const data = (await datasetFromFlags({ text: flags.text, images: flags.images, flags: '--text, --images' }, flags, model, modelPath))!;

@@ -12,6 +12,7 @@ import { type LmFlags, addLmOptions, lmOptions } from './lm-options.js';
 import { OutputPlan } from './output-paths.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface GateFlags extends LmFlags, RawDataFlags {
   baseline: string;
@@ -87,6 +88,8 @@ export function registerGate(program: Command): void {
     .addHelpText('after', HELP)
     .action((opts: GateFlags) =>
       runCommand(async (signal) => {
+        opts.baseline = modelFile(opts.baseline, 'baseline');
+        opts.candidate = modelFile(opts.candidate, 'candidate');
         const listed = opts.metric === undefined ? undefined : parseMetricList(opts.metric);
         const parsed = parseLimits({ maxDrop: opts.maxDrop, min: opts.min, max: opts.max });
         if (!parsed.all && Object.keys(parsed.perMetric).length === 0) {

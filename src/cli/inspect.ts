@@ -5,6 +5,7 @@ import { DataType } from '../ir/dtype.js';
 import type { Value } from '../ir/value.js';
 import { loadModel } from '../onnx/load.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 export function registerInspect(program: Command): void {
   program
@@ -14,6 +15,7 @@ export function registerInspect(program: Command): void {
     .option('--json', 'print the same as one JSON object')
     .action((modelPath: string, opts: { json?: boolean }) =>
       runCommand(async () => {
+        modelPath = modelFile(modelPath);
         const model = loadModel(modelPath);
         const summary = summarizeStructure(model, discoverStructure(model));
         const io = {

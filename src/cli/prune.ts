@@ -11,6 +11,7 @@ import { OutputPlan } from './output-paths.js';
 import { inFlags } from './option-flags.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface PruneFlags extends RawDataFlags {
   output: string;
@@ -49,6 +50,7 @@ export function registerPrune(program: Command): void {
   addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: PruneFlags) =>
       runCommand(async (signal) => {
+        modelPath = modelFile(modelPath);
         if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
         const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'pruned model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const pass = prune({
