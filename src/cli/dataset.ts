@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { bindDataset } from '../data/bind.js';
-import { writeDataset } from '../data/write-dataset.js';
+import { checkDatasetOutput, writeDataset } from '../data/write-dataset.js';
 import { loadModel } from '../onnx/load.js';
 import { addRawDataShared, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
@@ -28,6 +28,7 @@ export function registerDataset(program: Command): void {
     runCommand(async () => {
       modelPath = modelFile(modelPath);
       if ((flags.text === undefined) === (flags.images === undefined)) throw new UserError('give the raw data: --text FILE or --images DIR (one of them)');
+      checkDatasetOutput(flags.output);
       const model = loadModel(modelPath);
       const data = (await datasetFromFlags({ text: flags.text, images: flags.images, flags: '--text, --images' }, flags, model, modelPath))!;
       const bound = bindDataset(data, model); // the samples fit the model before anything is written
