@@ -35,6 +35,12 @@ export function checkDtypeFlags(flags: QuantizeFlags, command: Command): DtypeVa
   if (flags.aBits !== undefined) throw new UserError(`--a-bits goes with --scheme w8, w4, w3 or w2, not with --dtype`);
   if (flags.softmax !== 'none') throw new UserError(`--softmax ${flags.softmax} needs a static scheme (w8a8, w6a6 or w4a4), and --dtype ${names} has none`);
   if (flags.method === 'smoothquant' || flags.method === 'repquant') throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), and --dtype ${names} has none`);
+  if (variants.some((v) => v.scheme === 'dynamic')) {
+    const dyn = variants.filter((v) => v.scheme === 'dynamic').map((v) => v.dtype).join(', ');
+    if (flags.weightGrid === 'asymmetric') throw new UserError(`--weight-grid asymmetric needs a weight-only scheme, and --dtype ${dyn} is dynamic int8 (symmetric weights)`);
+    const low = flags.layerBits.find((pair) => !/=(8|float)$/.test(pair));
+    if (low !== undefined) throw new UserError(`--layer-bits ${low}: --dtype ${dyn} quantizes weights to 8 bits; give those layers 8 or float, or run that dtype separately`);
+  }
   const float16 = variants.some((v) => v.scheme === 'fp16' || v.scheme === 'q4f16');
   if (!float16 && (!flags.keepIoTypes || flags.keepFloat32.length > 0)) throw new UserError(`${flags.keepIoTypes ? '--keep-float32' : '--no-keep-io-types'} goes with --dtype fp16 or q4f16, and --dtype ${names} has neither`);
   return variants;
@@ -57,9 +63,11 @@ interface VariantResult {
 /**
  * Writes several variants of one model in one run: the model is loaded and the calibration
  * data built once, then each variant is quantized from the float model, checked against it
- * (the quality floor, as for one output) and written as soon as it passes, so only one
- * quantized model is in memory at a time. A variant below the floor is not written (unless
- * --force) and the run exits 1 after the others; every variant is in the one report.
+ * (the quality floor, as for one output) and saved under a temporary name as soon as it
+ * passes, so only one quantized model is in memory at a time; the files get their names when
+ * every variant is done, and an error or a stop on any of them removes them all (no partial
+ * output). A variant below the floor is not written (unless --force) and the run exits 1
+ * after the others; every variant is in the one report.
  */
 export async function quantizeVariants(modelPath: string, variants: PlannedVariant[], flags: QuantizeFlags, signal: AbortSignal): Promise<number> {
   const threads = flags.threads ? positiveInt(flags.threads, '--threads') : undefined;
@@ -71,33 +79,42 @@ export async function quantizeVariants(modelPath: string, variants: PlannedVaria
   const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
   const progress = flags.json ? silentProgress : consoleProgress();
   const results: VariantResult[] = [];
-  for (const v of variants) {
-    signal.throwIfAborted();
-    const started = Date.now();
-    const seconds = (): number => (Date.now() - started) / 1000;
-    let applied;
-    try {
-      applied = await pipeline([quantize(v.options)]).apply(model, { calibration, threads, progress, signal, force: flags.force });
-    } catch (e) {
-      if (!(e instanceof QualityFloorError)) throw e;
-      process.stderr.write(`slimformer: ${v.file} (--dtype ${v.dtype}) was not written: the result is below the quality floor, ${describeFailing(e.check, 'floor')} against ${modelPath} on ${e.check.samples} calibration samples; pass --force to write it anyway\n`);
-      results.push({ dtype: v.dtype, scheme: v.scheme, output: v.file, written: false, seconds: seconds(), fileBytesAfter: null, quality: e.check, report: [] });
-      continue;
+  const pending: { tmp: string; file: string; dataPath: string | undefined }[] = [];
+  try {
+    for (const v of variants) {
+      signal.throwIfAborted();
+      const started = Date.now();
+      const seconds = (): number => (Date.now() - started) / 1000;
+      let applied;
+      try {
+        applied = await pipeline([quantize(v.options)]).apply(model, { calibration, threads, progress, signal, force: flags.force });
+      } catch (e) {
+        if (!(e instanceof QualityFloorError)) throw e;
+        process.stderr.write(`slimformer: ${v.file} (--dtype ${v.dtype}) was not written: the result is below the quality floor, ${describeFailing(e.check, 'floor')} against ${modelPath} on ${e.check.samples} calibration samples; pass --force to write it anyway\n`);
+        results.push({ dtype: v.dtype, scheme: v.scheme, output: v.file, written: false, seconds: seconds(), fileBytesAfter: null, quality: e.check, report: [] });
+        continue;
+      }
+      signal.throwIfAborted();
+      const tmp = path.join(path.dirname(v.file), `.slimformer-tmp-${process.pid}-${path.basename(v.file)}`);
+      const saved = await outputs.write(() => saveModel(applied.model, tmp, { externalData: externalDataFor(applied.model, v.file) }));
+      pending.push({ tmp, file: v.file, dataPath: saved.dataPath });
+      results.push({
+        dtype: v.dtype,
+        scheme: v.scheme,
+        output: v.file,
+        written: true,
+        seconds: seconds(),
+        fileBytesAfter: fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0),
+        quality: applied.report.quality,
+        summary: applied.report.summaryOf('quantize') as unknown as Record<string, unknown>,
+        report: applied.report.entries,
+      });
     }
-    signal.throwIfAborted();
-    const saved = await outputs.write(() => saveModel(applied.model, v.file, { externalData: externalDataFor(applied.model, v.file) }));
-    results.push({
-      dtype: v.dtype,
-      scheme: v.scheme,
-      output: v.file,
-      written: true,
-      seconds: seconds(),
-      fileBytesAfter: fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0),
-      quality: applied.report.quality,
-      summary: applied.report.summaryOf('quantize') as unknown as Record<string, unknown>,
-      report: applied.report.entries,
-    });
+  } catch (e) {
+    for (const p of pending) for (const f of [p.tmp, p.dataPath]) if (f) fs.rmSync(f, { force: true });
+    throw e;
   }
+  for (const p of pending) fs.renameSync(p.tmp, p.file);
   const fileBytesBefore = fs.statSync(modelPath).size;
   const refused = results.some((r) => !r.written);
   if (flags.json) {

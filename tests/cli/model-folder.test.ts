@@ -253,6 +253,8 @@ describe('choosing the model in a folder', () => {
     expectOneSentence(cli('quantize', path.join(folder, 'onnx/model.onnx'), '--dtype', 'q4', '-o', path.join(dir, 'x.onnx')), /-o goes with one --scheme, not with --dtype/);
     expectOneSentence(cli('quantize', path.join(folder, 'onnx/model.onnx'), '--dtype', 'q4', '--scheme', 'w4'), /give --dtype or --scheme, not both/);
     expectOneSentence(cli('quantize', path.join(folder, 'onnx/model.onnx')), /give -o FILE .* or --dtype/);
+    // checked before any variant is written: q4 would take 2 bits, q8 cannot
+    expectOneSentence(cli('quantize', path.join(folder, 'onnx/model.onnx'), '--dtype', 'q4,q8', '--layer-bits', '*=2', '--calib-text', path.join(folder, 'calib.txt')), /--layer-bits \*=2: --dtype q8 quantizes weights to 8 bits/);
     expect(listTree(path.join(folder, 'onnx'))).toEqual(before);
   });
 });
