@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -179,6 +180,29 @@ describe('quantize <ViT folder> --dtype q4,q8 --calib-images', () => {
       expect(m.agreement, v.dtype).toBeCloseTo(v.quality.agreement, 6);
     }
   }, 120_000);
+});
+
+describe('quantize --dtype stopped after its first variant', () => {
+  it('leaves no variant and no temporary file (SIGTERM: exit 143, one line)', async () => {
+    const folder = path.join(dir, 'stopped');
+    fs.mkdirSync(path.join(folder, 'onnx'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'fixtures/gpt_moby.onnx'), path.join(folder, 'onnx/model.onnx'));
+    // FlexRound makes each variant take seconds (about 5 s at 100 steps here), time to see the first one saved
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin/slimformer.js'), 'quantize', folder, '--dtype', 'q8,q4', '--method', 'flexround', '--iters', '300', '--calib', path.join(ROOT, 'calibration/gpt_moby/calib'), '--no-cache'], { env: { ...process.env, SLIMFORMER_THREADS: '2' } });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const onnx = path.join(folder, 'onnx');
+    const saved = (): string[] => fs.readdirSync(onnx).filter((f) => f !== 'model.onnx');
+    const deadline = Date.now() + 60_000;
+    while (!saved().some((f) => f.endsWith('model_quantized.onnx')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // the q8 variant is on disk (under its temporary name) while q4 is being made
+    expect(saved().filter((f) => f.endsWith('model_quantized.onnx'))).toEqual([expect.stringMatching(/^\.slimformer-tmp-\d+-model_quantized\.onnx$/)]);
+    child.kill('SIGTERM');
+    expect(await done, stderr).toBe(143);
+    expect(stderr).toMatch(/stopped by SIGTERM; nothing was written/);
+    expect(fs.readdirSync(onnx)).toEqual(['model.onnx']);
+  }, 90_000);
 });
 
 describe('choosing the model in a folder', () => {
