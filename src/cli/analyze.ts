@@ -42,7 +42,7 @@ export function registerAnalyze(program: Command): void {
   const cmd = program
     .command('analyze')
     .description('measure activation outliers, attention heads and predicted 8-bit SQNR: will this model quantize?')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a model folder (docs/byo.md)')
     .option('--calib <path>', 'calibration data: folder of test_data_set_N samples, or .npz/.npy (or --calib-text / --calib-images)')
     .option('--json', 'print one JSON object')
     .option('--html <file>', 'also write an HTML report')

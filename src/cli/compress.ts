@@ -52,7 +52,7 @@ export function registerCompress(program: Command): void {
   const cmd = program
     .command('compress')
     .description('run a recipe of passes (default: w8a8), check the result against the original, and print size, latency and accuracy before and after')
-    .argument('<model>', 'float ONNX model')
+    .argument('<model>', 'float ONNX model file, or a model folder (docs/byo.md)')
     .requiredOption('-o, --output <file>', 'where to write the compressed model (written atomically)')
     .option('--calib <path>', 'calibration dataset (sets activation ranges; the result is checked against the original on it); or --calib-text / --calib-images')
     .option('--recipe <file>', 'recipe (.json or .yaml, see docs/recipes.md); default: quantize w8a8 + cleanup')

@@ -19,7 +19,7 @@ export function registerDataset(program: Command): void {
   const make = dataset
     .command('make')
     .description('tokenize text or preprocess images for a model and write the samples as a test-data folder or .npz, so every later run (a CI gate) reads the same tensors')
-    .argument('<model>', 'the ONNX model the samples are for (its folder gives tokenizer.json / preprocessor_config.json / config.json)')
+    .argument('<model>', 'the ONNX model (file or model folder) the samples are for (its folder gives tokenizer.json / preprocessor_config.json / config.json)')
     .option('--text <file>', '.jsonl with {"text", "label"} records, or plain text')
     .option('--images <dir>', 'folder of PNG/JPEG images, or of class sub-folders of them')
     .requiredOption('-o, --output <path>', 'a new folder (ONNX test-data layout) or a file ending in .npz')

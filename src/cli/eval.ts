@@ -28,7 +28,7 @@ export function registerEval(program: Command): void {
   const command = program
     .command('eval')
     .description('run a model over a labelled dataset and print metrics')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a model folder (docs/byo.md)')
     .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images)')
     .option('--metric <names>', `comma-separated metrics: ${EVAL_METRICS.join(', ')}`, 'top1')
     .option('--batch-size <n>', 'samples per onnxruntime run', '32')

@@ -72,8 +72,8 @@ export function registerGate(program: Command): void {
   const command = program
     .command('gate')
     .description('fail (exit 1) when a compressed model loses more accuracy than allowed against its baseline')
-    .requiredOption('--baseline <model>', 'the reference ONNX model')
-    .requiredOption('--candidate <model>', 'the compressed ONNX model to check')
+    .requiredOption('--baseline <model>', 'the reference ONNX model (file or model folder)')
+    .requiredOption('--candidate <model>', 'the compressed ONNX model to check (file or model folder)')
     .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images, made with the baseline\'s tokenizer or preprocessor; the language-model metrics can read --tokens instead)')
     .option('--metric <names>', `comma-separated metrics: ${GATE_METRICS.join(', ')} (default: those the limits name, else top1)`)
     .option('--max-drop <limit>', 'largest allowed degradation: VALUE, VALUE%, or METRIC=VALUE[%],...', collect, [])

@@ -11,7 +11,7 @@ export function registerInspect(program: Command): void {
   program
     .command('inspect')
     .description('show a model: inputs, outputs, op counts, parameters, and its transformer blocks')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a model folder (docs/byo.md)')
     .option('--json', 'print the same as one JSON object')
     .action((modelPath: string, opts: { json?: boolean }) =>
       runCommand(async () => {

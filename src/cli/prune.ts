@@ -34,7 +34,7 @@ export function registerPrune(program: Command): void {
   const cmd = program
     .command('prune')
     .description('remove MLP neurons, attention heads, or whole attention or MLP sublayers for real: a smaller dense model, no retraining')
-    .argument('<model>', 'float ONNX model')
+    .argument('<model>', 'float ONNX model file, or a model folder (docs/byo.md)')
     .requiredOption('-o, --output <file>', 'where to write the pruned model')
     .option('--calib <path>', 'calibration dataset (needed by every method but magnitude --ratio)')
     .option('--method <method>', `${PRUNE_METHODS.join(' | ')}`, 'mlp')

@@ -163,6 +163,18 @@ describe('quantize <decoder folder> --dtype q4,q8 --calib-text', () => {
   }, 60_000);
 });
 
+describe('quantize <file.onnx> --dtype', () => {
+  it('writes the variant beside a bare model file, named after it', () => {
+    const file = path.join(dir, 'vit_mnist.onnx');
+    fs.copyFileSync(path.join(ROOT, 'fixtures/vit_mnist.onnx'), file);
+    const r = cli('quantize', file, '--dtype', 'q8', '--calib', path.join(ROOT, 'calibration/vit_mnist/calib'), '--no-cache');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/using/); // a file is used as given
+    expect(r.stdout).toMatch(/^q8\s+vit_mnist_quantized\.onnx\s+dynamic\s/m);
+    expect(ops(path.join(dir, 'vit_mnist_quantized.onnx')).has('MatMulInteger')).toBe(true);
+  }, 60_000);
+});
+
 describe('quantize <ViT folder> --dtype q4,q8 --calib-images', () => {
   it('writes both variants, measured on the images as onnxruntime-node measures them', async () => {
     const folder = copyFolder('tv_vit_mnist');
