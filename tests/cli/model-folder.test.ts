@@ -232,7 +232,7 @@ describe('choosing the model in a folder', () => {
     expect(again.stderr).toContain('using onnx/decoder_model_merged.onnx');
   }, 60_000);
 
-  it('eval, prune and gate take a folder too', () => {
+  it('eval, prune, gate and quantize -o take a folder too', () => {
     const folder = copyFolder('tv_vit_mnist', 'vit_other_commands');
     const images = path.join(folder, 'images');
     const ev = cli('eval', folder, '--data-images', images, '--json');
@@ -244,6 +244,11 @@ describe('choosing the model in a folder', () => {
     const gate = cli('gate', '--baseline', folder, '--candidate', pruned, '--data-images', images, '--max-drop', 'top1=0.5');
     expect(gate.code, gate.stderr).toBe(0);
     expect(gate.stderr).toContain(`baseline folder ${folder}: using onnx/model.onnx`);
+    const w8a8 = path.join(dir, 'vit_w8a8.onnx');
+    const q = cli('quantize', folder, '-o', w8a8, '--scheme', 'w8a8', '--calib-images', images, '--no-cache');
+    expect(q.code, q.stderr).toBe(0);
+    expect(q.stdout).toContain(`${path.join(folder, 'onnx/model.onnx')} -> ${w8a8}  (w8a8`);
+    expect(fs.readdirSync(path.join(folder, 'onnx'))).toEqual(['model.onnx']);
   }, 120_000);
 
   const bad = (name: string, build: (d: string) => void): string => {
