@@ -5,7 +5,7 @@ import { UserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
 import { loadModel } from '../onnx/load.js';
 import { PROTOBUF_LIMIT, saveModel, type SaveOptions } from '../onnx/save.js';
-import { quantize, type QuantizePassOptions } from '../passes/quantize.js';
+import { quantize, type QuantizePassOptions, type QuantizeSummary } from '../passes/quantize.js';
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import type { ReportEntry } from '../report/report.js';
@@ -56,7 +56,7 @@ interface VariantResult {
   fileBytesAfter: number | null;
   quality: QualityCheck | null;
   /** The quantize pass's summary (absent when the variant was refused by the quality floor). */
-  summary?: Record<string, unknown>;
+  summary?: QuantizeSummary;
   report: readonly ReportEntry[];
 }
 
@@ -106,7 +106,7 @@ export async function quantizeVariants(modelPath: string, variants: PlannedVaria
         seconds: seconds(),
         fileBytesAfter: fs.statSync(saved.path).size + (saved.dataPath ? fs.statSync(saved.dataPath).size : 0),
         quality: applied.report.quality,
-        summary: applied.report.summaryOf('quantize') as unknown as Record<string, unknown>,
+        summary: applied.report.summaryOf('quantize'),
         report: applied.report.entries,
       });
     }
