@@ -12,6 +12,7 @@ import { positiveInt } from './eval.js';
 import { OutputPlan } from './output-paths.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface AnalyzeFlags extends RawDataFlags {
   calib?: string;
@@ -41,7 +42,7 @@ export function registerAnalyze(program: Command): void {
   const cmd = program
     .command('analyze')
     .description('measure activation outliers, attention heads and predicted 8-bit SQNR: will this model quantize?')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a model folder (docs/byo.md)')
     .option('--calib <path>', 'calibration data: folder of test_data_set_N samples, or .npz/.npy (or --calib-text / --calib-images)')
     .option('--json', 'print one JSON object')
     .option('--html <file>', 'also write an HTML report')
@@ -57,6 +58,7 @@ export function registerAnalyze(program: Command): void {
   addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: AnalyzeFlags) =>
       runCommand(async (signal) => {
+        modelPath = modelFile(modelPath);
         const maxKurtosis = number(flags.maxKurtosis, '--max-kurtosis');
         const maxInfNorm = number(flags.maxInfNorm, '--max-inf-norm');
         let clip: { gamma: number; zeta: number } | undefined;

@@ -22,6 +22,7 @@ import { repeatable } from './repeatable.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { openDataset } from '../data/dataset.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface CompressFlags extends RawDataFlags {
   output: string;
@@ -51,7 +52,7 @@ export function registerCompress(program: Command): void {
   const cmd = program
     .command('compress')
     .description('run a recipe of passes (default: w8a8), check the result against the original, and print size, latency and accuracy before and after')
-    .argument('<model>', 'float ONNX model')
+    .argument('<model>', 'float ONNX model file, or a model folder (docs/byo.md)')
     .requiredOption('-o, --output <file>', 'where to write the compressed model (written atomically)')
     .option('--calib <path>', 'calibration dataset (sets activation ranges; the result is checked against the original on it); or --calib-text / --calib-images')
     .option('--recipe <file>', 'recipe (.json or .yaml, see docs/recipes.md); default: quantize w8a8 + cleanup')
@@ -72,6 +73,7 @@ export function registerCompress(program: Command): void {
   addRawDataFlags(addRawDataFlags(cmd, 'calib', 'calibration data'), 'data', 'labelled evaluation data')
     .action((modelPath: string, flags: CompressFlags) =>
       runCommand(async (signal) => {
+        modelPath = modelFile(modelPath);
         if (!isMetricName(flags.metric)) throw new UserError(`unknown metric '${flags.metric}' (choose from ${METRICS.join(', ')})`);
         for (const r of flags.report) if (!/\.(json|md|html?)$/.test(r)) throw new UserError(`--report ${r}: the file must end in .json, .md or .html`);
         const outputs = OutputPlan.check(

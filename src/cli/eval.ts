@@ -9,6 +9,7 @@ import { METRICS, isMetricName, type MetricName } from '../validate/metrics.js';
 import { type LmFlags, addLmOptions, lmOptions } from './lm-options.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 const EVAL_METRICS = [...METRICS, ...STREAM_METRICS];
 
@@ -27,7 +28,7 @@ export function registerEval(program: Command): void {
   const command = program
     .command('eval')
     .description('run a model over a labelled dataset and print metrics')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a model folder (docs/byo.md)')
     .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images)')
     .option('--metric <names>', `comma-separated metrics: ${EVAL_METRICS.join(', ')}`, 'top1')
     .option('--batch-size <n>', 'samples per onnxruntime run', '32')
@@ -36,6 +37,7 @@ export function registerEval(program: Command): void {
     .option('--json', 'print one JSON object');
   addLmOptions(addRawDataFlags(command, 'data', 'dataset'), false).action((modelPath: string, opts: EvalFlags) =>
     runCommand(async (signal) => {
+      modelPath = modelFile(modelPath);
       const metrics = opts.metric.split(',').map((s) => s.trim());
       const bad = metrics.find((m) => !(EVAL_METRICS as readonly string[]).includes(m));
       if (bad) throw new UserError(`unknown metric '${bad}' (choose from ${EVAL_METRICS.join(', ')}; gen-agreement and the other generation metrics compare two models: slimformer gate)`);

@@ -12,6 +12,7 @@ import { type LmFlags, addLmOptions, lmOptions } from './lm-options.js';
 import { OutputPlan } from './output-paths.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface GateFlags extends LmFlags, RawDataFlags {
   baseline: string;
@@ -71,8 +72,8 @@ export function registerGate(program: Command): void {
   const command = program
     .command('gate')
     .description('fail (exit 1) when a compressed model loses more accuracy than allowed against its baseline')
-    .requiredOption('--baseline <model>', 'the reference ONNX model')
-    .requiredOption('--candidate <model>', 'the compressed ONNX model to check')
+    .requiredOption('--baseline <model>', 'the reference ONNX model (file or model folder)')
+    .requiredOption('--candidate <model>', 'the compressed ONNX model to check (file or model folder)')
     .option('--data <path>', 'dataset: folder of test_data_set_N samples, or .npz/.npy (or --data-text / --data-images, made with the baseline\'s tokenizer or preprocessor; the language-model metrics can read --tokens instead)')
     .option('--metric <names>', `comma-separated metrics: ${GATE_METRICS.join(', ')} (default: those the limits name, else top1)`)
     .option('--max-drop <limit>', 'largest allowed degradation: VALUE, VALUE%, or METRIC=VALUE[%],...', collect, [])
@@ -87,6 +88,8 @@ export function registerGate(program: Command): void {
     .addHelpText('after', HELP)
     .action((opts: GateFlags) =>
       runCommand(async (signal) => {
+        opts.baseline = modelFile(opts.baseline, 'baseline');
+        opts.candidate = modelFile(opts.candidate, 'candidate');
         const listed = opts.metric === undefined ? undefined : parseMetricList(opts.metric);
         const parsed = parseLimits({ maxDrop: opts.maxDrop, min: opts.min, max: opts.max });
         if (!parsed.all && Object.keys(parsed.perMetric).length === 0) {

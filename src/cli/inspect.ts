@@ -5,15 +5,17 @@ import { DataType } from '../ir/dtype.js';
 import type { Value } from '../ir/value.js';
 import { loadModel } from '../onnx/load.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 export function registerInspect(program: Command): void {
   program
     .command('inspect')
     .description('show a model: inputs, outputs, op counts, parameters, and its transformer blocks')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a model folder (docs/byo.md)')
     .option('--json', 'print the same as one JSON object')
     .action((modelPath: string, opts: { json?: boolean }) =>
       runCommand(async () => {
+        modelPath = modelFile(modelPath);
         const model = loadModel(modelPath);
         const summary = summarizeStructure(model, discoverStructure(model));
         const io = {

@@ -11,6 +11,7 @@ import { OutputPlan } from './output-paths.js';
 import { inFlags } from './option-flags.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { modelFile } from './model-input.js';
 
 interface PruneFlags extends RawDataFlags {
   output: string;
@@ -33,7 +34,7 @@ export function registerPrune(program: Command): void {
   const cmd = program
     .command('prune')
     .description('remove MLP neurons, attention heads, or whole attention or MLP sublayers for real: a smaller dense model, no retraining')
-    .argument('<model>', 'float ONNX model')
+    .argument('<model>', 'float ONNX model file, or a model folder (docs/byo.md)')
     .requiredOption('-o, --output <file>', 'where to write the pruned model')
     .option('--calib <path>', 'calibration dataset (needed by every method but magnitude --ratio)')
     .option('--method <method>', `${PRUNE_METHODS.join(' | ')}`, 'mlp')
@@ -49,6 +50,7 @@ export function registerPrune(program: Command): void {
   addRawDataFlags(cmd, 'calib', 'calibration data')
     .action((modelPath: string, flags: PruneFlags) =>
       runCommand(async (signal) => {
+        modelPath = modelFile(modelPath);
         if (!(PRUNE_METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${PRUNE_METHODS.join(', ')})`);
         const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'pruned model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const pass = prune({

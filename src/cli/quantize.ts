@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
-import { quantize, type LayerBits, type QuantizeSummary } from '../passes/quantize.js';
+import { quantize, type LayerBits, type QuantizePassOptions, type QuantizeSummary } from '../passes/quantize.js';
 import { pipeline } from '../pipeline/pipeline.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { BLOCK_SIZES, CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, parseGranularity, type BlockSize, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
@@ -14,9 +14,13 @@ import { OutputPlan } from './output-paths.js';
 import { inFlags } from './option-flags.js';
 import { addRawDataFlags, datasetFromFlags, type RawDataFlags } from './raw-data.js';
 import { runCommand } from './run-command.js';
+import { DTYPES, variantFile } from './dtypes.js';
+import { modelFile } from './model-input.js';
+import { checkDtypeFlags, quantizeVariants } from './quantize-variants.js';
 
-interface QuantizeFlags extends RawDataFlags {
-  output: string;
+export interface QuantizeFlags extends RawDataFlags {
+  output?: string;
+  dtype?: string;
   calib?: string;
   calibText?: string;
   calibImages?: string;
@@ -55,8 +59,9 @@ export function registerQuantize(program: Command): void {
   const cmd = program
     .command('quantize')
     .description('quantize a float model (weights, and activations for w8a8/w6a6/w4a4) and check it against the original')
-    .argument('<model>', 'float ONNX model')
-    .requiredOption('-o, --output <file>', 'where to write the quantized model')
+    .argument('<model>', 'float ONNX model file, or a model folder holding onnx/model.onnx (docs/byo.md)')
+    .option('-o, --output <file>', 'where to write the quantized model (or give --dtype)')
+    .option('--dtype <list>', `write transformers.js variants beside the input, named as it loads them, several in one run: ${DTYPES.join(', ')}, e.g. q4,q8 (each sets the scheme; docs/byo.md)`)
     .option('--calib <path>', 'calibration dataset (needed for w8a8/w6a6/w4a4 and smoothquant/repquant/gptq; used by every scheme to check the result)')
     .option('--scheme <scheme>', `${SCHEMES.join(' | ')}`, 'w8a8')
     .option('--method <method>', `${METHODS.join(' | ')} (smoothquant and repquant need a static scheme: w8a8, w6a6, w4a4; gptq and flexround need --calib; default rtn, except for static schemes with --calib, where repquant is chosen when a post-norm activation has outlier channels)`)
@@ -90,8 +95,11 @@ export function registerQuantize(program: Command): void {
     .option('--json', 'print the report as one JSON object')
     .option('--force', FORCE_HELP);
   addRawDataFlags(cmd, 'calib', 'calibration data')
-    .action((modelPath: string, flags: QuantizeFlags) =>
+    .action((modelPath: string, flags: QuantizeFlags, command: Command) =>
       runCommand(async (signal) => {
+        modelPath = modelFile(modelPath);
+        const variants = flags.dtype === undefined ? undefined : checkDtypeFlags(flags, command);
+        if (!variants && flags.output === undefined) throw new UserError('give -o FILE (where to write the quantized model), or --dtype to write transformers.js variants beside the input');
         if (!(SCHEMES as readonly string[]).includes(flags.scheme)) throw new UserError(`unknown scheme '${flags.scheme}' (choose from ${SCHEMES.join(', ')})`);
         if (flags.method !== undefined && !(METHODS as readonly string[]).includes(flags.method)) throw new UserError(`unknown method '${flags.method}' (choose from ${METHODS.join(', ')})`);
         const alpha = Number(flags.alpha);
@@ -99,8 +107,8 @@ export function registerQuantize(program: Command): void {
         if (!['mse', 'percentile', 'minmax'].includes(flags.repquantBounds)) throw new UserError(`unknown --repquant-bounds '${flags.repquantBounds}' (choose from mse, percentile, minmax)`);
         if (!['none', 'gptq'].includes(flags.reconstruct)) throw new UserError(`unknown --reconstruct '${flags.reconstruct}' (choose from none, gptq)`);
         if (!(SOFTMAX_MODES as readonly string[]).includes(flags.softmax)) throw new UserError(`unknown softmax form '${flags.softmax}' (choose from ${SOFTMAX_MODES.join(', ')})`);
-        if (flags.softmax !== 'none' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--softmax ${flags.softmax} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
-        if ((flags.method === 'smoothquant' || flags.method === 'repquant') && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
+        if (!variants && flags.softmax !== 'none' && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--softmax ${flags.softmax} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
+        if (!variants && (flags.method === 'smoothquant' || flags.method === 'repquant') && !['w8a8', 'w6a6', 'w4a4'].includes(flags.scheme)) throw new UserError(`--method ${flags.method} needs a static scheme (w8a8, w6a6 or w4a4), not ${flags.scheme}`);
         if (!(CALIBRATION_METHODS as readonly string[]).includes(flags.calibMethod)) throw new UserError(`unknown calibration method '${flags.calibMethod}' (choose from ${CALIBRATION_METHODS.join(', ')})`);
         if ((flags.method === 'gptq' || flags.method === 'flexround') && !flags.calib && !flags.calibText && !flags.calibImages) throw new UserError(`--method ${flags.method} needs calibration data (--calib DIR)`);
         const damp = Number(flags.damp);
@@ -118,52 +126,54 @@ export function registerQuantize(program: Command): void {
           weightBits = Number(flags.scheme.slice(1));
           scheme = 'w8a8';
         }
-        if (!['fp16', 'q4f16'].includes(flags.scheme) && (!flags.keepIoTypes || flags.keepFloat32.length > 0)) throw new UserError(`${flags.keepIoTypes ? '--keep-float32' : '--no-keep-io-types'} goes with --scheme fp16 or q4f16, not ${flags.scheme}`);
+        if (!variants && !['fp16', 'q4f16'].includes(flags.scheme) && (!flags.keepIoTypes || flags.keepFloat32.length > 0)) throw new UserError(`${flags.keepIoTypes ? '--keep-float32' : '--no-keep-io-types'} goes with --scheme fp16 or q4f16, not ${flags.scheme}`);
         const blockSize = positiveInt(flags.blockSize, '--block-size');
         if (!(BLOCK_SIZES as readonly number[]).includes(blockSize)) throw new UserError(`--block-size must be ${BLOCK_SIZES.join(', ')}, not ${blockSize}`);
         if (flags.weightGrid !== undefined && !['symmetric', 'asymmetric'].includes(flags.weightGrid)) throw new UserError(`unknown --weight-grid '${flags.weightGrid}' (choose from symmetric, asymmetric)`);
-        const granularity = flags.granularity === undefined ? { perChannel: flags.perChannel, blockSize: blockSize as BlockSize } : parseGranularity(flags.granularity, scheme);
-        const outputs = OutputPlan.check([{ flag: '-o', file: flags.output, what: 'quantized model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
+        const granularityOf = (s: Scheme): ReturnType<typeof parseGranularity> => (flags.granularity === undefined ? { perChannel: flags.perChannel, blockSize: blockSize as BlockSize } : parseGranularity(flags.granularity, s));
+        const optionsFor = (s: Scheme): QuantizePassOptions => ({
+          scheme: s,
+          ...(weightBits !== undefined && weightBits !== 8 ? { weightBits } : {}),
+          method: flags.method as Method,
+          gptqDamp: damp,
+          gptqActOrder: flags.actOrder ?? true,
+          flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block' },
+          alpha,
+          softmax: flags.softmax as SoftmaxMode,
+          reconstruct: flags.reconstruct as 'none' | 'gptq',
+          repquantObserver: flags.repquantBounds as 'mse' | 'percentile' | 'minmax',
+          calibMethod: flags.calibMethod as CalibrationMethod,
+          ...granularityOf(s),
+          ...(flags.weightGrid !== undefined ? { weightSymmetric: flags.weightGrid === 'symmetric' } : {}),
+          exclude: flags.exclude,
+          ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
+          ...(flags.outerBits !== undefined ? { outerBits: parseOuterBits(flags.outerBits) } : {}),
+          ...(flags.decodeSteps ? { decodeSteps: true } : {}),
+          embeddings: flags.embeddings,
+          keepIoTypes: flags.keepIoTypes,
+          ...(flags.keepFloat32.length ? { keepFloat32Ops: flags.keepFloat32 } : {}),
+          cacheDir: flags.cache ? flags.cacheDir : false,
+        });
+        if (variants) return quantizeVariants(modelPath, variants.map((v) => ({ ...v, file: variantFile(modelPath, v), options: optionsFor(v.scheme) })), flags, signal);
+        const output = flags.output!;
+        const options = optionsFor(scheme);
+        const outputs = OutputPlan.check([{ flag: '-o', file: output, what: 'quantized model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const model = loadModel(modelPath);
         const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
         const progress = flags.json ? silentProgress : consoleProgress();
         const started = Date.now();
-        const applied = await pipeline([
-          quantize({
-            scheme,
-            ...(weightBits !== undefined && weightBits !== 8 ? { weightBits } : {}),
-            method: flags.method as Method,
-            gptqDamp: damp,
-            gptqActOrder: flags.actOrder ?? true,
-            flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block' },
-            alpha,
-            softmax: flags.softmax as SoftmaxMode,
-            reconstruct: flags.reconstruct as 'none' | 'gptq',
-            repquantObserver: flags.repquantBounds as 'mse' | 'percentile' | 'minmax',
-            calibMethod: flags.calibMethod as CalibrationMethod,
-            ...granularity,
-            ...(flags.weightGrid !== undefined ? { weightSymmetric: flags.weightGrid === 'symmetric' } : {}),
-            exclude: flags.exclude,
-            ...(flags.layerBits.length ? { layerBits: parseLayerBits(flags.layerBits) } : {}),
-            ...(flags.outerBits !== undefined ? { outerBits: parseOuterBits(flags.outerBits) } : {}),
-            ...(flags.decodeSteps ? { decodeSteps: true } : {}),
-            embeddings: flags.embeddings,
-            keepIoTypes: flags.keepIoTypes,
-            ...(flags.keepFloat32.length ? { keepFloat32Ops: flags.keepFloat32 } : {}),
-            cacheDir: flags.cache ? flags.cacheDir : false,
-          }),
-        ])
+        const applied = await pipeline([quantize(options)])
           .apply(model, { calibration, threads: flags.threads ? positiveInt(flags.threads, '--threads') : undefined, progress, signal, force: flags.force })
-          .catch((e: unknown) => refuseBelowFloor(e, modelPath, flags.output, flags.json === true));
+          .catch((e: unknown) => refuseBelowFloor(e, modelPath, output, flags.json === true));
         if (typeof applied === 'number') return applied;
         const { model: out, report } = applied;
         signal.throwIfAborted();
-        const saved = await outputs.write(() => saveModel(out, flags.output));
+        const saved = await outputs.write(() => saveModel(out, output));
         const summary = report.summaryOf('quantize')!;
         const fileBytes = (f: string, d?: string): number => statSize(f) + (d ? statSize(d) : 0);
         const result = {
           input: modelPath,
-          output: flags.output,
+          output,
           seconds: (Date.now() - started) / 1000,
           fileBytesBefore: fileBytes(modelPath),
           fileBytesAfter: fileBytes(saved.path, saved.dataPath),
@@ -176,7 +186,7 @@ export function registerQuantize(program: Command): void {
           return;
         }
         const lines = [
-          `${modelPath} -> ${flags.output}  (${summary.scheme}, ${summary.method}${summary.calibMethod ? `, ${summary.calibMethod} calibration on ${summary.calibration?.samples} samples${summary.calibration?.fromCache ? ' (from cache)' : ''}` : ''})`,
+          `${modelPath} -> ${output}  (${summary.scheme}, ${summary.method}${summary.calibMethod ? `, ${summary.calibMethod} calibration on ${summary.calibration?.samples} samples${summary.calibration?.fromCache ? ' (from cache)' : ''}` : ''})`,
           `size        ${mb(result.fileBytesBefore)} -> ${mb(result.fileBytesAfter)} (${(result.fileBytesBefore / result.fileBytesAfter).toFixed(2)}x smaller)`,
           `layers      ${summary.layers.length} quantized to ${bitsCounts(summary.layers)}, ${summary.embeddings.length} embedding tables${summary.embeddings.length ? ` (${bitsCounts(summary.embeddings)})` : ''}, ${summary.excluded.length} excluded, ${summary.skipped.length} skipped`,
         ];

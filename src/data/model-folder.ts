@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors.js';
+import { chooseModel } from './model-choice.js';
 
 /**
  * A Hugging Face-style model folder, as Optimum and `save_pretrained` write it:
@@ -21,11 +22,9 @@ export interface ModelFolder {
   readonly preprocessorFile: string | undefined;
   /** Every .onnx file in onnx/ and at the top, sorted by path. */
   readonly onnxFiles: string[];
-  /** The model to use when none is named: onnx/model.onnx, then model.onnx, then decoder_model_merged.onnx, then the only ONNX file. */
+  /** The model to use when none is named (model-choice.ts chooseModel); undefined when there is none or several. */
   readonly defaultModel: string | undefined;
 }
-
-const MODEL_NAMES = ['onnx/model.onnx', 'model.onnx', 'onnx/decoder_model_merged.onnx', 'decoder_model_merged.onnx'];
 
 /** Reads the folder's listing; a path that is not a folder is a user error. */
 export function readModelFolder(dir: string): ModelFolder {
@@ -43,16 +42,21 @@ export function readModelFolder(dir: string): ModelFolder {
       .map((n) => path.join(d, n));
   };
   const onnxFiles = [...onnxIn('onnx'), ...onnxIn('.')].sort();
-  const named = MODEL_NAMES.map(file).find((p) => p !== undefined);
-  return {
+  const listing = {
     dir,
     configFile: file('config.json'),
     tokenizerFile: file('tokenizer.json'),
     tokenizerConfigFile: file('tokenizer_config.json'),
     preprocessorFile: file('preprocessor_config.json'),
     onnxFiles,
-    defaultModel: named ?? (onnxFiles.length === 1 ? onnxFiles[0] : undefined),
   };
+  let defaultModel: string | undefined;
+  try {
+    defaultModel = chooseModel({ ...listing, defaultModel: undefined }).file;
+  } catch {
+    defaultModel = undefined; // none, or several: chooseModel's error says which when a command needs one
+  }
+  return { ...listing, defaultModel };
 }
 
 /**

@@ -17,7 +17,7 @@ import { storedZip } from './zip.js';
  * is refused.
  */
 export function writeDataset(dataset: Dataset, out: string): void {
-  if (fs.existsSync(out)) throw new UserError(`${out} exists already; give a new path for the dataset (it is never overwritten)`);
+  checkDatasetOutput(out);
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.${process.pid}.tmp`);
   try {
     if (out.endsWith('.npz')) fs.writeFileSync(tmp, npzBytes(dataset));
@@ -27,6 +27,13 @@ export function writeDataset(dataset: Dataset, out: string): void {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** The output can be written: it does not exist yet, and its folder does (checked before any work). */
+export function checkDatasetOutput(out: string): void {
+  if (fs.existsSync(out)) throw new UserError(`${out} exists already; give a new path for the dataset (it is never overwritten)`);
+  const parent = path.dirname(path.resolve(out));
+  if (!fs.existsSync(parent) || !fs.statSync(parent).isDirectory()) throw new UserError(`cannot write the dataset ${out}: folder ${parent} does not exist`);
 }
 
 function writeFolder(dataset: Dataset, dir: string): void {

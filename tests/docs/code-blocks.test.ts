@@ -9,6 +9,8 @@
 //   <!-- doc-test run -->                 run it (from a folder where fixtures/ and calibration/ resolve)
 //   <!-- doc-test prelude                 code put before the block when compiling a fragment
 //   declare const model: Model; -->
+//   <!-- not compiled: REASON -->         neither compiled nor run (code for a package this
+//                                         repository does not install); REASON is required
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -26,6 +28,8 @@ interface Block {
   code: string;
   run: boolean;
   prelude: string;
+  /** The reason of a `<!-- not compiled: REASON -->` marker; undefined: compiled. */
+  notCompiled?: string;
 }
 
 const TS = new Set(['ts', 'typescript', 'js', 'mjs', 'javascript']);
@@ -39,12 +43,14 @@ function blocks(): Block[] {
       const before = text.slice(0, m.index);
       const marker = /<!-- doc-test([^\n]*?)(?:\n([\s\S]*?))?\s*-->\s*$/.exec(before);
       const words = marker ? marker[1]!.trim().split(/\s+/) : [];
+      const skip = /<!--\s*not compiled:?([^\n]*?)-->\s*$/.exec(before);
       out.push({
         where: `${file}:${before.split('\n').length}`,
         lang: m[1]!,
         code: m[2]!,
         run: words.includes('run'),
         prelude: words.includes('prelude') ? (marker![2] ?? '') : '',
+        ...(skip ? { notCompiled: skip[1]!.trim() } : {}),
       });
     }
   }
@@ -52,12 +58,16 @@ function blocks(): Block[] {
 }
 
 const all = blocks();
-const code = all.filter((b) => TS.has(b.lang));
+const code = all.filter((b) => TS.has(b.lang) && b.notCompiled === undefined);
 
 describe('code blocks of README.md and docs/', () => {
   // under the repository so that 'slimformer' resolves to this package (self-reference)
   const dir = path.join(ROOT, 'dist/doc-blocks');
   const fileOf = (b: Block): string => path.join(dir, `${b.where.replace(/\W+/g, '_')}.ts`);
+
+  it('gives the reason of every block left uncompiled', () => {
+    expect(all.filter((b) => b.notCompiled !== undefined && b.notCompiled.length < 10).map((b) => b.where)).toEqual([]);
+  });
 
   it('finds the TypeScript blocks, some of them marked to run', () => {
     expect(code.length).toBeGreaterThanOrEqual(9);

@@ -8,7 +8,8 @@ import { tempDir } from '../helpers/tmp.js';
  * The package as a user gets it: `npm pack`, then `npm install <tarball>` into an empty folder
  * with the one setting docs/install.md gives (ONNXRUNTIME_NODE_INSTALL=skip), the dependencies
  * coming from the npm registry (or npm's cache), then the CLI, an ESM and a CommonJS
- * TypeScript consumer run from that folder. Slow-ish (about 30 s): packing and installing
+ * TypeScript consumer run from that folder, and `npx slimformer quantize ./model-folder --dtype q4,q8`
+ * on a text and an image model folder. Slow-ish (about 30 s): packing and installing
  * onnxruntime-node's 115 MB tarball, and two TypeScript compilations.
  */
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -102,6 +103,30 @@ describe('the packed package installed into an empty folder', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/parameters\s+139,018/);
     expect(r.stdout).toMatch(/input\s+pixel_values: float32\[batch,1,28,28\]/);
+  });
+
+  it('quantizes a model folder with --dtype q4,q8 from raw text, and a ViT folder from an image folder, through npx', () => {
+    // as a user has them: a model folder (real files, no symlinks) and a text file / image folder beside it
+    const zoo = path.join(ROOT, 'fixtures/zoo/folders');
+    const work = path.join(consumer, 'work');
+    fs.cpSync(path.join(zoo, 'llama_moby_kv'), path.join(work, 'model-folder'), { recursive: true, dereference: true });
+    fs.copyFileSync(path.join(zoo, 'llama_moby_kv/calib.txt'), path.join(work, 'corpus.txt'));
+    fs.cpSync(path.join(zoo, 'tv_vit_mnist'), path.join(work, 'vit-folder'), { recursive: true, dereference: true });
+    fs.cpSync(path.join(zoo, 'tv_vit_mnist/images'), path.join(work, 'images'), { recursive: true });
+    const cases = [
+      { args: ['./model-folder', '--dtype', 'q4,q8', '--calib-text', 'corpus.txt'], folder: 'model-folder', samples: 8 },
+      { args: ['./vit-folder', '--dtype', 'q4,q8', '--calib-images', 'images'], folder: 'vit-folder', samples: 16 },
+    ];
+    for (const c of cases) {
+      const r = run('npx', ['--no', '--', 'slimformer', 'quantize', ...c.args], work);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`model folder ./${c.folder}: using onnx/model.onnx`);
+      expect(r.stdout).toContain(`${c.folder}/onnx/model.onnx (`);
+      expect(r.stdout).toContain(`2 variants, each checked against it on ${c.samples} calibration samples`);
+      expect(r.stdout).toMatch(/^q4\s+model_q4\.onnx\s+w4\s+.*\s+pass$/m);
+      expect(r.stdout).toMatch(/^q8\s+model_quantized\.onnx\s+dynamic\s+.*\s+pass$/m);
+      expect(fs.readdirSync(path.join(work, c.folder, 'onnx')).sort()).toEqual(['model.onnx', 'model_q4.onnx', 'model_quantized.onnx']);
+    }
   });
 
   it('loads from an ES module', () => {
