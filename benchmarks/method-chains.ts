@@ -7,6 +7,10 @@
 //       [--schemes w4a8] [--methods rtn,smoothquant,gptq,smoothquant>gptq,repquant,flexround,repquant>flexround]
 //       [--eval 64] [--threads N] [--json results.jsonl]
 //
+// Models: the trained zoo members by default; the outlier variants of the ViTs
+// (vit_mnist_outlier, tv_vit_mnist_outlier: one post-norm channel scaled 60x and folded back,
+// fixtures/make_outlier_fixture.mjs) are where a reparameterization has something to do.
+//
 // Schemes: w4a8 (scheme w8a8 with 4-bit weights per output channel, 8-bit static activations),
 // or a weight-only scheme (w4, w3; smoothquant and repquant need activations and are skipped there).
 // Cell: nll (nats per sample for the classifiers, per token for the language models) / top-1 %
@@ -63,8 +67,10 @@ function passesOf(chain: string, scheme: string): Pass[] | null {
   return out;
 }
 
+/** The model file and its data: a bundled fixture or a zoo member; an `_outlier` variant (fixtures/make_outlier_fixture.mjs) reads its original's data. */
 function locate(name: string): { file: string; data: string } | null {
-  for (const [file, data] of [[path.join(ROOT, 'fixtures', `${name}.onnx`), path.join(ROOT, 'calibration', name)], [path.join(ROOT, 'fixtures', 'zoo', `${name}.onnx`), path.join(ROOT, 'calibration', 'zoo', name)]] as const) {
+  const base = name.replace(/_outlier$/, '');
+  for (const [file, data] of [[path.join(ROOT, 'fixtures', `${name}.onnx`), path.join(ROOT, 'calibration', base)], [path.join(ROOT, 'fixtures', `${name}.onnx`), path.join(ROOT, 'calibration', 'zoo', base)], [path.join(ROOT, 'fixtures', 'zoo', `${name}.onnx`), path.join(ROOT, 'calibration', 'zoo', base)]] as const) {
     if (fs.existsSync(file) && fs.existsSync(path.join(data, 'calib'))) return { file, data };
   }
   return null;

@@ -54,7 +54,7 @@ export async function decideFlexRound(model: Model, ctx: PassContext, options: Q
   const ranges = setup.staticScheme ? (await calibrateActivations(work, ctx, setup, options, fixed)).ranges : new Map<string, { min: number; max: number }>();
   const acts = new Map(setup.staticScheme ? linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges.get(n)!.min, ranges.get(n)!.max, setup.aBits)] as const) : []);
   const r = await flexRoundWeights(work, ctx.calibration, linears, weights, { ...options.flexround, learnGrid: setup.perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts, from);
-  linears.forEach((l, i) => plan.weights.set(l.weight.name, { layer: l.name, weight: l.weight.name, method: 'flexround', pass, grid: setup.gridOf(l), q: r.weights[i]!, fingerprint: weightFingerprint(floats[i]!) }));
+  linears.forEach((l, i) => plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'flexround', pass, grid: setup.gridOf(l), q: r.weights[i]!, fingerprint: weightFingerprint(floats[i]!) }));
   const fingerprint = modelFingerprint(model);
   for (const [n, a] of r.activations) plan.activations.set(n, { params: a, method: 'flexround', pass, fingerprint });
   for (const x of r.layers) {

@@ -62,7 +62,7 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         }
         throw e;
       }
-      plan.weights.set(l.weight.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
+      plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
       tick(i + 1, l.name);
     }
   });

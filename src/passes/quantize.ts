@@ -194,12 +194,12 @@ async function writePlan(model: Model, float: Model, ctx: PassContext, options: 
     }
   });
   if (plan.weights.size > 0) {
-    const written = new Set(sel.linears.map((l) => l.weight.name));
-    const unused = [...plan.weights.values()].filter((d) => !written.has(d.weight));
-    for (const d of unused) {
-      // a weight no longer in the model was replaced by a pass in between (pruning renames what it slices)
-      if (!model.graph.value(d.weight)?.initializer) throw new UserError(`the ${d.method} decision for layer '${d.layer}' (pass '${d.pass}') was made on a weight '${d.weight}' that a later pass has replaced; run ${d.pass} after the passes that change weights (prune, smoothquant, repquant)`);
-      ctx.report.warn('quantize', `the ${d.method} decision of pass '${d.pass}' is not written: quantize does not quantize this layer`, { target: d.layer });
+    const written = new Set(sel.linears.map((l) => l.name));
+    const excluded = new Set(sel.excluded.map((e) => e.name));
+    for (const d of [...plan.weights.values()].filter((x) => !written.has(x.layer))) {
+      // a layer no longer in the model was removed or rewritten by a pass in between
+      if (!excluded.has(d.layer)) throw new UserError(`the ${d.method} decision for layer '${d.layer}' (pass '${d.pass}') was made on a layer that a later pass has removed or replaced; run ${d.pass} after the passes that change weights (prune, smoothquant, repquant)`);
+      ctx.report.warn('quantize', `the ${d.method} decision of pass '${d.pass}' is not written: quantize keeps this layer in float`, { target: d.layer });
     }
     ctx.report.info('quantize', `from the plan: ${[...fromPlan].map(([m, n]) => `${n} layer(s) decided by ${m}`).join(', ')}; ${sel.linears.length - [...fromPlan.values()].reduce((a, b) => a + b, 0)} by round to nearest`);
   }

@@ -65,7 +65,10 @@ export interface FlexRoundRecord {
 }
 
 export class QuantizationPlan {
-  /** Weight decisions by float initializer name. */
+  /**
+   * Weight decisions by layer name (discovery's names are stable across copies of a graph; the
+   * initializer names of rewritten patch embeddings are not: each graph numbers new names itself).
+   */
   readonly weights = new Map<string, WeightDecision>();
   /** Fixed activation parameters by tensor name. */
   readonly activations = new Map<string, FixedActivation>();
@@ -89,7 +92,7 @@ export class QuantizationPlan {
 
   /** The plan's decision for a linear, checked against its current float weight `w` ([out, in]); undefined when none. */
   decisionFor(l: LinearLayer, w: Float32Array): WeightDecision | undefined {
-    const d = this.weights.get(l.weight.name);
+    const d = this.weights.get(l.name);
     if (!d) return undefined;
     if (d.fingerprint !== weightFingerprint(w)) {
       throw new UserError(`the ${d.method} decision for layer '${d.layer}' (pass '${d.pass}') was made on a weight '${d.weight}' that a later pass has changed; run ${d.pass} after the passes that change weights (prune, smoothquant, repquant)`);

@@ -2,9 +2,9 @@
 // and quantize or flexround write them; a weight changed in between, a grid that disagrees, or a
 // reparameterization after it is refused in one sentence before anything is written.
 import { describe, expect, it } from 'vitest';
-import { flexRound, gptq, loadModel, pipeline, prune, quantize, smoothQuant, type DecisionSummary, type QuantizeSummary } from '../../src/index.js';
+import { flexRound, gptq, loadModel, pipeline, prune, quantize, smoothQuant, type DecisionSummary, type Pass, type QuantizeSummary } from '../../src/index.js';
 import { builtFixture } from '../quantize/built-fixture.js';
-import { initializers } from './chain-helpers.js';
+import { initializers, vitCalibration, vitFile } from './chain-helpers.js';
 
 const { modelFile, calibration } = builtFixture({ blocks: 2, hidden: 64, heads: 4, mlpWidth: 128, seq: 16, opset: 17, mask: 'additive-input', seed: 7 }, 16);
 const opts = { cacheDir: false as const, verifySamples: 4 };
@@ -46,10 +46,23 @@ describe('gptq() pass in chains', () => {
 
   it('refuses a decision whose weight changed, a grid that disagrees, and a reparameterization after it', async () => {
     const pruned = pipeline([gptq({ bits: 4, ...opts }), prune({ method: 'magnitude', ratio: 0.25 }), quantize({ scheme: 'w4', ...opts })]).apply(loadModel(modelFile), { calibration });
-    await expect(pruned).rejects.toThrow(/^pass 'quantize': the gptq decision for layer '.+' \(pass 'gptq'\) was made on a weight '.+' that a later pass has (changed|replaced); run gptq after the passes that change weights/);
+    await expect(pruned).rejects.toThrow(/^pass 'quantize': the gptq decision for layer '.+' \(pass 'gptq'\) was made on a (weight '.+' that a later pass has changed|layer that a later pass has removed or replaced); run gptq after the passes that change weights/);
     const bits = pipeline([gptq({ bits: 4, ...opts }), quantize({ scheme: 'w3', ...opts })]).apply(loadModel(modelFile), { calibration });
     await expect(bits).rejects.toThrow(/^pass 'quantize': layer '.+': pass 'gptq' decided it on a 4-bit symmetric, 32 inputs per scale, mse search grid, but pass 'quantize' \(scheme w3\) uses a 3-bit symmetric, 32 inputs per scale, mse search grid; give both passes the same bits/);
     const reparam = pipeline([gptq({ bits: 4, aBits: 8, ...opts }), smoothQuant({ cacheDir: false }), quantize({ scheme: 'w8a8', weightBits: 4, ...opts })]).apply(loadModel(modelFile), { calibration });
     await expect(reparam).rejects.toThrow(/^pass 'smoothquant': smoothquant changes the weights that pass 'gptq' already decided \(12 layer\(s\), '.+' first\); run smoothquant before gptq$/);
+  });
+
+  it('a decision survives passes that change no weight, also on a patch embedding whose rewritten weight is named anew by each graph', async () => {
+    // a pass that changes nothing but takes a name, so the next new name in this graph differs from the one a copy would give
+    const takeAName: Pass = { name: 'take-a-name', run: (m) => (m.graph.uniqueName(m.graph.initializers[0]!.name), { model: m, modified: false }) };
+    const calib = vitCalibration(8);
+    const alone = await pipeline([gptq({ bits: 4, ...opts })]).apply(loadModel(vitFile), { calibration: calib });
+    const chain = await pipeline([gptq({ bits: 4, ...opts }), takeAName, quantize({ scheme: 'w4', ...opts })]).apply(loadModel(vitFile), { calibration: calib });
+    const s = chain.report.summaryOf('quantize')!;
+    expect(s.convs.map((c) => c.form)).toContain('patch MatMul');
+    expect(chain.report.entries.some((e) => /from the plan: \d+ layer\(s\) decided by gptq; 0 by round to nearest/.test(e.message))).toBe(true);
+    const [x, y] = [alone, chain].map((r) => r.model.graph.initializers.map((v) => Buffer.from(v.initializer!.bytes).toString('base64')).sort());
+    expect(y).toEqual(x);
   });
 });
