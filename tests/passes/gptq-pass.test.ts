@@ -19,12 +19,14 @@ describe('gptq() pass in chains', () => {
     expect(deferred.modified).toBe(false);
     expect((deferred.summary as DecisionSummary).deferred).toBe(true);
     expect((deferred.summary as DecisionSummary).layers.length).toBe(12);
+    // summaryOf gives the run that wrote the model: this gptq run wrote nothing
+    expect(thenQuantize.report.summaryOf('gptq')).toBeUndefined();
     expect(thenQuantize.report.summaryOf('quantize')!.chain).toEqual(['gptq']);
     expect(thenQuantize.report.summaryOf('quantize')!.method).toBe('gptq');
 
     const chain = await pipeline([gptq({ bits: 3, ...opts }), flexRound({ bits: 3, iters: 0, ...opts })]).apply(loadModel(modelFile), { calibration });
     expect(initializers(chain.model)).toEqual(initializers(alone.model));
-    const s = chain.report.summaryOf('flexround') as QuantizeSummary;
+    const s = chain.report.summaryOf('flexround')!;
     expect(s.chain).toEqual(['gptq', 'flexround']);
     expect(s.flexround!.startedFromPlan).toBe(12);
     // FlexRound alone with 0 steps is round to nearest: not GPTQ's levels
@@ -35,8 +37,8 @@ describe('gptq() pass in chains', () => {
   it('gptq → flexround learns from GPTQ’s start: each block starts below round to nearest’s error', async () => {
     const r = await pipeline([gptq({ bits: 3, ...opts }), flexRound({ bits: 3, iters: 20, lr: 5e-3, ...opts })]).apply(loadModel(modelFile), { calibration });
     const alone = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, ...opts })]).apply(loadModel(modelFile), { calibration });
-    const blocks = (r.report.summaryOf('flexround') as QuantizeSummary).flexround!.units.filter((u) => u.unit.startsWith('block '));
-    const rtnStart = (alone.report.summaryOf('flexround') as QuantizeSummary).flexround!.units.filter((u) => u.unit.startsWith('block '));
+    const blocks = r.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
+    const rtnStart = alone.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
     expect(blocks).toHaveLength(2);
     // block 0 sees the same inputs in both runs: its starting error is GPTQ's, below round to nearest's
     expect(blocks[0]!.lossBefore).toBeLessThan(rtnStart[0]!.lossBefore);

@@ -37,7 +37,7 @@ describe('repQuant() pass', () => {
     const plan = new QuantizationPlan();
     await pipeline([repQuant({ observer: 'minmax', cacheDir: false })]).apply(loadModel(vitFile), { calibration, plan });
     const api = await pipeline([repQuant({ observer: 'minmax', cacheDir: false }), flexRound({ bits: 4, aBits: 8, iters: 10, cacheDir: false, verifySamples: 4 })]).apply(loadModel(vitFile), { calibration });
-    const s = api.report.summaryOf('flexround') as QuantizeSummary;
+    const s = api.report.summaryOf('flexround')!;
     expect(s.chain).toEqual(['repquant', 'flexround']);
     expect(s.reparam!.method).toBe('repquant');
     const started = s.flexround!.activations.filter((a) => plan.activations.has(a.name));

@@ -33,7 +33,7 @@ describe('smoothQuant() pass', () => {
     const viaRecipe = await recipe.apply(loadModel(vitFile), { calibration });
     expect(initializers(api.model)).toEqual(initializers(shorthand.model));
     expect(initializers(viaRecipe.model)).toEqual(initializers(shorthand.model));
-    const s = api.report.summaryOf('gptq') as QuantizeSummary;
+    const s = api.report.summaryOf('gptq')!;
     expect(s.chain).toEqual(['smoothquant', 'gptq']);
     expect(s.reparam!.method).toBe('smoothquant');
     expect(s.method).toBe('gptq');
