@@ -1,9 +1,14 @@
 // smoothQuant() as a pass: alone it leaves a float model computing the same function; followed by
 // gptq it is the chain the quantize shorthand (method smoothquant, reconstruct gptq) stands for,
 // written bit for bit the same from the API and from a YAML recipe.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fromRecipe, gptq, loadModel, pipeline, quantize, smoothQuant, type QuantizeSummary } from '../../src/index.js';
 import { runBoth } from '../helpers/compare.js';
+import { ROOT } from '../helpers/fixtures.js';
+import { tempDir } from '../helpers/tmp.js';
+import { compressCli } from '../pipeline/compress-cli.js';
 import { initializers, vitCalibration, vitFile } from './chain-helpers.js';
 
 const calibration = vitCalibration(16);
@@ -42,5 +47,17 @@ describe('smoothQuant() pass', () => {
     const rtn = await pipeline([smoothQuant({ cacheDir: false }), quantize({ scheme: 'w8a8', weightBits: 4, cacheDir: false, verifySamples: 4 })]).apply(loadModel(vitFile), { calibration });
     expect(initializers(rtn.model)).not.toEqual(initializers(api.model));
     expect(rtn.report.summaryOf('quantize')!.chain).toEqual(['smoothquant']);
+  });
+
+  it('slimformer compress --recipe runs smoothquant → gptq', () => {
+    const dir = tempDir();
+    const recipe = path.join(dir, 'smoothquant-gptq.yaml');
+    fs.writeFileSync(recipe, 'name: smoothquant-gptq\npasses:\n  - pass: smoothquant\n  - pass: gptq\n    bits: 4\n    aBits: 8\n');
+    const out = path.join(dir, 'chain.onnx');
+    const r = compressCli(vitFile, '-o', out, '--calib', path.join(ROOT, 'calibration/vit_mnist/calib'), '--recipe', recipe, '--json', '--latency-runs', '1');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).recipe).toEqual({ name: 'smoothquant-gptq', passes: ['smoothquant', 'gptq'] });
+    expect(fs.existsSync(out)).toBe(true);
   });
 });
