@@ -83,7 +83,12 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
     name: 'quantize',
     planRole: 'write',
     async run(model: Model, ctx: PassContext) {
-      if (options.scheme === 'fp16') return float16Scheme(model, ctx, options);
+      if (options.scheme === 'fp16') {
+        const d = ctx.plan?.weights.values().next().value;
+        // fp16 keeps every weight in float: integer levels decided for it would be dropped
+        if (d) throw new UserError(`scheme fp16 writes no integer weights, so the ${d.method} decisions of pass '${d.pass}' (${ctx.plan!.weights.size} layer(s)) would be lost; give quantize a weight-only or static scheme, or leave ${d.pass} out`);
+        return float16Scheme(model, ctx, options);
+      }
       const merged = findMergedDecoder(model);
       if (merged) return quantizeMerged(model, merged, ctx, options, async (view, viewCtx, rewrites) => quantizeModel(view, await throughTheCache(view, viewCtx, options), options, rewrites));
       return quantizeModel(model, await throughTheCache(model, ctx, options), options);

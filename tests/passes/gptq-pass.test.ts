@@ -46,11 +46,13 @@ describe('gptq() pass in chains', () => {
     expect(r.report.entries.some((e) => e.pass === 'quantize' && /starts 12 of 12 layer\(s\) from the levels gptq decided/.test(e.message))).toBe(true);
   });
 
-  it('refuses a decision whose weight changed, a grid that disagrees, and a reparameterization after it', async () => {
+  it('refuses a decision whose weight changed, a grid that disagrees, a writer that would drop it (fp16), and a reparameterization after it', async () => {
     const pruned = pipeline([gptq({ bits: 4, ...opts }), prune({ method: 'magnitude', ratio: 0.25 }), quantize({ scheme: 'w4', ...opts })]).apply(loadModel(modelFile), { calibration });
     await expect(pruned).rejects.toThrow(/^pass 'quantize': the gptq decision for layer '.+' \(pass 'gptq'\) was made on a (weight '.+' that a later pass has changed|layer that a later pass has removed or replaced); run gptq after the passes that change weights/);
     const bits = pipeline([gptq({ bits: 4, ...opts }), quantize({ scheme: 'w3', ...opts })]).apply(loadModel(modelFile), { calibration });
     await expect(bits).rejects.toThrow(/^pass 'quantize': layer '.+': pass 'gptq' decided it on a 4-bit symmetric, 32 inputs per scale, mse search grid, but pass 'quantize' \(scheme w3\) uses a 3-bit symmetric, 32 inputs per scale, mse search grid; give both passes the same bits/);
+    const fp16 = pipeline([gptq({ bits: 4, ...opts }), quantize({ scheme: 'fp16', ...opts })]).apply(loadModel(modelFile), { calibration });
+    await expect(fp16).rejects.toThrow(/^pass 'quantize': scheme fp16 writes no integer weights, so the gptq decisions of pass 'gptq' \(12 layer\(s\)\) would be lost/);
     const reparam = pipeline([gptq({ bits: 4, aBits: 8, ...opts }), smoothQuant({ cacheDir: false }), quantize({ scheme: 'w8a8', weightBits: 4, ...opts })]).apply(loadModel(modelFile), { calibration });
     await expect(reparam).rejects.toThrow(/^pass 'smoothquant': smoothquant changes the weights that pass 'gptq' already decided \(12 layer\(s\), '.+' first\); run smoothquant before gptq$/);
   });
