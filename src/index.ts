@@ -32,7 +32,11 @@ export { pipeline, type Pipeline, type ApplyOptions } from './pipeline/pipeline.
 export type { PassSummaries, PassName } from './passes/summaries.js';
 export { quantize, type QuantizePassOptions, type QuantizeSummary, type LayerBits } from './passes/quantize.js';
 export { SCHEMES, METHODS, CALIBRATION_METHODS, SOFTMAX_MODES, type Scheme, type Method, type CalibrationMethod, type SoftmaxMode, type QuantizeOptions, type FlexRoundSettings } from './quantize/scheme.js';
-export { flexRound, gptq, type FlexRoundOptions, type GptqOptions } from './passes/flexround.js';
+export { flexRound, type FlexRoundOptions } from './passes/flexround.js';
+export { gptq, type GptqOptions } from './passes/gptq.js';
+export { smoothQuant, type SmoothQuantPassOptions } from './passes/smoothquant.js';
+export { repQuant, type RepQuantPassOptions } from './passes/repquant.js';
+export type { QuantizationPlan, DecisionSummary, ReparamSummary } from './quantize/plan.js';
 export { prune, pruneMlp, PRUNE_METHODS, type PruneMethod, type PruneOptions, type PruneSummary } from './passes/prune.js';
 export type { PrunePlan } from './prune/surgery.js';
 export { cleanup, type CleanupOptions, type CleanupSummary } from './passes/cleanup.js';

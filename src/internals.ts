@@ -46,7 +46,8 @@ export { findFoldSites, applyFold, weightAbsMaxPerInput, type FoldSite, type Fol
 export { smoothQuant, type SmoothQuantResult, type ReparamRunOptions } from './reparam/smoothquant.js';
 export { repQuantReparam, channelGrid, gridFold, type RepQuantOptions, type RepQuantResult, type ChannelGrid } from './reparam/repquant.js';
 export { gptqLevels, gptqLevelsAsync, inputGrams } from './quantize/gptq.js';
-export { flexRound, gptq, type FlexRoundOptions, type GptqOptions } from './passes/flexround.js';
+export { flexRound, type FlexRoundOptions } from './passes/flexround.js';
+export { gptq, type GptqOptions } from './passes/gptq.js';
 export { flexRoundLayer, bakeFlexRound, type FlexRoundLayerResult } from './quantize/flexround.js';
 export { flexRoundWeights, type FlexRoundUnitReport } from './quantize/flexround-weights.js';
 export type { FlexRoundSettings } from './quantize/scheme.js';

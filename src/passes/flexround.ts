@@ -1,61 +1,68 @@
-// FlexRound and GPTQ as passes of their own, for pipelines built in code:
+// FlexRound as a pass: learned rounding by element-wise division, block by block (or layer by
+// layer) against the float model's outputs on calibration data. Alone it quantizes the model;
+// after a pass that decided the weights (gptq) it starts from those levels instead of
+// round-to-nearest; after repquant it starts its W·A8 activation steps from RepQuant's grids:
 //   pipeline([flexRound({ bits: 4, iters: 500 })]).apply(model, { calibration })
-// Both are the quantize pass with a method: the same grids, the same export (MatMulNBits for
-// weight-only, QDQ when activations are quantized), the same check against the float model.
-import { parseGranularity, type BlockSize, type FlexRoundSettings, type Granularity, type QuantizeOptions, type Scheme } from '../quantize/scheme.js';
-import { FLEXROUND_OPTIONS, GPTQ_OPTIONS } from './option-specs.js';
+//   pipeline([repQuant(), flexRound({ bits: 4, aBits: 8 })])
+//   pipeline([gptq({ bits: 3 }), flexRound({ bits: 3 })])
+import { UserError } from '../errors.js';
+import { type ActivationParams, activationParams } from '../export/qdq.js';
+import type { Model } from '../ir/model.js';
+import { weightRoundingTo } from '../quantize/flexround.js';
+import { flexRoundWeights } from '../quantize/flexround-weights.js';
+import { calibrateActivations, layerSetup } from '../quantize/layer-setup.js';
+import { modelFingerprint, weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
+import type { FlexRoundSettings } from '../quantize/scheme.js';
+import { FLEXROUND_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
-import type { Pass } from './pass.js';
-import { quantize, type QuantizeSummary } from './quantize.js';
+import type { Pass, PassContext } from './pass.js';
+import type { QuantizePassOptions, QuantizeSummary } from './quantize.js';
+import { decisionPass, quantizeOptionsOf, startingWeights, type WeightPassOptions } from './weight-decision.js';
 
-/** Quantize options the flexround and gptq passes pass through unchanged (documented on QuantizeOptions). */
-const PASSED = ['weightSymmetric', 'exclude', 'embeddings', 'verifySamples', 'batchSize', 'cacheDir'] as const;
+export { gptq, type GptqOptions } from './gptq.js';
 
-interface CommonOptions extends Pick<QuantizeOptions, (typeof PASSED)[number]> {
-  /** Weight bits (default 4). */
-  bits?: 8 | 4 | 3 | 2;
-  /** Activation bits: absent for weight-only (MatMulNBits); 8 for static W·A8 (QDQ, weights per output channel). */
-  aBits?: 8;
-  /** Input features per weight scale for weight-only schemes (default 32). */
-  blockSize?: BlockSize;
-  /** Weights per scale: 'tensor', 'channel' or 'block:N' (weight-only); overrides blockSize. */
-  granularity?: Granularity;
-}
-
-export interface FlexRoundOptions extends CommonOptions, FlexRoundSettings {}
-
-export interface GptqOptions extends CommonOptions {
-  /** Damping as a fraction of the mean Gram diagonal (default 0.01). */
-  damp?: number;
-  /** Quantize input columns by descending input energy (default true; false: in their order). */
-  actOrder?: boolean;
-}
-
-function base(o: CommonOptions): QuantizeOptions {
-  const bits = o.bits ?? 4;
-  const scheme: Scheme = o.aBits === 8 ? 'w8a8' : (`w${bits}` as Scheme);
-  return {
-    scheme,
-    ...(o.aBits === 8 && bits !== 8 ? { weightBits: bits } : {}),
-    blockSize: o.blockSize,
-    ...(o.granularity !== undefined ? parseGranularity(o.granularity, scheme) : {}),
-    ...Object.fromEntries(PASSED.filter((k) => o[k] !== undefined).map((k) => [k, o[k]])),
-  };
-}
-
-function named(name: string, inner: Pass<QuantizeSummary>): Pass<QuantizeSummary> {
-  return { name, run: (model, ctx) => inner.run(model, ctx) };
-}
+export interface FlexRoundOptions extends WeightPassOptions, FlexRoundSettings {}
 
 /** FlexRound quantization (learned rounding by element-wise division); needs calibration data. */
-export function flexRound(options: FlexRoundOptions = {}): Pass<QuantizeSummary> {
+export function flexRound(options: FlexRoundOptions = {}): Pass<QuantizeSummary | DecisionSummary> {
   checkOptions('flexround', FLEXROUND_OPTIONS, options);
   const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } = options;
-  return named('flexround', quantize({ ...base(options), method: 'flexround', flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } }));
+  return decisionPass('flexround', 'flexround', { ...quantizeOptionsOf(options), flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } }, decideFlexRound);
 }
 
-/** GPTQ quantization (column-wise error feedback on calibration Gram matrices); needs calibration data. */
-export function gptq(options: GptqOptions = {}): Pass<QuantizeSummary> {
-  checkOptions('gptq', GPTQ_OPTIONS, options);
-  return named('gptq', quantize({ ...base(options), method: 'gptq', gptqDamp: options.damp, gptqActOrder: options.actOrder }));
+/**
+ * FlexRound's decisions for every selected linear of `model` (left float: the selection runs on
+ * a copy) into `plan`, starting from the plan's earlier decision for a weight when there is one
+ * (its levels, reached at the start by weightRoundingTo), else from round to nearest. Static
+ * schemes: the activation steps start from the plan's fixed grids (RepQuant's) or the
+ * calibrated ranges, and the learned ones go into the plan.
+ */
+export async function decideFlexRound(model: Model, ctx: PassContext, options: QuantizePassOptions, plan: QuantizationPlan, pass: string): Promise<DecisionSummary> {
+  if (!ctx.calibration) throw new UserError(`${pass === 'quantize' ? "option 'method' flexround" : 'flexround'} needs calibration data (option 'calibration')`);
+  const fixedBefore = plan.fixedActivations(model);
+  const work = model.clone();
+  const setup = layerSetup(work, ctx, options, false);
+  const { linears } = setup.sel;
+  const summary: DecisionSummary = { deferred: true, method: 'flexround', layers: linears.map((l) => ({ name: l.name, bits: setup.bitsOf(l.name) })), startedFromPlan: 0, flexround: null };
+  if (linears.length === 0) return summary;
+  const { weights, floats, earlier } = await startingWeights(setup, plan, pass, options);
+  const from = earlier.map((d, i) => (d ? weightRoundingTo(floats[i]!, d.q) : undefined));
+  summary.startedFromPlan = earlier.filter((d) => d).length;
+  if (summary.startedFromPlan > 0) ctx.report.info(pass, `flexround starts ${summary.startedFromPlan} of ${linears.length} layer(s) from the levels ${[...new Set(earlier.filter((d) => d).map((d) => d!.method))].join(', ')} decided, the others from round to nearest`);
+  // static schemes: the calibrated (or RepQuant's) activation quantizers are the start of the learned ones
+  const fixed = new Map<string, ActivationParams>([...fixedBefore].map(([n, a]) => [n, a.params]));
+  const ranges = setup.staticScheme ? (await calibrateActivations(work, ctx, setup, options, fixed)).ranges : new Map<string, { min: number; max: number }>();
+  const acts = new Map(setup.staticScheme ? linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges.get(n)!.min, ranges.get(n)!.max, setup.aBits)] as const) : []);
+  const r = await flexRoundWeights(work, ctx.calibration, linears, weights, { ...options.flexround, learnGrid: setup.perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts, from);
+  linears.forEach((l, i) => plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'flexround', pass, grid: setup.gridOf(l), q: r.weights[i]!, fingerprint: weightFingerprint(floats[i]!) }));
+  const fingerprint = modelFingerprint(model);
+  for (const [n, a] of r.activations) plan.activations.set(n, { params: a, method: 'flexround', pass, fingerprint });
+  for (const x of r.layers) {
+    ctx.report.info(pass, `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (${summary.startedFromPlan > 0 ? 'start' : 'rtn'}) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : `, kept ${summary.startedFromPlan > 0 ? 'the start' : 'rtn'} (no better)`}`, { target: x.unit, data: { ...x } });
+  }
+  const learned = [...r.activations].map(([name, a]) => ({ name, start: acts.get(name)!.scale, learned: a.scale }));
+  plan.flexround = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, activations: learned, seconds: r.seconds, startedFromPlan: summary.startedFromPlan };
+  summary.flexround = plan.flexround;
+  plan.chain.push('flexround');
+  return summary;
 }

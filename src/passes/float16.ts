@@ -68,6 +68,7 @@ export async function float16Scheme(model: Model, ctx: PassContext, options: Qua
   const summary: QuantizeSummary = {
     scheme: 'fp16',
     method: 'rtn',
+    chain: [],
     methodChoice: null,
     calibMethod: null,
     reconstruct: 'none',

@@ -56,6 +56,19 @@ export const PRUNE_OPTIONS: OptionSpecs = {
   plan: { type: 'custom', want: 'a PrunePlan object', test: isObject, doc: 'apply this plan instead of choosing one', recipe: false },
 };
 
+export const SMOOTHQUANT_OPTIONS: OptionSpecs = {
+  alpha: { type: 'number', min: 0, max: 1, doc: 'migration strength (default 0.5)' },
+  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
+  cacheDir,
+};
+
+export const REPQUANT_OPTIONS: OptionSpecs = {
+  aBits: { type: 'enum', values: [8, 6, 4], doc: "activation bits of the scheme that writes the plan (default 8; w6a6: 6, w4a4: 4)" },
+  observer: { type: 'enum', values: ['minmax', 'percentile', 'mse'], doc: 'per-channel bounds (default mse)' },
+  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
+  cacheDir,
+};
+
 /** Options the flexround and gptq passes share (see src/passes/flexround.ts). */
 const WEIGHT_PASS_OPTIONS: OptionSpecs = {
   bits: { type: 'enum', values: [8, 4, 3, 2], doc: 'weight bits (default 4)' },
@@ -86,5 +99,5 @@ export const FLEXROUND_OPTIONS: OptionSpecs = {
 export const GPTQ_OPTIONS: OptionSpecs = {
   ...WEIGHT_PASS_OPTIONS,
   damp: { type: 'number', min: 0, doc: 'damping, a fraction of the mean Gram diagonal (default 0.01)' },
-  actOrder: { type: 'boolean', doc: 'columns by descending input energy (default false)' },
+  actOrder: { type: 'boolean', doc: 'columns by descending input energy (default true)' },
 };

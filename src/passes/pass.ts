@@ -1,6 +1,7 @@
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
 import type { Progress } from '../progress.js';
+import type { QuantizationPlan } from '../quantize/plan.js';
 import type { Report } from '../report/report.js';
 
 /** What a pass may use besides the model. Passes read nothing global (no argv, no env). */
@@ -13,6 +14,13 @@ export interface PassContext {
   report: Report;
   /** Aborted on Ctrl-C; long loops check it so work stops cleanly. */
   signal: AbortSignal;
+  /**
+   * What the quantization passes of this run decided so far (reparameterizations, weight
+   * decisions, fixed activation grids), until quantize writes it. A pipeline creates one per run.
+   */
+  plan?: QuantizationPlan;
+  /** The passes that run after this one in the enclosing pipelines (set by the pipeline). */
+  later?: readonly Pass[];
 }
 
 /**
@@ -33,6 +41,12 @@ export interface PassResult<S extends object = object> {
  */
 export interface Pass<S extends object = object> {
   readonly name: string;
+  /**
+   * Quantization passes: 'reparameterize' (smoothquant, repquant: change the float model, record
+   * in the plan), 'decide' (gptq, flexround: weight decisions into the plan; written by the pass
+   * itself when no later pass writes), 'write' (quantize: writes the plan once). Absent for others.
+   */
+  readonly planRole?: 'reparameterize' | 'decide' | 'write';
   run(model: Model, ctx: PassContext): Promise<PassResult<S>> | PassResult<S>;
 }
 

@@ -1,5 +1,3 @@
-import { discoverStructure } from '../discover/index.js';
-import type { LinearLayer } from '../discover/structure.js';
 import { UserError } from '../errors.js';
 import { quantizeLinearDynamic } from '../export/dynamic.js';
 import { quantizeEmbeddingBlocked, quantizeEmbeddingInt8 } from '../export/embedding.js';
@@ -7,20 +5,17 @@ import { transpose, weightOutIn } from '../export/linear-weight.js';
 import { quantizeLinearNBits } from '../export/matmul-nbits.js';
 import { type ActivationParams, activationParams, quantizeLinearStatic } from '../export/qdq.js';
 import { quantizeConvStatic } from '../export/conv.js';
-import { type ConvForm, planConvs } from '../quantize/conv-plan.js';
+import type { ConvForm } from '../quantize/conv-plan.js';
 import { constantTensor } from '../discover/constants.js';
-import { findSoftmaxSites, quantizeSoftmaxLog2, quantizeSoftmaxUniform, type SoftmaxSite } from '../export/softmax.js';
+import { quantizeSoftmaxLog2, quantizeSoftmaxUniform } from '../export/softmax.js';
 import type { Model } from '../ir/model.js';
 import type { Value } from '../ir/value.js';
-import { calibrate } from '../calibrate/index.js';
-import { type QuantizeOptions, activationBits, isFloat16, isStatic, isWeightOnly, weightBits } from '../quantize/scheme.js';
-import { repQuantReparam } from '../reparam/repquant.js';
-import { smoothQuant } from '../reparam/smoothquant.js';
+import { type Method, type QuantizeOptions, isFloat16, isStatic } from '../quantize/scheme.js';
 import { chooseStaticMethod, type StaticMethodChoice } from '../quantize/auto-method.js';
-import { OUTER_BITS, checkOuterBits, outerLayers } from '../quantize/outer-layers.js';
-import { assertNotQuantized, namePattern, selectLayers, type Selection } from '../quantize/select.js';
-import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
-import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
+import { checkOuterBits } from '../quantize/outer-layers.js';
+import { assertNotQuantized } from '../quantize/select.js';
+import { blockSizeOf, calibrateActivations, fitBlock, layerSetup, rtnWeight } from '../quantize/layer-setup.js';
+import { QuantizationPlan, type FlexRoundRecord, type ReparamSummary } from '../quantize/plan.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
 import { inStep } from '../progress.js';
@@ -33,22 +28,29 @@ import { checkOptions } from './options.js';
 import type { Pass, PassContext, PassResult } from './pass.js';
 import { findMergedDecoder } from '../discover/merged.js';
 import { quantizeMerged, type MergedQuantizeSummary, type WeightRewrite } from './quantize-merged.js';
+import { reparamSmoothQuant } from './smoothquant.js';
+import { reparamRepQuant } from './repquant.js';
+import { decideGptq } from './gptq.js';
+import { decideFlexRound } from './flexround.js';
+import { checkGrid } from './weight-decision.js';
 
 export interface QuantizeSummary {
   scheme: string;
   method: string;
+  /** The methods that filled the plan before it was written, in order (['smoothquant', 'gptq']; [] for round to nearest). */
+  chain: string[];
   calibMethod: string | null;
   reconstruct: string;
   /** Static schemes without a method named: the outlier measurement that chose rtn or repquant (null otherwise). */
   methodChoice: StaticMethodChoice | null;
   /** Bits of the activation grid for static schemes (null otherwise). */
   activationBits: number | null;
-  /** What smoothquant/repquant folded into the norms and linears, and what they skipped. */
   /** Post-softmax quantization: the form written, and what the other form would have given. */
   softmax: { mode: string; bits: number; attentions: number; outputSqnr: number | null; alternative: { mode: string; outputSqnr: number | null } } | null;
-  /** FlexRound (method flexround): the mode, settings and each unit's calibration output error before (rtn) and after. */
-  flexround: { mode: 'layer' | 'block'; iters: number; lr: number; units: FlexRoundUnitReport[]; activations: LearnedActivation[]; seconds: number } | null;
-  reparam: { method: string; alpha?: number; observer?: string; folded: string[]; skipped: { name: string; reason: string }[] } | null;
+  /** FlexRound (method flexround): the mode, settings and each unit's calibration output error before (its start) and after. */
+  flexround: FlexRoundRecord | null;
+  /** What smoothquant/repquant folded into the norms and linears, and what they skipped. */
+  reparam: ReparamSummary | null;
   /** Activation calibration (w8a8): samples seen, and whether the ranges came from the cache. */
   calibration: { samples: number; fromCache: boolean; seconds: number } | null;
   layers: { name: string; bits: number; sqnr: number | null }[];
@@ -68,9 +70,10 @@ export interface QuantizeSummary {
 }
 
 /**
- * Round-to-nearest quantization of every linear layer (and embedding table) under one of the
- * schemes of quantize/scheme.ts. Two phases: all parameters are decided first (weight grids,
- * activation ranges from calibration), then the graph is rewritten once. The result is run
+ * Quantization of every linear layer (and embedding table) under one of the schemes of
+ * quantize/scheme.ts. Two phases: all parameters are decided first (the plan that earlier
+ * passes of the run filled, the steps of `method`, round to nearest for the rest; activation
+ * ranges from calibration), then the graph is rewritten once. The result is run
  * in onnxruntime against the float model on calibration samples before the pass returns, and
  * the report gives each layer's output SQNR and the end-to-end SQNR.
  */
@@ -78,8 +81,14 @@ export function quantize(options: QuantizePassOptions): Pass<QuantizeSummary> {
   checkOptions('quantize', QUANTIZE_OPTIONS, options);
   return {
     name: 'quantize',
+    planRole: 'write',
     async run(model: Model, ctx: PassContext) {
-      if (options.scheme === 'fp16') return float16Scheme(model, ctx, options);
+      if (options.scheme === 'fp16') {
+        const d = ctx.plan?.weights.values().next().value;
+        // fp16 keeps every weight in float: integer levels decided for it would be dropped
+        if (d) throw new UserError(`scheme fp16 writes no integer weights, so the ${d.method} decisions of pass '${d.pass}' (${ctx.plan!.weights.size} layer(s)) would be lost; give quantize a weight-only or static scheme, or leave ${d.pass} out`);
+        return float16Scheme(model, ctx, options);
+      }
       const merged = findMergedDecoder(model);
       if (merged) return quantizeMerged(model, merged, ctx, options, async (view, viewCtx, rewrites) => quantizeModel(view, await throughTheCache(view, viewCtx, options), options, rewrites));
       return quantizeModel(model, await throughTheCache(model, ctx, options), options);
@@ -99,123 +108,106 @@ async function throughTheCache(model: Model, ctx: PassContext, options: Quantize
   return { ...ctx, calibration: dataset };
 }
 
+/** The steps a method stands for, before the plan is written (`reconstruct: 'gptq'` adds GPTQ's). */
+function methodSteps(method: Method | undefined, options: QuantizePassOptions): Method[] {
+  const steps: Method[] = method === undefined || method === 'rtn' ? [] : [method];
+  if ((options.reconstruct ?? 'none') === 'gptq' && method !== 'gptq') steps.push('gptq');
+  return steps;
+}
+
+const REPARAM_STEPS = { smoothquant: reparamSmoothQuant, repquant: reparamRepQuant } as const;
+const DECIDE_STEPS = { gptq: decideGptq, flexround: decideFlexRound } as const;
+
 /**
- * The quantize pass on one graph. Each weight rewrite is also recorded in `rewrites` when
+ * The quantize pass on one graph: the steps of its method (reparameterize, decide weights) into
+ * the plan, then the plan written once. Each weight rewrite is also recorded in `rewrites` when
  * given, so the same decisions can be written elsewhere (a merged decoder's other branch).
  */
 async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePassOptions, rewrites?: WeightRewrite[]): Promise<PassResult<QuantizeSummary>> {
   const scheme = options.scheme;
   assertNotQuantized(model, model.sourcePath ?? 'the model');
   if (options.outerBits !== undefined) checkOuterBits(options.outerBits);
+  const plan = ctx.plan ?? new QuantizationPlan();
   const float = model.clone();
-  let method = options.method ?? 'rtn';
-  // a static scheme with no method named: repquant where the calibration data shows activation outliers
+  let method = options.method;
+  // a static scheme with no method named and nothing planned: repquant where the calibration data shows activation outliers
   let methodChoice: StaticMethodChoice | null = null;
-  if (options.method === undefined && isStatic(scheme) && ctx.calibration) {
+  if (options.method === undefined && isStatic(scheme) && ctx.calibration && plan.empty) {
     methodChoice = await chooseStaticMethod(model, ctx.calibration, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
     method = methodChoice.method;
     ctx.report.info('quantize', methodChoice.reason, { data: { factor: methodChoice.factor, sites: methodChoice.sites } });
   }
-  let reparam: QuantizeSummary['reparam'] = null;
-  const fixed = new Map<string, ActivationParams>();
-  if (method === 'smoothquant' || method === 'repquant') {
-    if (!isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
-    if (!ctx.calibration) throw new UserError(`method ${method} needs calibration data (option 'calibration')`);
-    const run = { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir };
-    if (method === 'smoothquant') {
-      const r = await smoothQuant(model, ctx.calibration, options.alpha ?? 0.5, run);
-      reparam = { method, alpha: r.alpha, folded: r.folded.map((f) => f.name), skipped: r.skipped };
-    } else {
-      const r = await repQuantReparam(model, ctx.calibration, { ...run, bits: activationBits(scheme), observer: options.repquantObserver });
-      for (const [k, v] of r.activations) fixed.set(k, v);
-      reparam = { method, observer: r.observer, folded: r.folded.map((f) => f.name), skipped: r.skipped };
-    }
-    for (const s of reparam.skipped) ctx.report.skip('quantize', s.name, `${method}: ${s.reason}`);
-    ctx.report.info('quantize', `${method} folded per-channel factors at ${reparam.folded.length} norm output(s)`);
+  if ((method === 'smoothquant' || method === 'repquant') && !isStatic(scheme)) throw new UserError(`method ${method} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
+  if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
+  for (const step of methodSteps(method, options)) {
+    if (step === 'smoothquant' || step === 'repquant') await REPARAM_STEPS[step](model, ctx, options, plan, 'quantize');
+    else if (step === 'gptq' || step === 'flexround') await DECIDE_STEPS[step](model, ctx, options, plan, 'quantize');
   }
-  const structure = discoverStructure(model);
-  const sel = selectLayers(model, structure, options.exclude ?? [], options.embeddings ?? true);
-  if (sel.linears.length === 0 && sel.convs.length === 0 && sel.embeddings.length === 0) {
-    throw new UserError(`${model.sourcePath ?? 'the model'} has no quantizable layer (no MatMul/Gemm/Conv with a float constant weight${sel.excluded.length ? `; ${sel.excluded.length} excluded by option 'exclude'` : ''})`);
-  }
-  const bits = isStatic(scheme) && options.weightBits !== undefined ? options.weightBits : weightBits(scheme);
-  if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new UserError(`weight bits must be an integer from 2 to 8, not ${bits}`);
-  const overrides = applyLayerBits(options.layerBits, sel, structure.linears, scheme, model.sourcePath ?? 'the model');
-  const outer = outerLayers(structure, sel, bits, options.outerBits ?? OUTER_BITS, overrides);
-  for (const [name, b] of outer.bits) overrides.set(name, b);
-  if (outer.note) ctx.report.info('quantize', outer.note);
-  if (sel.linears.length === 0 && sel.convs.length === 0 && sel.embeddings.length === 0) throw new UserError(`layerBits keeps every layer of ${model.sourcePath ?? 'the model'} in float; nothing is left to quantize`);
-  const weightOnly = isWeightOnly(scheme);
-  const staticScheme = isStatic(scheme);
-  const aBits = activationBits(scheme);
-  const convPlan = planConvs(model.graph, sel, scheme);
-  if (sel.linears.length === 0 && convPlan.qlinear.length === 0 && sel.embeddings.length === 0) throw new UserError(`${model.sourcePath ?? 'the model'} has no layer that scheme ${scheme} quantizes: ${sel.skipped[0]?.reason ?? 'nothing selected'}`);
-  // like RepQ-ViT, static schemes below 8 activation bits keep the patch embedding at 8 bits (weights and input)
-  const patch8 = new Set(staticScheme && aBits < 8 ? [...convPlan.patchLinears.keys()].map((l) => l.name) : []);
-  for (const s of sel.skipped) ctx.report.skip('quantize', s.name, s.reason);
-  for (const e of sel.excluded) ctx.report.info('quantize', `kept in float (matches ${e.pattern.startsWith('layerBits ') ? e.pattern : `--exclude ${e.pattern}`})`, { target: e.name });
-  const bitsOf = (name: string): number => overrides.get(name) ?? (patch8.has(name) ? 8 : bits);
-  if (overrides.size > 0) ctx.report.info('quantize', `layerBits: ${[...new Set([...sel.linears.map((l) => bitsOf(l.name))])].sort().map((b) => `${sel.linears.filter((l) => bitsOf(l.name) === b).length} layer(s) at ${b} bits`).join(', ')}`);
-  if (options.weightSymmetric === false && !weightOnly) throw new UserError(`asymmetric weight grids need a weight-only scheme (w8, w4, w3, w2), not ${scheme}: integer kernels take symmetric int8 weights`);
-  const spec: WeightQuantSpec = weightOnly
-    ? { bits, symmetric: symmetricAt(options, bits), blockSize: blockSizeOf(options.blockSize), search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') }
-    : { bits: scheme === 'dynamic' ? 8 : bits, symmetric: true, blockSize: 0, search: options.weightSearch ?? (bits < 8 ? 'mse' : 'minmax') };
-  const perTensorWeights = options.perChannel === false;
+  const summary = await writePlan(model, float, ctx, options, plan, rewrites);
+  summary.method = options.method ?? methodChoice?.method ?? [...plan.chain].reverse().find((m) => m === 'gptq' || m === 'flexround') ?? plan.chain.at(-1) ?? 'rtn';
+  summary.methodChoice = methodChoice;
+  plan.clear();
+  return { model, modified: true, summary };
+}
+
+/**
+ * Writes the plan: every selected linear with the plan's decision for it (checked: same weight,
+ * same grid) or round to nearest, activations with the plan's fixed grids or calibrated ranges,
+ * then the graph rewritten once and compared with `float` on calibration samples.
+ */
+async function writePlan(model: Model, float: Model, ctx: PassContext, options: QuantizePassOptions, plan: QuantizationPlan, rewrites?: WeightRewrite[]): Promise<QuantizeSummary> {
+  const scheme = options.scheme;
+  // before the setup: rewriting patch embeddings changes the model's initializers
+  const planned = plan.fixedActivations(model);
+  const setup = layerSetup(model, ctx, options);
+  const { sel, bitsOf, overrides, weightOnly, staticScheme, aBits, convPlan, perTensorWeights, softmaxSites } = setup;
   const softmaxMode = options.softmax ?? 'none';
-  let softmaxSites: SoftmaxSite[] = [];
-  if (softmaxMode !== 'none') {
-    if (!staticScheme) throw new UserError(`option 'softmax' ${softmaxMode} needs a static scheme (w8a8, w6a6 or w4a4), not ${scheme}`);
-    const found = findSoftmaxSites(structure);
-    softmaxSites = found.sites;
-    for (const s of found.skipped) ctx.report.skip('quantize', s.name, `softmax kept in float: ${s.reason}`);
+  const fixed = new Map<string, ActivationParams>();
+  for (const [n, a] of planned) {
+    if (a.method !== 'repquant') continue;
+    if (staticScheme && (a.params.qmax ?? 255) !== 2 ** aBits - 1) throw new UserError(`pass '${a.pass}' fixed the activation grid of '${n}' at ${Math.log2((a.params.qmax ?? 255) + 1)} bits, but scheme ${scheme} quantizes activations to ${aBits} bits; give both passes the same activation bits`);
+    fixed.set(n, a.params);
   }
+  if (planned.size > 0 && !staticScheme) ctx.report.warn('quantize', `${planned.size} activation grid(s) fixed by ${[...new Set([...planned.values()].map((a) => a.pass))].join(', ')} are not used: scheme ${scheme} quantizes no activations`);
 
   // phase 1: decide every parameter
   let ranges: Map<string, { min: number; max: number }> | undefined;
-  const act8 = new Map<string, ActivationParams>();
+  let act8 = new Map<string, ActivationParams>();
   let calibrationInfo: QuantizeSummary['calibration'] = null;
   if (staticScheme) {
-    if (!ctx.calibration) throw new UserError(`scheme ${scheme} needs calibration data (option 'calibration') to set activation ranges`);
-    const inputs = [...new Set([...sel.linears.map((l) => l.node.input(0)!.name), ...softmaxSites.map((s) => s.v)])].filter((n) => !fixed.has(n));
-    // QLinearConv input and output stay on 8-bit grids (a Clip to fewer codes stops the fusion), and so does the input of a patch embedding kept at 8 bits
-    const patchInputs = sel.linears.filter((l) => patch8.has(l.name)).map((l) => l.node.input(0)!.name);
-    const eightBit = [...new Set([...convPlan.qlinear.flatMap((c) => [c.node.input(0)!.name, c.node.output(0).name]), ...patchInputs])];
-    const runs = aBits === 8 ? [{ bits: 8, tensors: [...new Set([...inputs, ...eightBit])] }] : [{ bits: aBits, tensors: inputs.filter((n) => !patchInputs.includes(n)) }, { bits: 8, tensors: eightBit }];
-    ranges = new Map();
-    const seen = { samples: 0, fromCache: true, seconds: 0 };
-    for (const r of runs.filter((x) => x.tensors.length > 0)) {
-      const calibration = await calibrate(model, ctx.calibration, {
-        tensors: r.tensors,
-        observer: { kind: options.calibMethod ?? 'minmax', symmetric: false, bits: r.bits },
-        batchSize: options.batchSize,
-        threads: ctx.threads,
-        progress: ctx.progress,
-        signal: ctx.signal,
-        cacheDir: options.cacheDir,
-      });
-      for (const [k, x] of calibration.ranges) {
-        if (r.bits === aBits) ranges.set(k, { min: x.min[0]!, max: x.max[0]! });
-        if (r.bits === 8 && eightBit.includes(k)) act8.set(k, activationParams(x.min[0]!, x.max[0]!, 8));
-  }
-      seen.samples = calibration.samples;
-      seen.fromCache &&= calibration.fromCache;
-      seen.seconds += calibration.seconds;
-      if (calibration.cacheWriteError) ctx.report.warn('quantize', `calibration cache not written: ${calibration.cacheWriteError}`);
-    }
-    for (const n of patchInputs) fixed.set(n, act8.get(n)!);
-    calibrationInfo = seen;
+    const c = await calibrateActivations(model, ctx, setup, options, fixed);
+    ranges = c.ranges;
+    act8 = c.act8;
+    calibrationInfo = c.info;
+    // FlexRound's learned steps replace the calibrated (or 8-bit patch) ones
+    for (const [n, a] of planned) if (a.method === 'flexround') fixed.set(n, a.params);
   }
   const weights: QuantizedWeight[] = [];
+  const fromPlan = new Map<string, number>();
   await inStep(ctx.progress, 'quantize weights', sel.linears.length, async (tick) => {
     for (const l of sel.linears) {
       ctx.signal.throwIfAborted();
       const w = weightOutIn(l);
-      const own = weightOnly ? { ...layerSpec(spec, bitsOf(l.name), options.weightSearch), symmetric: symmetricAt(options, bitsOf(l.name)) } : layerSpec(spec, bitsOf(l.name), options.weightSearch);
-      const q = perTensorWeights ? await perTensor(w, l, own, weightOnly ? fitBlock({ ...own, blockSize: blockSizeOf(0) }, l.inFeatures).blockSize : l.inFeatures) : await quantizeWeight(w, l.outFeatures, l.inFeatures, fitBlock(own, l.inFeatures));
-      weights.push(q);
+      const grid = setup.gridOf(l);
+      const d = plan.decisionFor(l, w);
+      if (d) {
+        checkGrid(d, l.name, grid, 'quantize', options);
+        fromPlan.set(d.method, (fromPlan.get(d.method) ?? 0) + 1);
+      }
+      weights.push(d?.q ?? (await rtnWeight(l, w, grid)));
       tick(weights.length, l.name);
     }
   });
+  if (plan.weights.size > 0) {
+    const written = new Set(sel.linears.map((l) => l.name));
+    const excluded = new Set(sel.excluded.map((e) => e.name));
+    for (const d of [...plan.weights.values()].filter((x) => !written.has(x.layer))) {
+      // a layer no longer in the model was removed or rewritten by a pass in between
+      if (!excluded.has(d.layer)) throw new UserError(`the ${d.method} decision for layer '${d.layer}' (pass '${d.pass}') was made on a layer that a later pass has removed or replaced; run ${d.pass} after the passes that change weights (prune, smoothquant, repquant)`);
+      ctx.report.warn('quantize', `the ${d.method} decision of pass '${d.pass}' is not written: quantize keeps this layer in float`, { target: d.layer });
+    }
+    ctx.report.info('quantize', `from the plan: ${[...fromPlan].map(([m, n]) => `${n} layer(s) decided by ${m}`).join(', ')}; ${sel.linears.length - [...fromPlan.values()].reduce((a, b) => a + b, 0)} by round to nearest`);
+  }
   // QLinearConv weights: int8 per output channel unless layerBits says otherwise
   const convWeights: QuantizedWeight[] = [];
   for (const c of convPlan.qlinear) {
@@ -223,47 +215,6 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     const cb = overrides.get(c.name) ?? 8;
     const own: WeightQuantSpec = { bits: cb, symmetric: true, blockSize: 0, search: options.weightSearch ?? (cb < 8 ? 'mse' : 'minmax') };
     convWeights.push(perTensorWeights ? expandScale(await quantizeWeight(w, 1, w.length, own), c.outChannels) : await quantizeWeight(w, c.outChannels, c.k, own));
-  }
-  if (method === 'flexround' && (options.reconstruct ?? 'none') !== 'none') throw new UserError("option 'method' flexround learns the rounding itself; it does not combine with option 'reconstruct' gptq");
-  if ((method === 'gptq' || (options.reconstruct ?? 'none') === 'gptq') && sel.linears.length > 0) {
-    const what = method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
-    if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
-    const damp = options.gptqDamp ?? 0.01;
-    if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
-    const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
-    const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
-    await inStep(ctx.progress, 'gptq', sel.linears.length, async (tick) => {
-      for (const [i, l] of sel.linears.entries()) {
-        ctx.signal.throwIfAborted();
-        try {
-          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? true);
-        } catch (e) {
-          // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
-          // break that when the input's scales span many orders of magnitude
-          if (e instanceof Error && e.message.includes('not positive definite')) {
-            throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
-      }
-          throw e;
-    }
-        tick(i + 1, l.name);
-  }
-    });
-    ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
-  }
-  let flexSummary: QuantizeSummary['flexround'] = null;
-  let learnedActivations: LearnedActivation[] = [];
-  if (method === 'flexround' && sel.linears.length > 0) {
-    if (!ctx.calibration) throw new UserError("option 'method' flexround needs calibration data (option 'calibration')");
-    // static schemes: the calibrated activation quantizers are the start of the learned ones
-    const acts = new Map(staticScheme ? sel.linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges!.get(n)!.min, ranges!.get(n)!.max, aBits)] as const) : []);
-    const r = await flexRoundWeights(model, ctx.calibration, sel.linears, weights, { ...options.flexround, learnGrid: perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts);
-    r.weights.forEach((w, i) => (weights[i] = w));
-    for (const [n, a] of r.activations) fixed.set(n, a);
-    learnedActivations = [...r.activations].map(([name, a]) => ({ name, start: acts.get(name)!.scale, learned: a.scale }));
-    for (const x of r.layers) {
-      ctx.report.info('quantize', `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (rtn) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : ', kept rtn (no better)'}`, { target: x.unit, data: { ...x } });
-    }
-    flexSummary = { mode: r.mode, iters: r.iters, lr: r.lr, units: r.layers, activations: learnedActivations, seconds: r.seconds };
   }
   const tables: QuantizedWeight[] = [];
   if (sel.embeddings.length > 0) {
@@ -375,16 +326,18 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
       `softmax of ${softmaxSites.length} attention(s) written in the ${softmaxMode === 'log2' ? `simulated log2 form (${aBits}-bit codes, float ops: for accuracy validation)` : 'uniform 8-bit QDQ form (integer kernels)'}: output SQNR ${f(own)}; the ${otherMode} form would give ${f(altSqnr)}`,
     );
   }
+  const reparam = plan.reparams.at(-1) ?? null;
   const summary: QuantizeSummary = {
     scheme,
-    method,
+    method: 'rtn',
+    chain: [...plan.chain],
     calibMethod: staticScheme ? (options.calibMethod ?? 'minmax') : null,
     activationBits: staticScheme ? aBits : null,
     reconstruct: options.reconstruct ?? 'none',
-    methodChoice,
+    methodChoice: null,
     softmax: softmaxSummary,
     reparam,
-    flexround: flexSummary,
+    flexround: plan.flexround,
     calibration: calibrationInfo,
     layers: [...convPlan.qlinear.map((c, i) => ({ name: c.name, bits: convWeights[i]!.bits, sqnr: sqnr.get(c.name) ?? null })), ...sel.linears.map((l) => ({ name: l.name, bits: bitsOf(l.name), sqnr: sqnr.get(l.name) ?? null }))],
     convs: convPlan.forms.map(({ conv, form }) => ({ name: conv.name, form })),
@@ -397,7 +350,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     weightBytesAfter: weightBytes(model),
     float16: f16,
   };
-  return { model, modified: true, summary };
+  return summary;
 }
 
 /** A per-tensor weight grid (n = 1) repeated on `n` output channels. */
@@ -406,8 +359,9 @@ function expandScale(q: QuantizedWeight, n: number): QuantizedWeight {
   return { ...q, n, k, blockSize: k, scales: new Float32Array(n).fill(q.scales[0]!), zeroPoints: new Int32Array(n).fill(q.zeroPoints[0]!) };
 }
 
-/** A layer's precision when not the scheme's: 2 to 8 bits, or 'float' (left unquantized). */
-export type LayerBits = number | 'float';
+import type { LayerBits } from '../quantize/layer-setup.js';
+export type { LayerBits } from '../quantize/layer-setup.js';
+export { applyLayerBits } from '../quantize/layer-setup.js';
 
 export interface QuantizePassOptions extends QuantizeOptions {
   /**
@@ -430,89 +384,6 @@ export interface QuantizePassOptions extends QuantizeOptions {
    * OUTER_BITS, 8); 'scheme': the scheme's bits like every other layer. layerBits wins.
    */
   outerBits?: number | 'scheme';
-}
-
-/**
- * Resolves `layerBits` against the selection: layers mapped to 'float' move to
- * `sel.excluded`; the others get their bits in the returned map (by layer or table name).
- */
-export function applyLayerBits(layerBits: Record<string, LayerBits> | undefined, sel: Selection, linears: readonly LinearLayer[], scheme: QuantizeOptions['scheme'], file: string): Map<string, number> {
-  const out = new Map<string, number>();
-  if (!layerBits) return out;
-  const patterns = Object.entries(layerBits).map(([p, b]) => {
-    if (!(b === 'float' || (typeof b === 'number' && Number.isInteger(b) && b >= 2 && b <= 8))) throw new UserError(`layerBits '${p}': bits must be a whole number from 2 to 8 or 'float', not ${JSON.stringify(b)}`);
-    if (scheme === 'dynamic' && b !== 'float' && b !== 8) throw new UserError(`layerBits '${p}': scheme dynamic quantizes weights to 8 bits; ${b} bits needs a weight-only (w8, w4) or static scheme`);
-    let re: RegExp;
-    try {
-      re = namePattern(p);
-    } catch (e) {
-      throw new UserError((e as Error).message.replace('--exclude pattern', 'layerBits pattern'));
-    }
-    return { p, b, re };
-  });
-  const match = (...names: string[]): (typeof patterns)[number] | undefined => patterns.find(({ re }) => names.some((n) => re.test(n)));
-  // a pattern must match some layer the model has (quantized, excluded or skipped)
-  const known = [...linears.flatMap((l) => [l.name, l.node.name]), ...sel.convs.flatMap((c) => [c.name, c.node.name]), ...sel.embeddings.flatMap((e) => [e.table.name, e.node.name]), ...sel.excluded.map((e) => e.name), ...sel.skipped.map((s) => s.name)];
-  for (const { p, re } of patterns) {
-    if (!known.some((n) => re.test(n))) {
-      const some = linears.slice(0, 4).map((l) => l.name);
-      throw new UserError(`layerBits pattern '${p}' matches no layer of ${file} (layers are named like ${some.join(', ')}${linears.length > some.length ? ', ...' : ''})`);
-    }
-  }
-  const keep = <T>(list: T[], names: (x: T) => string[], key: (x: T) => string): T[] =>
-    list.filter((x) => {
-      const m = match(...names(x));
-      if (!m) return true;
-      if (m.b === 'float') {
-        sel.excluded.push({ name: key(x), pattern: `layerBits ${m.p}` });
-        return false;
-      }
-      out.set(key(x), m.b);
-      return true;
-    });
-  sel.linears = keep(sel.linears, (l) => [l.name, l.node.name], (l) => l.name);
-  sel.convs = keep(sel.convs, (c) => [c.name, c.node.name], (c) => c.name);
-  sel.embeddings = keep(sel.embeddings, (e) => [e.table.name, e.node.name], (e) => e.table.name);
-  return out;
-}
-
-/** The weight grid of one layer at `bits` (range search as the scheme's default for those bits unless set). */
-function layerSpec(spec: WeightQuantSpec, bits: number, search: QuantizeOptions['weightSearch']): WeightQuantSpec {
-  return bits === spec.bits ? spec : { ...spec, bits, search: search ?? (bits < 8 ? 'mse' : 'minmax') };
-}
-
-/**
- * One scale for the whole weight (--no-per-channel, --granularity tensor), searched over all of
- * it, laid out as one group per output channel of `blockSize` (>= inputs; zero-padded) inputs.
- */
-async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec, blockSize: number): Promise<QuantizedWeight> {
-  const q = await quantizeWeight(w, 1, w.length, { ...spec, blockSize: 0 });
-  const k = l.inFeatures;
-  const levels = new Int32Array(l.outFeatures * blockSize);
-  for (let r = 0; r < l.outFeatures; r++) levels.set(q.levels.subarray(r * k, (r + 1) * k), r * blockSize);
-  return { ...q, n: l.outFeatures, k, groups: 1, blockSize, levels, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures).fill(q.zeroPoints[0]!) };
-}
-
-/** Whether a weight-only layer of `bits` gets a symmetric grid (QuantizeOptions.weightSymmetric). */
-function symmetricAt(options: QuantizeOptions, bits: number): boolean {
-  return options.weightSymmetric ?? bits > 2;
-}
-
-/** Input features per weight-only scale; 0 (one scale per output channel) is a block that always covers every input. */
-function blockSizeOf(b: number | undefined): number {
-  return b === 0 ? 2 ** 30 : (b ?? 32);
-}
-
-/**
- * A block no larger than the layer needs: blocks are padded to full size, so a 128-wide block
- * on 64 inputs would store twice the levels. Block sizes stay powers of two from 16 (what
- * MatMulNBits and GatherBlockQuantized take).
- */
-function fitBlock(spec: WeightQuantSpec, inputs: number): WeightQuantSpec {
-  if (spec.blockSize <= 0) return spec;
-  let fit = 16;
-  while (fit < inputs && fit < spec.blockSize) fit *= 2;
-  return { ...spec, blockSize: fit };
 }
 
 function weightBytes(m: Model): number {

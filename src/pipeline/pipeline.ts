@@ -4,6 +4,7 @@ import { PassError, type Pass, type PassContext, type PassResult } from '../pass
 import { silentProgress } from '../progress.js';
 import { Report } from '../report/report.js';
 import { openDataset, type Dataset } from '../data/dataset.js';
+import { QuantizationPlan } from '../quantize/plan.js';
 import { QualityFloorError, checkQuality, floorFor, qualityWarning, type QualityFloor } from '../validate/quality-floor.js';
 
 /** Options of Pipeline.apply: any part of the context; calibration may be a path or a Dataset. */
@@ -42,12 +43,14 @@ export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
     if (!ctx?.report || !ctx.progress || !ctx.signal || typeof ctx.calibration === 'string') throw new TypeError(`pipeline '${name}'.run takes a pass context (from an enclosing pipeline); a program calls apply(model, options)`);
     let current = model;
     let modified = false;
-    for (const pass of passes) {
+    // one quantization plan for the run, shared with nested pipelines; each pass learns what runs after it
+    const plan = ctx.plan ?? new QuantizationPlan();
+    for (const [i, pass] of passes.entries()) {
       ctx.signal.throwIfAborted();
       const started = performance.now();
       let result: PassResult;
       try {
-        result = await pass.run(current, ctx);
+        result = await pass.run(current, { ...ctx, plan, later: [...passes.slice(i + 1), ...(ctx.later ?? [])] });
       } catch (e) {
         // user errors keep their one-sentence form, prefixed by the pass; nested pipelines
         // already named the innermost pass
@@ -74,6 +77,7 @@ export function pipeline(passes: Pass[], name = 'pipeline'): Pipeline {
       progress: options.progress ?? silentProgress,
       report,
       signal: options.signal ?? new AbortController().signal,
+      plan: options.plan,
     };
     const result = await runIn(model.clone(), ctx);
     if (result.modified && ctx.calibration && options.floor !== false) {

@@ -2,10 +2,13 @@ import { UserError } from '../errors.js';
 import { cleanup } from '../passes/cleanup.js';
 import type { Pass } from '../passes/pass.js';
 import { quantize, type QuantizePassOptions } from '../passes/quantize.js';
-import { flexRound, gptq, type FlexRoundOptions, type GptqOptions } from '../passes/flexround.js';
+import { flexRound, type FlexRoundOptions } from '../passes/flexround.js';
+import { gptq, type GptqOptions } from '../passes/gptq.js';
+import { smoothQuant, type SmoothQuantPassOptions } from '../passes/smoothquant.js';
+import { repQuant, type RepQuantPassOptions } from '../passes/repquant.js';
 import type { CleanupOptions } from '../passes/cleanup.js';
 import { prune, type PruneOptions } from '../passes/prune.js';
-import { CLEANUP_OPTIONS, FLEXROUND_OPTIONS, GPTQ_OPTIONS, PRUNE_OPTIONS, QUANTIZE_OPTIONS } from '../passes/option-specs.js';
+import { CLEANUP_OPTIONS, FLEXROUND_OPTIONS, GPTQ_OPTIONS, PRUNE_OPTIONS, QUANTIZE_OPTIONS, REPQUANT_OPTIONS, SMOOTHQUANT_OPTIONS } from '../passes/option-specs.js';
 import { checkOptions as checkSpecs, recipeSpecs, type OptionSpec } from '../passes/options.js';
 
 export type { OptionSpec } from '../passes/options.js';
@@ -65,14 +68,18 @@ registerPass({
 
 registerPass({
   name: 'flexround',
-  doc: 'learnable rounding by element-wise division, reconstructed block by block (exports ordinary integer weights)',
+  doc: 'learnable rounding by element-wise division, reconstructed block by block (starts from the levels an earlier pass decided; writes them unless a later pass does)',
   options: recipeSpecs(FLEXROUND_OPTIONS),
   create: (o) => flexRound(o as unknown as FlexRoundOptions),
 });
 
 registerPass({
   name: 'gptq',
-  doc: 'GPTQ: Hessian-aware rounding from calibration inputs',
+  doc: 'GPTQ: Hessian-aware rounding from calibration inputs (writes its levels unless a later pass does)',
   options: recipeSpecs(GPTQ_OPTIONS),
   create: (o) => gptq(o as unknown as GptqOptions),
 });
+
+registerPass({ name: 'smoothquant', doc: 'SmoothQuant: activation outliers moved into the following weights (float model, same function)', options: recipeSpecs(SMOOTHQUANT_OPTIONS), create: (o) => smoothQuant(o as SmoothQuantPassOptions) });
+
+registerPass({ name: 'repquant', doc: "RepQuant: per-channel activation grids folded into the norms, their per-tensor grids left for the quantize pass", options: recipeSpecs(REPQUANT_OPTIONS), create: (o) => repQuant(o as RepQuantPassOptions) });

@@ -76,7 +76,9 @@ export interface FlexRoundRunOptions {
 /**
  * Learns the rounding of every linear of `linears` (in `model`, still float), starting from
  * the grids `start` (one per linear, in order). Returns new QuantizedWeights on the same
- * layout; with `iters` 0 they are `start` bit for bit.
+ * layout; with `iters` 0 they are `start` bit for bit. `from[i]`, when given, is the weight the
+ * start's levels round from (weightRoundingTo: an earlier decision such as GPTQ's is the start);
+ * by default the float weight (the start is round to nearest).
  */
 export async function flexRoundWeights(
   model: Model,
@@ -86,6 +88,7 @@ export async function flexRoundWeights(
   settings: FlexRoundSettings = {},
   run: FlexRoundRunOptions = {},
   activations: ReadonlyMap<string, ActivationParams> = new Map(),
+  from: readonly (Float32Array | undefined)[] = [],
 ): Promise<FlexRoundWeightsResult> {
   const started = performance.now();
   const iters = settings.iters ?? 500;
@@ -101,7 +104,7 @@ export async function flexRoundWeights(
   const learnedActs = new Map<string, ActivationParams>();
   if (iters > 0 && mode === 'block') {
     const acts = (settings.learnActivations ?? true) ? activations : new Map<string, ActivationParams>();
-    const r = await blockWise(model, calibration, linears, start, settings, iters, lr, run, acts);
+    const r = await blockWise(model, calibration, linears, start, settings, iters, lr, run, acts, from);
     r.weights.forEach((w, i) => {
       if (w) weights[i] = w;
     });
@@ -115,7 +118,7 @@ export async function flexRoundWeights(
     await inStep(progress, 'flexround (layer-wise)', layerWise.length, async (tick) => {
       for (const [done, i] of layerWise.entries()) {
         const l = linears[i]!;
-        const r = await flexRoundLayer(weightOutIn(l), start[i]!, rows.get(l.node.input(0)!.name)!, { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal });
+        const r = await flexRoundLayer(weightOutIn(l), start[i]!, rows.get(l.node.input(0)!.name)!, { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal, from: from[i] });
         weights[i] = r.weight;
         reports.push({ unit: l.name, lossBefore: r.lossBefore, lossAfter: r.lossAfter, kept: r.kept, seconds: r.seconds });
         tick(done + 1, `${l.name}: ${r.lossBefore.toExponential(2)} -> ${r.lossAfter.toExponential(2)}`);
@@ -140,6 +143,7 @@ async function blockWise(
   lr: number,
   run: FlexRoundRunOptions,
   activations: ReadonlyMap<string, ActivationParams>,
+  from: readonly (Float32Array | undefined)[],
 ): Promise<{ weights: Map<number, QuantizedWeight>; reports: FlexRoundUnitReport[]; activations: Map<string, ActivationParams> }> {
   const index = new Map<string, number>(); // weight initializer name -> linear index
   const uses = new Map<string, number>();
@@ -176,7 +180,7 @@ async function blockWise(
       for (const n of names) {
         const i = index.get(n)!;
         const q = start[i]!;
-        floats.set(i, weightOutIn(linears[i]!));
+        floats.set(i, from[i] ?? weightOutIn(linears[i]!));
         const z = zeroDeltas(q);
         const d = deltaNames(n);
         if (settings.learnGrid ?? true) params.push({ name: d.d1, dims: [q.n, q.groups], init: z.d1 });

@@ -44,6 +44,12 @@ export interface FlexRoundLayerOptions {
   seed?: number;
   threads?: number;
   signal?: AbortSignal;
+  /**
+   * The weight ([n, k]) that is divided and rounded, when not `w`: one that rounds to an earlier
+   * decision's levels at δ = 0 (weightRoundingTo), so learning starts from that decision. The
+   * objective's target stays the float `w`.
+   */
+  from?: Float32Array;
 }
 
 export interface FlexRoundLayerResult {
@@ -102,6 +108,37 @@ export function zeroDeltas(q: QuantizedWeight): FlexRoundDeltas {
   return { d1: new Float32Array(q.n * q.groups), d2: new Float32Array(q.n * q.groups * q.blockSize), d3: new Float32Array(q.n) };
 }
 
+/**
+ * A weight that FlexRound's start (δ = 0) rounds to the levels of `q` (an earlier decision, such
+ * as GPTQ's, on the same grid): each element of `w` ([n, k]) moved into the bin of its decided
+ * level, to just inside the bin's edge when it lay outside (ELEMENTS_INSIDE of a step), so that
+ * learning starts from the decision with every element as near its rounding boundary as `w` allows.
+ */
+export function weightRoundingTo(w: Float32Array, q: QuantizedWeight): Float32Array {
+  const { n, k, groups, blockSize } = q;
+  const padded = groups * blockSize;
+  const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
+  const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
+  const out = new Float32Array(n * k);
+  for (let r = 0; r < n; r++) {
+    for (let i = 0; i < k; i++) {
+      const gi = r * groups + Math.floor(i / blockSize);
+      const s = q.scales[gi]!;
+      const z = q.zeroPoints[gi]!;
+      const level = q.levels[r * padded + i]!;
+      const m = level - z;
+      // the ends of the grid are open: the clip of the code makes every value beyond them round to them
+      const lo = level === qmin ? -Infinity : m - 0.5 + INSIDE;
+      const hi = level === qmax ? Infinity : m + 0.5 - INSIDE;
+      out[r * k + i] = Math.min(hi, Math.max(lo, w[r * k + i]! / s)) * s;
+    }
+  }
+  return out;
+}
+
+/** How far inside its bin (in steps) weightRoundingTo puts an element it moves: float32 division cannot carry it over the edge. */
+const INSIDE = 0.01;
+
 /** Rounds half to even, as onnxruntime's Round does. */
 function roundHalfEven(x: number): number {
   const r = Math.round(x);
@@ -139,14 +176,14 @@ export function bakeFlexRound(w: Float32Array, q: QuantizedWeight, d: FlexRoundD
   return { ...q, levels, scales };
 }
 
-function objective(w: Float32Array, q: QuantizedWeight, learnGrid: boolean): { model: Model; names: { d1: string; d2: string; d3: string } } {
+function objective(w: Float32Array, q: QuantizedWeight, learnGrid: boolean, from: Float32Array): { model: Model; names: { d1: string; d2: string; d3: string } } {
   const g = new Graph('flexround_layer');
   const names = deltaNames('w');
   const x = g.addInput(X, { kind: 'tensor', dtype: DataType.FLOAT, shape: ['rows', q.k] });
   const d1 = learnGrid ? g.addInput(names.d1, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n, q.groups] }) : g.addInitializer(Tensor.from(names.d1, DataType.FLOAT, [q.n, q.groups], new Float32Array(q.n * q.groups)));
   const d2 = g.addInput(names.d2, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n, q.groups * q.blockSize] });
   const d3 = g.addInput(names.d3, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n] });
-  const wq = fakeQuantWeight(g, 'w', w, q, { d1, d2, d3 });
+  const wq = fakeQuantWeight(g, 'w', from, q, { d1, d2, d3 });
   const perm = { attributes: { perm: { type: 'ints' as const, value: [1, 0] } } };
   const wT = g.addInitializer(Tensor.from('w_float_t', DataType.FLOAT, [q.k, q.n], transposeNK(w, q.n, q.k)));
   const y = g.addNode('MatMul', [x, g.addNode('Transpose', [wq], 1, perm).output(0)], 1).output(0);
@@ -175,9 +212,10 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
   const iters = options.iters ?? 500;
   const rows = x.length / q.k;
   const zero = zeroDeltas(q);
-  if (iters <= 0 || rows === 0) return { weight: bakeFlexRound(w, q, zero), lossBefore: NaN, lossAfter: NaN, kept: 'initial', seconds: (performance.now() - started) / 1000 };
+  const from = options.from ?? w;
+  if (iters <= 0 || rows === 0) return { weight: bakeFlexRound(from, q, zero), lossBefore: NaN, lossAfter: NaN, kept: 'initial', seconds: (performance.now() - started) / 1000 };
   const learnGrid = options.learnGrid ?? true;
-  const { model, names } = objective(w, q, learnGrid);
+  const { model, names } = objective(w, q, learnGrid, from);
   const params = [
     ...(learnGrid ? [{ name: names.d1, dims: [q.n, q.groups], init: zero.d1 }] : []),
     { name: names.d2, dims: [q.n, q.groups * q.blockSize], init: zero.d2 },
@@ -211,7 +249,7 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
     const lossAfter = await trainer.evaluate({ [X]: all }, learned);
     const better = lossAfter < lossBefore;
     const d: FlexRoundDeltas = better ? { d1: learned.get(names.d1) ?? zero.d1, d2: learned.get(names.d2)!, d3: learned.get(names.d3)! } : zero;
-    return { weight: bakeFlexRound(w, q, d), lossBefore, lossAfter, kept: better ? 'learned' : 'initial', seconds: (performance.now() - started) / 1000 };
+    return { weight: bakeFlexRound(from, q, d), lossBefore, lossAfter, kept: better ? 'learned' : 'initial', seconds: (performance.now() - started) / 1000 };
   } finally {
     await trainer.release();
   }

@@ -31,10 +31,12 @@ export class Report {
 
   /**
    * The summary of the last run of a built-in pass, typed by its name
-   * (`report.summaryOf('quantize')?.layers`); undefined when no such pass ran.
+   * (`report.summaryOf('quantize')?.layers`); undefined when no such pass ran. A gptq or
+   * flexround pass that left its decisions to a later pass (its DecisionSummary, `deferred: true`,
+   * is in `passes`) is not such a run: the pass that wrote the model has the figures.
    */
   summaryOf<K extends keyof PassSummaries>(pass: K): PassSummaries[K] | undefined {
-    const record = [...this.passes].reverse().find((p) => p.pass === pass);
+    const record = [...this.passes].reverse().find((p) => p.pass === pass && !('deferred' in p.summary && p.summary.deferred === true));
     return record?.summary as PassSummaries[K] | undefined;
   }
 

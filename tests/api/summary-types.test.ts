@@ -3,14 +3,17 @@
 // fail the compilation if the field they read ever becomes valid; the last test runs a pipeline
 // so the typed summary is also the one recorded.
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import { cleanup, pipeline, prune, quantize, flexRound, gptq, type CleanupSummary, type PassResult, type PruneSummary, type QuantizeSummary, type Report } from '../../src/index.js';
+import { cleanup, pipeline, prune, quantize, flexRound, gptq, smoothQuant, repQuant, type CleanupSummary, type DecisionSummary, type PassResult, type PruneSummary, type QuantizeSummary, type ReparamSummary, type Report } from '../../src/index.js';
 import { tinyClassifier } from '../helpers/tiny-classifier.js';
 
 describe('typed pass summaries', () => {
   it('each factory returns a Pass whose result carries its own summary type', () => {
     expectTypeOf(quantize({ scheme: 'w8' }).run).returns.resolves.toEqualTypeOf<PassResult<QuantizeSummary>>();
-    expectTypeOf(gptq({ bits: 4 }).run).returns.resolves.toEqualTypeOf<PassResult<QuantizeSummary>>();
-    expectTypeOf(flexRound({ bits: 4 }).run).returns.resolves.toEqualTypeOf<PassResult<QuantizeSummary>>();
+    // a decision pass writes the plan when it is last (QuantizeSummary) or leaves it to a later pass (DecisionSummary)
+    expectTypeOf(gptq({ bits: 4 }).run).returns.resolves.toEqualTypeOf<PassResult<QuantizeSummary | DecisionSummary>>();
+    expectTypeOf(flexRound({ bits: 4 }).run).returns.resolves.toEqualTypeOf<PassResult<QuantizeSummary | DecisionSummary>>();
+    expectTypeOf(smoothQuant().run).returns.resolves.toEqualTypeOf<PassResult<ReparamSummary>>();
+    expectTypeOf(repQuant().run).returns.resolves.toEqualTypeOf<PassResult<ReparamSummary>>();
     expectTypeOf(prune({ method: 'magnitude', ratio: 0.1 }).run).returns.resolves.toEqualTypeOf<PassResult<PruneSummary>>();
     expectTypeOf(cleanup().run).returns.resolves.toEqualTypeOf<PassResult<CleanupSummary>>();
   });
@@ -19,7 +22,9 @@ describe('typed pass summaries', () => {
     expectTypeOf<Report['summaryOf']>().toBeFunction();
     const check = (r: Report): void => {
       expectTypeOf(r.summaryOf('quantize')).toEqualTypeOf<QuantizeSummary | undefined>();
+      // a gptq run that left its decisions to a later pass is not what summaryOf('gptq') returns
       expectTypeOf(r.summaryOf('gptq')).toEqualTypeOf<QuantizeSummary | undefined>();
+      expectTypeOf(r.summaryOf('repquant')).toEqualTypeOf<ReparamSummary | undefined>();
       expectTypeOf(r.summaryOf('prune')).toEqualTypeOf<PruneSummary | undefined>();
       expectTypeOf(r.summaryOf('cleanup')).toEqualTypeOf<CleanupSummary | undefined>();
       expectTypeOf(r.summaryOf('quantize')!.layers[0]!.bits).toEqualTypeOf<number>();

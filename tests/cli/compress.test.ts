@@ -79,7 +79,7 @@ describe('slimformer compress', () => {
     const out = path.join(dir, 'bad.onnx');
     const r = compressCli(model, '-o', out, '--calib', calib, '--recipe', recipe);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/unknown pass 'quantise' \(valid passes: cleanup, flexround, gptq, prune, quantize, pipeline\)/);
+    expect(r.stderr).toMatch(/unknown pass 'quantise' \(valid passes: cleanup, flexround, gptq, prune, quantize, repquant, smoothquant, pipeline\)/);
     expect(fs.existsSync(out)).toBe(false);
   });
 

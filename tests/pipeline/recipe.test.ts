@@ -39,7 +39,7 @@ describe('recipes', () => {
   });
 
   it('names an unknown pass and lists the valid ones', () => {
-    expect(() => checkRecipe({ passes: [{ pass: 'quantise', scheme: 'w8a8' }] }, 'r.json')).toThrow(/unknown pass 'quantise' \(valid passes: cleanup, flexround, gptq, prune, quantize, pipeline\)/);
+    expect(() => checkRecipe({ passes: [{ pass: 'quantise', scheme: 'w8a8' }] }, 'r.json')).toThrow(/unknown pass 'quantise' \(valid passes: cleanup, flexround, gptq, prune, quantize, repquant, smoothquant, pipeline\)/);
   });
 
   it('names an unknown option and lists the valid ones', () => {
@@ -89,10 +89,10 @@ passes:
 
   it('reads every YAML example in docs/recipes.md as a valid recipe', () => {
     const blocks = [...fs.readFileSync('docs/recipes.md', 'utf8').matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
-    expect(blocks.length).toBe(3);
+    expect(blocks.length).toBe(5);
     for (const block of blocks) expect(() => fromRecipe(parseRecipe(block, 'docs/recipes.md')), block).not.toThrow();
     // the anchor example: the copied step keeps the shared exclude list and overrides bits
-    expect(parseRecipe(blocks[2]!).passes[1]).toEqual({ pass: 'pipeline', passes: [{ pass: 'flexround', bits: 3, exclude: ['classifier', 'blocks.0.*'] }] });
+    expect(parseRecipe(blocks[4]!).passes[1]).toEqual({ pass: 'pipeline', passes: [{ pass: 'flexround', bits: 3, exclude: ['classifier', 'blocks.0.*'] }] });
   });
 
   it('turns a YAML syntax error into one sentence naming the file, line and column', () => {

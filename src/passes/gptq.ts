@@ -1,0 +1,72 @@
+// GPTQ as a pass: levels re-chosen column by column with error feedback on each layer's
+// calibration Gram matrix, on the round-to-nearest grids. Alone it quantizes the model; in a
+// chain it leaves its decisions in the plan for the pass that writes them:
+//   pipeline([smoothQuant(), gptq({ bits: 4, aBits: 8 })])
+//   pipeline([gptq({ bits: 3 }), flexRound({ bits: 3 })])   // FlexRound starts from GPTQ's levels
+import { UserError } from '../errors.js';
+import { weightOutIn } from '../export/linear-weight.js';
+import type { Model } from '../ir/model.js';
+import { inStep } from '../progress.js';
+import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
+import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
+import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
+import { GPTQ_OPTIONS } from './option-specs.js';
+import { checkOptions } from './options.js';
+import type { Pass, PassContext } from './pass.js';
+import type { QuantizePassOptions, QuantizeSummary } from './quantize.js';
+import { decisionPass, quantizeOptionsOf, type WeightPassOptions } from './weight-decision.js';
+
+export interface GptqOptions extends WeightPassOptions {
+  /** Damping as a fraction of the mean Gram diagonal (default 0.01). */
+  damp?: number;
+  /** Quantize input columns by descending input energy (default true; false: in their order). */
+  actOrder?: boolean;
+}
+
+/** GPTQ quantization (column-wise error feedback on calibration Gram matrices); needs calibration data. */
+export function gptq(options: GptqOptions = {}): Pass<QuantizeSummary | DecisionSummary> {
+  checkOptions('gptq', GPTQ_OPTIONS, options);
+  return decisionPass('gptq', 'gptq', { ...quantizeOptionsOf(options), gptqDamp: options.damp, gptqActOrder: options.actOrder }, decideGptq);
+}
+
+/**
+ * GPTQ's decisions for every selected linear of `model` (left float: the selection runs on a
+ * copy) into `plan`. Each starts from the round-to-nearest grid; an earlier decision for the
+ * same weight is replaced.
+ */
+export async function decideGptq(model: Model, ctx: PassContext, options: QuantizePassOptions, plan: QuantizationPlan, pass: string): Promise<DecisionSummary> {
+  const what = pass !== 'quantize' ? 'gptq' : options.method === 'gptq' ? "option 'method' gptq" : "option 'reconstruct' gptq";
+  if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
+  const damp = options.gptqDamp ?? 0.01;
+  if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
+  const work = model.clone();
+  const setup = layerSetup(work, ctx, options, false);
+  const { linears } = setup.sel;
+  const summary: DecisionSummary = { deferred: true, method: 'gptq', layers: linears.map((l) => ({ name: l.name, bits: setup.bitsOf(l.name) })), startedFromPlan: 0, flexround: null };
+  if (linears.length === 0) return summary;
+  const tensors = [...new Map(linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
+  const grams = await inputGrams(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+  await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
+    for (const [i, l] of linears.entries()) {
+      ctx.signal.throwIfAborted();
+      const w = weightOutIn(l);
+      const grid = setup.gridOf(l);
+      let q;
+      try {
+        q = await gptqLevelsAsync(w, await rtnWeight(l, w, grid), grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? true);
+      } catch (e) {
+        // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
+        // break that when the input's scales span many orders of magnitude
+        if (e instanceof Error && e.message.includes('not positive definite')) {
+          throw new UserError(`GPTQ: the Gram matrix of '${l.node.input(0)!.name}' (the input of ${l.name}), damped by ${damp}, is not positive definite in float64; a larger damping (option 'gptqDamp') makes it so`);
+        }
+        throw e;
+      }
+      plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
+      tick(i + 1, l.name);
+    }
+  });
+  ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+  plan.chain.push('gptq');
+  return summary;
+}
