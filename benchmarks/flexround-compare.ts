@@ -13,7 +13,8 @@
 // flexround:lr=0.003:iters=250   gptq:damp=0.1   rtn:outer=scheme (the layers outside the
 // blocks at the scheme's bits instead of the default 8)   flexround:tokens=1024 (layer-wise rows)
 // gptq:search=minmax (full-range weight grids instead of the MSE-searched ones)   flexround:seed=2
-// (another mini-batch order).
+// (another mini-batch order)   flexround:start=rtn (learning from round to nearest instead of
+// the default start, GPTQ's levels).
 // Names: rtn, gptq (the library's defaults: damping 0.01, activation order; act=0 turns the
 // order off), gptq-act (activation order on explicitly), flexround (block-wise), flexround-layer
 // (layer-wise). Every other setting is the library's default.
@@ -135,7 +136,7 @@ function methodOptions(spec: string): Partial<QuantizePassOptions> {
   if (set.has('act')) base.gptqActOrder = set.get('act') === '1';
   if (set.has('search')) base.weightSearch = set.get('search') as 'mse' | 'minmax';
   if (set.has('outer')) base.outerBits = set.get('outer') === 'scheme' ? 'scheme' : num('outer');
-  if (base.flexround) base.flexround = { ...base.flexround, ...(set.has('lr') ? { lr: num('lr') } : {}), ...(set.has('iters') ? { iters: num('iters') } : {}), ...(set.has('tokens') ? { tokens: num('tokens') } : {}), ...(set.has('seed') ? { seed: num('seed') } : {}) };
+  if (base.flexround) base.flexround = { ...base.flexround, ...(set.has('lr') ? { lr: num('lr') } : {}), ...(set.has('iters') ? { iters: num('iters') } : {}), ...(set.has('tokens') ? { tokens: num('tokens') } : {}), ...(set.has('seed') ? { seed: num('seed') } : {}), ...(set.has('start') ? { start: set.get('start') as 'gptq' | 'rtn' } : {}) };
   return base;
 }
 

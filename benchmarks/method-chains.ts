@@ -59,6 +59,8 @@ function passesOf(chain: string, scheme: string): Pass[] | null {
     else if (step === 'repquant') out.push(repQuant({ cacheDir: false }));
     else if (step === 'gptq') out.push(gptq(common));
     else if (step === 'flexround') out.push(flexRound(common));
+    // FlexRound from round to nearest (the start before GPTQ's levels became the default)
+    else if (step === 'flexround:start=rtn') out.push(flexRound({ ...common, start: 'rtn' }));
     else if (step !== 'rtn') throw new Error(`unknown step ${step}`);
   }
   // a chain that ends in a reparameterization (or rtn) is written by quantize with the scheme

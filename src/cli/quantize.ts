@@ -33,6 +33,7 @@ export interface QuantizeFlags extends RawDataFlags {
   damp: string;
   actOrder?: boolean;
   iters: string;
+  flexroundStart: string;
   lr?: string;
   flexroundMode: string;
   aBits?: string;
@@ -73,6 +74,7 @@ export function registerQuantize(program: Command): void {
     .option('--no-act-order', 'GPTQ: quantize input columns in their order')
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
     .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.003)')
+    .option('--flexround-start <from>', 'FlexRound\'s starting levels: gptq (GPTQ\'s solution, the default) | rtn (round to nearest)', 'gptq')
     .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
     .option('--a-bits <n>', 'with --scheme w8, w4, w3 or w2: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
     .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')
@@ -117,6 +119,7 @@ export function registerQuantize(program: Command): void {
         if (!(Number.isInteger(iters) && iters >= 0)) throw new UserError(`--iters must be a whole number >= 0, not '${flags.iters}'`);
         const lr = flags.lr === undefined ? undefined : Number(flags.lr);
         if (lr !== undefined && !(lr > 0)) throw new UserError(`--lr must be a positive number, not '${flags.lr}'`);
+        if (!['gptq', 'rtn'].includes(flags.flexroundStart)) throw new UserError(`unknown --flexround-start '${flags.flexroundStart}' (choose from gptq, rtn)`);
         if (!['layer', 'block'].includes(flags.flexroundMode)) throw new UserError(`unknown --flexround-mode '${flags.flexroundMode}' (choose from layer, block)`);
         let scheme = flags.scheme as Scheme;
         let weightBits: number | undefined;
@@ -137,7 +140,7 @@ export function registerQuantize(program: Command): void {
           method: flags.method as Method,
           gptqDamp: damp,
           gptqActOrder: flags.actOrder ?? true,
-          flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block' },
+          flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block', start: flags.flexroundStart as 'gptq' | 'rtn' },
           alpha,
           softmax: flags.softmax as SoftmaxMode,
           reconstruct: flags.reconstruct as 'none' | 'gptq',

@@ -19,6 +19,8 @@ import type { Pass, PassContext } from './pass.js';
 import type { QuantizePassOptions, QuantizeSummary } from './quantize.js';
 import { decisionPass, quantizeOptionsOf, startingWeights, type WeightPassOptions } from './weight-decision.js';
 
+import { decideGptq } from './gptq.js';
+
 export { gptq, type GptqOptions } from './gptq.js';
 
 export interface FlexRoundOptions extends WeightPassOptions, FlexRoundSettings {}
@@ -26,19 +28,21 @@ export interface FlexRoundOptions extends WeightPassOptions, FlexRoundSettings {
 /** FlexRound quantization (learned rounding by element-wise division); needs calibration data. */
 export function flexRound(options: FlexRoundOptions = {}): Pass<QuantizeSummary | DecisionSummary> {
   checkOptions('flexround', FLEXROUND_OPTIONS, options);
-  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } = options;
-  return decisionPass('flexround', 'flexround', { ...quantizeOptionsOf(options), flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations } }, decideFlexRound);
+  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations, start } = options;
+  return decisionPass('flexround', 'flexround', { ...quantizeOptionsOf(options), flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations, start } }, decideFlexRound);
 }
 
 /**
  * FlexRound's decisions for every selected linear of `model` (left float: the selection runs on
  * a copy) into `plan`, starting from the plan's earlier decision for a weight when there is one
- * (its levels, reached at the start by weightRoundingTo), else from round to nearest. Static
+ * (its levels, reached at the start by weightRoundingTo); with none, GPTQ decides them first
+ * (settings.start 'gptq', the default) or learning starts from round to nearest ('rtn'). Static
  * schemes: the activation steps start from the plan's fixed grids (RepQuant's) or the
  * calibrated ranges, and the learned ones go into the plan.
  */
 export async function decideFlexRound(model: Model, ctx: PassContext, options: QuantizePassOptions, plan: QuantizationPlan, pass: string): Promise<DecisionSummary> {
   if (!ctx.calibration) throw new UserError(`${pass === 'quantize' ? "option 'method' flexround" : 'flexround'} needs calibration data (option 'calibration')`);
+  if ((options.flexround?.start ?? 'gptq') === 'gptq' && plan.weights.size === 0) await decideGptq(model, ctx, options, plan, pass);
   const fixedBefore = plan.fixedActivations(model);
   const work = model.clone();
   const setup = layerSetup(work, ctx, options, false);

@@ -94,6 +94,7 @@ export const FLEXROUND_OPTIONS: OptionSpecs = {
   learnGrid: { type: 'boolean', doc: 'also learn the grid scale', recipe: false },
   seed: { type: 'number', integer: true, doc: 'random seed', recipe: false },
   learnActivations: { type: 'boolean', doc: 'W·A8: learn the activation steps', recipe: false },
+  start: { type: 'enum', values: ['gptq', 'rtn'], doc: "where learning starts when no earlier pass decided the weights: 'gptq' (default) or 'rtn'" },
 };
 
 export const GPTQ_OPTIONS: OptionSpecs = {

@@ -185,4 +185,10 @@ export interface FlexRoundSettings {
    * each linear input's activation quantizer with the block, from the calibrated one (default true).
    */
   learnActivations?: boolean;
+  /**
+   * Where the learned rounding starts when no earlier pass decided the weights: 'gptq' (default:
+   * GPTQ's levels, so FlexRound is never worse than GPTQ on calibration data) or 'rtn' (round to
+   * nearest, the paper's start). Chosen on the language models' method table (docs/flexround.md).
+   */
+  start?: 'gptq' | 'rtn';
 }

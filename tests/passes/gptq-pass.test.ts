@@ -29,14 +29,18 @@ describe('gptq() pass in chains', () => {
     const s = chain.report.summaryOf('flexround')!;
     expect(s.chain).toEqual(['gptq', 'flexround']);
     expect(s.flexround!.startedFromPlan).toBe(12);
-    // FlexRound alone with 0 steps is round to nearest: not GPTQ's levels
-    const rtnStart = await pipeline([flexRound({ bits: 3, iters: 0, ...opts })]).apply(loadModel(modelFile), { calibration });
+    // FlexRound alone starts from GPTQ's levels by default (it runs GPTQ first), from round to nearest with start 'rtn'
+    const byDefault = await pipeline([flexRound({ bits: 3, iters: 0, ...opts })]).apply(loadModel(modelFile), { calibration });
+    expect(initializers(byDefault.model)).toEqual(initializers(alone.model));
+    expect(byDefault.report.summaryOf('flexround')!.chain).toEqual(['gptq', 'flexround']);
+    const rtnStart = await pipeline([flexRound({ bits: 3, iters: 0, start: 'rtn', ...opts })]).apply(loadModel(modelFile), { calibration });
     expect(initializers(rtnStart.model)).not.toEqual(initializers(alone.model));
+    expect(rtnStart.report.summaryOf('flexround')!.chain).toEqual(['flexround']);
   });
 
   it('gptq → flexround learns from GPTQ’s start: each block starts below round to nearest’s error', async () => {
     const r = await pipeline([gptq({ bits: 3, ...opts }), flexRound({ bits: 3, iters: 20, lr: 5e-3, ...opts })]).apply(loadModel(modelFile), { calibration });
-    const alone = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, ...opts })]).apply(loadModel(modelFile), { calibration });
+    const alone = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, start: 'rtn', ...opts })]).apply(loadModel(modelFile), { calibration });
     const blocks = r.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
     const rtnStart = alone.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
     expect(blocks).toHaveLength(2);

@@ -78,7 +78,7 @@ describe('FlexRound', () => {
   for (const [label, options] of zeroCases) {
     it(`${label}: zero iterations give the RTN model bit for bit`, async () => {
       const rtn = await pipeline([quantize({ ...options, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
-      const fr = await pipeline([quantize({ ...options, method: 'flexround', flexround: { iters: 0 }, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
+      const fr = await pipeline([quantize({ ...options, method: 'flexround', flexround: { iters: 0, start: 'rtn' }, cacheDir: false, verifySamples: 2 })]).apply(loadModel(modelFile), { calibration });
       const a = rtn.model.graph.initializers.map((v) => [v.name, Buffer.from(v.initializer!.bytes).toString('base64')]);
       const b = fr.model.graph.initializers.map((v) => [v.name, Buffer.from(v.initializer!.bytes).toString('base64')]);
       expect(b).toEqual(a);
@@ -89,7 +89,7 @@ describe('FlexRound', () => {
 
   it('flexRound() pass: layer-wise w3 beats RTN on the calibration output SQNR, exports plain MatMulNBits, round-trips', async () => {
     const rtn = summaryOf(await pipeline([quantize({ scheme: 'w3', cacheDir: false, verifySamples: 8 })]).apply(loadModel(modelFile), { calibration }));
-    const r = await pipeline([flexRound({ bits: 3, iters: 60, lr: 5e-3, mode: 'layer', verifySamples: 8 })]).apply(loadModel(modelFile), { calibration });
+    const r = await pipeline([flexRound({ bits: 3, iters: 60, lr: 5e-3, mode: 'layer', start: 'rtn', verifySamples: 8 })]).apply(loadModel(modelFile), { calibration });
     const s = summaryOf(r);
     expect(r.report.passes[0]!.pass).toBe('flexround');
     expect(s.method).toBe('flexround');
@@ -117,8 +117,8 @@ describe('FlexRound', () => {
   it('w4a8 block-wise learns the activation step sizes: they move from the calibrated ones, the export uses them, the calibration loss falls', async () => {
     const iters = 40;
     const rtn = await pipeline([quantize({ scheme: 'w8a8', weightBits: 4, cacheDir: false, verifySamples: 16 })]).apply(loadModel(modelFile), { calibration });
-    const r = await pipeline([flexRound({ bits: 4, aBits: 8, iters, lr: 1e-2, mode: 'block', verifySamples: 16 })]).apply(loadModel(modelFile), { calibration });
-    const off = await pipeline([flexRound({ bits: 4, aBits: 8, iters, lr: 1e-2, mode: 'block', verifySamples: 16, learnActivations: false })]).apply(loadModel(modelFile), { calibration });
+    const r = await pipeline([flexRound({ bits: 4, aBits: 8, iters, lr: 1e-2, mode: 'block', start: 'rtn', verifySamples: 16 })]).apply(loadModel(modelFile), { calibration });
+    const off = await pipeline([flexRound({ bits: 4, aBits: 8, iters, lr: 1e-2, mode: 'block', start: 'rtn', verifySamples: 16, learnActivations: false })]).apply(loadModel(modelFile), { calibration });
     const s = summaryOf(r);
     // per block: q/k/v input, attention output, MLP input, MLP hidden
     expect(s.flexround!.activations.length).toBe(2 * 4);
