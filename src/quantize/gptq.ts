@@ -4,6 +4,7 @@ import { DataType } from '../ir/dtype.js';
 import { Graph } from '../ir/graph.js';
 import { Model } from '../ir/model.js';
 import { Session } from '../runtime/session.js';
+import { traceMemory } from '../runtime/memory-trace.js';
 import { choleskyJs, invertLowerJs, upperCholeskyOfInverse } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import type { QuantizedWeight } from './weight-quantizer.js';
@@ -37,6 +38,7 @@ export async function inputGrams(model: Model, data: Dataset, tensors: { name: s
     await session.release();
     await gram.release();
   }
+  traceMemory(`Gram matrices of ${tensors.length} input(s) accumulated`);
   return out;
 }
 

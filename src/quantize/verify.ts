@@ -5,6 +5,7 @@ import type { ArrayTensor } from '../ir/array-tensor.js';
 import { DataType } from '../ir/dtype.js';
 import { float16BitsToFloat } from '../ir/float-bits.js';
 import { Session } from '../runtime/session.js';
+import { traceMemory } from '../runtime/memory-trace.js';
 
 function floatData(t: ArrayTensor): ArrayLike<number> {
   return t.dtype === DataType.FLOAT16 ? Float32Array.from(t.data as Uint16Array, float16BitsToFloat) : (t.data as Float32Array);
@@ -65,6 +66,7 @@ export async function compareModels(float: Model, quantized: Model, dataset: Dat
     await fs.release();
     await qs.release();
   }
+  traceMemory('compared with the float model');
   const sqnr = (i: number): number => (noise[i] === 0 ? Infinity : 10 * Math.log10(signal[i]! / noise[i]!));
   return {
     layers: pairs.map((p, i) => ({ name: p.name, sqnr: sqnr(i) })),
