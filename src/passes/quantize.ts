@@ -22,7 +22,7 @@ import { assertNotQuantized, namePattern, selectLayers, type Selection } from '.
 import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
 import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
-import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
+import { newLevels, quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
 import { inStep } from '../progress.js';
 import { convertToFloat16 } from '../export/fp16.js';
 import { cleanup } from './cleanup.js';
@@ -488,7 +488,7 @@ function layerSpec(spec: WeightQuantSpec, bits: number, search: QuantizeOptions[
 async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec, blockSize: number): Promise<QuantizedWeight> {
   const q = await quantizeWeight(w, 1, w.length, { ...spec, blockSize: 0 });
   const k = l.inFeatures;
-  const levels = new Int32Array(l.outFeatures * blockSize);
+  const levels = newLevels(l.outFeatures * blockSize, q.symmetric);
   for (let r = 0; r < l.outFeatures; r++) levels.set(q.levels.subarray(r * k, (r + 1) * k), r * blockSize);
   return { ...q, n: l.outFeatures, k, groups: 1, blockSize, levels, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures).fill(q.zeroPoints[0]!) };
 }

@@ -106,7 +106,7 @@ export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram:
   for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) Wt[i * n + r] = Wrows[r * k + i]!;
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
-  const levels = Int32Array.from(q.levels);
+  const levels = q.levels.slice();
   const err = new Float64Array(n);
   for (let i1 = 0; i1 < k; i1 += LAZY_BLOCK) {
     const i2 = Math.min(k, i1 + LAZY_BLOCK);
@@ -185,7 +185,7 @@ export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Arr
   const U = (i: number, j: number): number => lower[j * k + i]!;
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
-  const levels = Int32Array.from(q.levels);
+  const levels = q.levels.slice();
   for (let i = 0; i < k; i++) {
     const d = U(i, i);
     const col = perm[i]!;

@@ -46,7 +46,9 @@ export async function compareModels(float: Model, quantized: Model, dataset: Dat
   let seen = 0;
   try {
     const bound = bindDataset(dataset, float);
-    for (const batch of batches(bound, options.batchSize ?? 4)) {
+    // every layer's output of both models comes back per batch: one sample at a time when there
+    // are many layers (BERT-base, 72 layers, 128 tokens: 85 MB a sample and model)
+    for (const batch of batches(bound, pairs.length > 8 ? 1 : (options.batchSize ?? 4))) {
       options.signal?.throwIfAborted();
       if (seen >= options.samples) break;
       const f = await fs.run(batch.feeds, [...new Set(all.map((p) => p.float))]);
