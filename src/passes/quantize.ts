@@ -19,7 +19,7 @@ import { smoothQuant } from '../reparam/smoothquant.js';
 import { chooseStaticMethod, type StaticMethodChoice } from '../quantize/auto-method.js';
 import { OUTER_BITS, checkOuterBits, outerLayers } from '../quantize/outer-layers.js';
 import { assertNotQuantized, namePattern, selectLayers, type Selection } from '../quantize/select.js';
-import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
+import { gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
 import { flexRoundWeights, type FlexRoundUnitReport, type LearnedActivation } from '../quantize/flexround-weights.js';
 import { compareModels, type Comparison, type TensorPair } from '../quantize/verify.js';
 import { newLevels, quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from '../quantize/weight-quantizer.js';
@@ -231,12 +231,12 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     const damp = options.gptqDamp ?? 0.01;
     if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
     const tensors = [...new Map(sel.linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
-    const grams = await inputGrams(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+    const grams = await inputGramsBlockwise(model, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
     await inStep(ctx.progress, 'gptq', sel.linears.length, async (tick) => {
       for (const [i, l] of sel.linears.entries()) {
         ctx.signal.throwIfAborted();
         try {
-          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? true);
+          weights[i] = await gptqLevelsAsync(weightOutIn(l), weights[i]!, await grams.take(l.node.input(0)!.name), damp, options.gptqActOrder ?? true);
         } catch (e) {
           // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
           // break that when the input's scales span many orders of magnitude
@@ -247,7 +247,7 @@ async function quantizeModel(model: Model, ctx: PassContext, options: QuantizePa
     }
         tick(i + 1, l.name);
   }
-    });
+    }).finally(() => grams.close());
     ctx.report.info('quantize', `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${sel.linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   }
   let flexSummary: QuantizeSummary['flexround'] = null;

@@ -1,0 +1,60 @@
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Random } from '../../src/autodiff/random.js';
+import { openDataset } from '../../src/data/dataset.js';
+import { discoverStructure } from '../../src/discover/index.js';
+import { planSegments } from '../../src/runtime/block-runner.js';
+import { inputGrams, inputGramsBlockwise } from '../../src/quantize/gptq.js';
+import { buildTransformer } from '../helpers/transformer-builder.js';
+import { writeSamples } from '../helpers/samples.js';
+import { tempDir } from '../helpers/tmp.js';
+
+// The block runner cuts the graph into segments of bounded weight bytes and runs all batches
+// through one segment before the next; the Gram matrices it yields must be those of a session
+// over the whole model.
+describe('block runner', () => {
+  const built = buildTransformer({ blocks: 3, hidden: 32, heads: 4, mlpWidth: 64, seq: 8, placement: 'pre', norm: 'rmsnorm', rotary: true, activation: 'swiglu', mask: 'causal-where' });
+  const model = built.model;
+  const dir = tempDir();
+  const rng = new Random(3);
+  writeSamples(dir, () => ({ x: { dtype: built.feeds(1).x!.dtype, dims: [1, 8, 32], data: Float32Array.from({ length: 8 * 32 }, () => rng.normal()) } }), 10);
+  const data = openDataset(path.join(dir));
+  const linears = discoverStructure(model).linears;
+  const tensors = [...new Map(linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
+  // a block's weights: 4 * 32*32 + 3 * 32*64 floats = 40 KiB; 16 KiB segments cut inside blocks too
+  const small = 16 * 1024;
+
+  it('cuts the graph into segments of at most the budget (or one weight) with the values crossing a cut as their inputs', () => {
+    const plan = planSegments(model, tensors.map((t) => t.name), small)!;
+    expect(plan.nodes.length).toBeGreaterThan(6);
+    const biggest = Math.max(...model.graph.initializers.map((v) => v.initializer!.byteLength));
+    for (const b of plan.bytes) expect(b).toBeLessThanOrEqual(Math.max(small, biggest));
+    // every node once, and every wanted tensor in exactly one segment
+    expect(plan.nodes.flat().length).toBe(model.graph.nodes.length);
+    expect(plan.wanted.flat().sort()).toEqual(tensors.map((t) => t.name).sort());
+    // later segments read the residual stream from earlier ones
+    expect(plan.inputs.slice(1).every((names) => names.length > 0)).toBe(true);
+  });
+
+  it('gives the Gram matrices of a whole-model session (relative difference under 1e-5)', async () => {
+    const whole = await inputGrams(model, data, tensors, { batchSize: 3 });
+    const stream = await inputGramsBlockwise(model, data, tensors, { batchSize: 3, maxSegmentBytes: small });
+    for (const t of tensors) {
+      const a = whole.get(t.name)!;
+      const b = await stream.take(t.name);
+      // taken again (q, k and v read the same input): the same matrix
+      expect(await stream.take(t.name)).toBe(b);
+      let scale = 0;
+      let diff = 0;
+      for (let i = 0; i < a.length; i++) {
+        scale = Math.max(scale, Math.abs(a[i]!));
+        diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+      }
+      expect(scale).toBeGreaterThan(0);
+      expect(diff / scale).toBeLessThan(1e-5);
+    }
+    // asked for out of order, after a later segment's: a clear error
+    await expect(stream.take(tensors[0]!.name)).rejects.toThrow(/model's order/);
+    await stream.close();
+  });
+});
