@@ -30,14 +30,43 @@ export interface SegmentPlan {
   bytes: number[];
 }
 
-export function planSegments(model: Model, wanted: readonly string[], maxSegmentBytes: number): SegmentPlan | undefined {
+/**
+ * Cuts `model` into segments of at most `maxSegmentBytes` of weights, or, with `follow`, as
+ * another model was cut: a node of the same name goes to the same segment, a node of its own
+ * (a rewritten linear) to the latest segment of the nodes it reads, so two versions of one
+ * graph (float and quantized) compute the same tensors in the same segment.
+ */
+export function planSegments(model: Model, wanted: readonly string[], maxSegmentBytes: number, follow?: SegmentPlan): SegmentPlan | undefined {
   const g = model.graph;
   if (g.nodes.some((n) => n.subgraphs().length > 0)) return undefined;
   const order = topologicalOrder(g.nodes);
   const nodes: Node[][] = [[]];
   const bytes: number[] = [0];
   const seen = new Set<Value>();
-  for (const n of order) {
+  if (follow) {
+    const byName = new Map<string, number>();
+    follow.nodes.forEach((list, s) => list.forEach((n) => byName.set(n.name, s)));
+    const segmentOfNode = new Map<Node, number>();
+    for (const n of order) {
+      let s = byName.get(n.name) ?? 0;
+      for (const v of n.inputs) {
+        const p = v?.producer();
+        if (p && segmentOfNode.has(p)) s = Math.max(s, segmentOfNode.get(p)!);
+      }
+      segmentOfNode.set(n, s);
+      while (nodes.length <= s) {
+        nodes.push([]);
+        bytes.push(0);
+      }
+      nodes[s]!.push(n);
+    }
+    nodes.forEach((list, s) => {
+      const own = new Set<Value>();
+      for (const n of list) for (const v of n.inputs) if (v?.initializer) own.add(v);
+      bytes[s] = [...own].reduce((a, v) => a + v.initializer!.byteLength, 0);
+    });
+  }
+  for (const n of follow ? [] : order) {
     const fresh = n.inputs.filter((v): v is Value => !!v?.initializer && !seen.has(v));
     const add = fresh.reduce((a, v) => a + v.initializer!.byteLength, 0);
     if (bytes[bytes.length - 1]! > 0 && bytes[bytes.length - 1]! + add > maxSegmentBytes) {
@@ -158,12 +187,19 @@ export interface SegmentBatch {
 export interface BlockRunOptions {
   /** Most weight bytes in one segment's session (default: an eighth of the model, 64-256 MiB). */
   maxSegmentBytes?: number;
+  /** A plan made beforehand by planSegments (then maxSegmentBytes is not used). */
+  plan?: SegmentPlan;
   threads?: number;
   signal?: AbortSignal;
 }
 
-/** The default segment size: an eighth of the model's weights, clamped to [64, 256] MiB. */
+/**
+ * The default segment size: an eighth of the model's weights, clamped to [64, 256] MiB.
+ * SLIMFORMER_SEGMENT_BYTES sets it (tests cut small models with it).
+ */
 export function defaultSegmentBytes(model: Model): number {
+  const env = Number(process.env.SLIMFORMER_SEGMENT_BYTES);
+  if (Number.isFinite(env) && env > 0) return env;
   const total = model.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
   return Math.min(256 * 2 ** 20, Math.max(64 * 2 ** 20, total / 8));
 }
@@ -174,7 +210,7 @@ export function defaultSegmentBytes(model: Model): number {
  * consumer must finish with a batch's tensors before asking for the next (they are not kept).
  */
 export async function* runBlockwise(model: Model, batches: Record<string, ArrayTensor>[], wanted: readonly string[], options: BlockRunOptions = {}): AsyncGenerator<SegmentBatch> {
-  const plan = planSegments(model, wanted, options.maxSegmentBytes ?? defaultSegmentBytes(model));
+  const plan = options.plan ?? planSegments(model, wanted, options.maxSegmentBytes ?? defaultSegmentBytes(model));
   if (!plan) throw new Error('block runner: graphs with subgraphs are run whole');
   // the values later segments read, per batch (the graph inputs are the batches themselves)
   const kept = batches.map((b) => new Map<string, ArrayTensor>(Object.entries(b)));
@@ -201,4 +237,67 @@ export async function* runBlockwise(model: Model, batches: Record<string, ArrayT
       await session.release();
     }
   }
+}
+
+/** A tensor of model `a` and the tensor of model `b` that stands for it. */
+export interface TensorPairNames {
+  a: string;
+  b: string;
+}
+
+/**
+ * Runs two versions of one graph (float and quantized) segment by segment side by side
+ * (planSegments with `follow`), so that neither is ever whole in a session, and calls `visit`
+ * with each pair's two tensors for each batch. A tensor whose partner comes in a later segment
+ * waits for it. Returns false, having run nothing, when a graph cannot be cut (If/Loop).
+ */
+export async function visitPairsBlockwise(a: Model, b: Model, batchesA: Record<string, ArrayTensor>[], batchesB: Record<string, ArrayTensor>[], pairs: readonly TensorPairNames[], visit: (pair: number, batch: number, ta: ArrayTensor, tb: ArrayTensor) => void, options: BlockRunOptions = {}): Promise<boolean> {
+  const wantedA = [...new Set(pairs.map((p) => p.a))];
+  const wantedB = [...new Set(pairs.map((p) => p.b))];
+  const planA = planSegments(a, wantedA, options.maxSegmentBytes ?? defaultSegmentBytes(a));
+  const planB = planA && planSegments(b, wantedB, 0, planA);
+  if (!planA || !planB) return false;
+  const runA = runBlockwise(a, batchesA, wantedA, { ...options, plan: planA });
+  const runB = runBlockwise(b, batchesB, wantedB, { ...options, plan: planB });
+  const byA = new Map<string, number[]>();
+  const byB = new Map<string, number[]>();
+  pairs.forEach((p, i) => {
+    byA.set(p.a, [...(byA.get(p.a) ?? []), i]);
+    byB.set(p.b, [...(byB.get(p.b) ?? []), i]);
+  });
+  // tensors waiting for their partner, by pair and batch
+  const waitA = new Map<string, ArrayTensor>();
+  const waitB = new Map<string, ArrayTensor>();
+  const take = (side: 'a' | 'b', r: SegmentBatch): void => {
+    for (const [name, t] of Object.entries(r.tensors)) {
+      for (const i of (side === 'a' ? byA : byB).get(name) ?? []) {
+        const key = `${i}/${r.batch}`;
+        const other = (side === 'a' ? waitB : waitA).get(key);
+        if (other) {
+          (side === 'a' ? waitB : waitA).delete(key);
+          if (side === 'a') visit(i, r.batch, t, other);
+          else visit(i, r.batch, other, t);
+        } else (side === 'a' ? waitA : waitB).set(key, t);
+      }
+    }
+  };
+  let nextA = await runA.next();
+  let nextB = await runB.next();
+  try {
+    for (let s = 0; !nextA.done || !nextB.done; s++) {
+      while (!nextA.done && nextA.value.segment <= s) {
+        take('a', nextA.value);
+        nextA = await runA.next();
+      }
+      while (!nextB.done && nextB.value.segment <= s) {
+        take('b', nextB.value);
+        nextB = await runB.next();
+      }
+    }
+  } finally {
+    await runA.return(undefined);
+    await runB.return(undefined);
+  }
+  if (waitA.size > 0 || waitB.size > 0) throw new Error(`block runner: ${waitA.size + waitB.size} tensor(s) never met their partner`);
+  return true;
 }

@@ -5,6 +5,8 @@ import { openDataset } from '../../src/data/dataset.js';
 import { discoverStructure } from '../../src/discover/index.js';
 import { planSegments } from '../../src/runtime/block-runner.js';
 import { inputGrams, inputGramsBlockwise } from '../../src/quantize/gptq.js';
+import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
+import { pipeline } from '../../src/pipeline/pipeline.js';
 import { buildTransformer } from '../helpers/transformer-builder.js';
 import { writeSamples } from '../helpers/samples.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -57,4 +59,42 @@ describe('block runner', () => {
     await expect(stream.take(tensors[0]!.name)).rejects.toThrow(/model's order/);
     await stream.close();
   });
+});
+
+// The quantize pass verifies (compareModels) and the pipeline checks the quality floor
+// (measureQuality) block-wise above twice the segment size: the figures must be those of
+// whole-model sessions.
+describe('block-wise verification', () => {
+  const built = buildTransformer({ blocks: 3, hidden: 32, heads: 4, mlpWidth: 64, seq: 8, placement: 'pre', norm: 'rmsnorm', rotary: true, activation: 'swiglu', mask: 'causal-where', seed: 5 });
+  const dir = tempDir();
+  const rng = new Random(4);
+  writeSamples(dir, () => ({ x: { dtype: built.feeds(1).x!.dtype, dims: [1, 8, 32], data: Float32Array.from({ length: 8 * 32 }, () => rng.normal()) } }), 6);
+
+  async function quantized(method: 'rtn' | 'gptq', segmentBytes: string | undefined) {
+    if (segmentBytes) process.env.SLIMFORMER_SEGMENT_BYTES = segmentBytes;
+    try {
+      const { report } = await pipeline([quantize({ scheme: 'w4', method, blockSize: 16, outerBits: 'scheme' })]).apply(built.model, { calibration: openDataset(dir) });
+      return { summary: report.summaryOf('quantize') as QuantizeSummary, quality: report.quality! };
+    } finally {
+      delete process.env.SLIMFORMER_SEGMENT_BYTES;
+    }
+  }
+
+  for (const method of ['rtn', 'gptq'] as const) {
+    it(`${method}: the layer and output SQNRs and the quality floor figures of whole-model sessions (within 0.01 dB)`, async () => {
+      const whole = await quantized(method, undefined);
+      const cut = await quantized(method, String(16 * 1024));
+      expect(cut.summary.layers.length).toBe(whole.summary.layers.length);
+      expect(whole.summary.layers.length).toBe(21);
+      cut.summary.layers.forEach((l, i) => {
+        expect(l.name).toBe(whole.summary.layers[i]!.name);
+        expect(Number.isFinite(l.sqnr)).toBe(true);
+        expect(Math.abs(l.sqnr! - whole.summary.layers[i]!.sqnr!)).toBeLessThan(0.01);
+      });
+      expect(Math.abs(cut.summary.outputs[0]!.sqnr - whole.summary.outputs[0]!.sqnr)).toBeLessThan(0.01);
+      expect(cut.summary.verifiedSamples).toBe(whole.summary.verifiedSamples);
+      expect(Math.abs(cut.quality.sqnr - whole.quality.sqnr)).toBeLessThan(0.01);
+      expect(cut.quality.agreement).toBeCloseTo(whole.quality.agreement, 6);
+    });
+  }
 });
