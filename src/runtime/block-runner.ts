@@ -46,13 +46,28 @@ export function planSegments(model: Model, wanted: readonly string[], maxSegment
   if (follow) {
     const byName = new Map<string, number>();
     follow.nodes.forEach((list, s) => list.forEach((n) => byName.set(n.name, s)));
+    // a node of its own (a rewritten linear, a QuantizeLinear/DequantizeLinear pair) goes with
+    // its first reader: placed with its producers, a DequantizeLinear of a weight would land in
+    // segment 0 and its output be carried to every later segment, and a Q/DQ pair cut from its
+    // MatMul would stop onnxruntime fusing them into the integer kernel the whole model runs
     const segmentOfNode = new Map<Node, number>();
+    for (const n of [...order].reverse()) {
+      const fixed = byName.get(n.name);
+      if (fixed !== undefined) segmentOfNode.set(n, fixed);
+      else {
+        const readers = n.outputs.flatMap((o) => o.consumers()).filter((c) => segmentOfNode.has(c));
+        segmentOfNode.set(n, readers.length ? Math.min(...readers.map((c) => segmentOfNode.get(c)!)) : Infinity);
+      }
+    }
+    // and never before what it reads
     for (const n of order) {
-      let s = byName.get(n.name) ?? 0;
+      let s = segmentOfNode.get(n)!;
+      let after = 0;
       for (const v of n.inputs) {
         const p = v?.producer();
-        if (p && segmentOfNode.has(p)) s = Math.max(s, segmentOfNode.get(p)!);
+        if (p && segmentOfNode.has(p)) after = Math.max(after, segmentOfNode.get(p)!);
       }
+      s = Number.isFinite(s) ? Math.max(s, after) : after;
       segmentOfNode.set(n, s);
       while (nodes.length <= s) {
         nodes.push([]);

@@ -70,20 +70,20 @@ describe('block-wise verification', () => {
   const rng = new Random(4);
   writeSamples(dir, () => ({ x: { dtype: built.feeds(1).x!.dtype, dims: [1, 8, 32], data: Float32Array.from({ length: 8 * 32 }, () => rng.normal()) } }), 6);
 
-  async function quantized(method: 'rtn' | 'gptq', segmentBytes: string | undefined) {
+  async function quantized(scheme: 'w4' | 'w8a8', method: 'rtn' | 'gptq', segmentBytes: string | undefined) {
     if (segmentBytes) process.env.SLIMFORMER_SEGMENT_BYTES = segmentBytes;
     try {
-      const { report } = await pipeline([quantize({ scheme: 'w4', method, blockSize: 16, outerBits: 'scheme' })]).apply(built.model, { calibration: openDataset(dir) });
-      return { summary: report.summaryOf('quantize') as QuantizeSummary, quality: report.quality! };
+      const { model, report } = await pipeline([quantize({ scheme, method, ...(scheme === 'w4' ? { blockSize: 16 } : {}), outerBits: 'scheme' })]).apply(built.model, { calibration: openDataset(dir) });
+      return { model, summary: report.summaryOf('quantize') as QuantizeSummary, quality: report.quality! };
     } finally {
       delete process.env.SLIMFORMER_SEGMENT_BYTES;
     }
   }
 
-  for (const method of ['rtn', 'gptq'] as const) {
-    it(`${method}: the layer and output SQNRs and the quality floor figures of whole-model sessions (within 0.01 dB)`, async () => {
-      const whole = await quantized(method, undefined);
-      const cut = await quantized(method, String(16 * 1024));
+  for (const [scheme, method] of [['w4', 'rtn'], ['w4', 'gptq'], ['w8a8', 'rtn']] as const) {
+    it(`${scheme} ${method}: the layer and output SQNRs and the quality floor figures of whole-model sessions (within 0.01 dB)`, async () => {
+      const whole = await quantized(scheme, method, undefined);
+      const cut = await quantized(scheme, method, String(16 * 1024));
       expect(cut.summary.layers.length).toBe(whole.summary.layers.length);
       expect(whole.summary.layers.length).toBe(21);
       cut.summary.layers.forEach((l, i) => {
@@ -95,6 +95,15 @@ describe('block-wise verification', () => {
       expect(cut.summary.verifiedSamples).toBe(whole.summary.verifiedSamples);
       expect(Math.abs(cut.quality.sqnr - whole.quality.sqnr)).toBeLessThan(0.01);
       expect(cut.quality.agreement).toBeCloseTo(whole.quality.agreement, 6);
+      // the quantized model is cut like the float one: a weight's DequantizeLinear (w8a8) sits
+      // with the MatMul that reads it, not in segment 0 with its output carried along
+      const floatPlan = planSegments(built.model, [], 16 * 1024)!;
+      const qPlan = planSegments(cut.model, [], 0, floatPlan)!;
+      const segmentOf = new Map(qPlan.nodes.flatMap((list, i) => list.map((n) => [n, i] as const)));
+      const dq = cut.model.graph.nodes.filter((n) => n.opType === 'DequantizeLinear' && n.input(0)!.initializer);
+      expect(dq.length).toBe(scheme === 'w8a8' ? 21 : 0);
+      for (const n of dq) for (const c of n.output(0).consumers()) expect(segmentOf.get(c)).toBe(segmentOf.get(n));
+      expect(Math.max(...qPlan.bytes)).toBeLessThan(Math.max(...floatPlan.bytes));
     });
   }
 });
