@@ -47,7 +47,7 @@ function readInlineWeightsOnUse(model: Model, buffer: Buffer, file: string): voi
     const out =
       t.byteLength >= EXTERNAL_KEEP_LIMIT
         ? Tensor.external(t.name, t.dtype, t.dims, { file, offset: b.byteOffset - buffer.byteOffset, length: b.byteLength }, readExternalBytes)
-        : Tensor.fromBytes(t.name, t.dtype, t.dims, b.slice());
+        : Tensor.fromBytes(t.name, t.dtype, t.dims, new Uint8Array(b)); // a copy (Buffer.slice would be a view)
     out.docString = t.docString;
     return out;
   };
