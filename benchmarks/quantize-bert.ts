@@ -7,7 +7,8 @@
 //    float, w8a8 and dynamic models, rounds interleaved so background load hits all alike.
 //    Target: w8a8 at least 1.8x faster than float.
 // 2. Cost of `slimformer quantize --scheme w8a8` on that encoder with 128 calibration samples:
-//    wall time and peak RSS of the CLI process. Target: under 3 minutes and 2.5 GB.
+//    wall time and peak RSS of the CLI process. Target: under 3 minutes and 2.5 GB. Then peak RSS
+//    of w8a8, w4 RTN and w4 GPTQ against the fp32 model's size (issue 17: at most 1.5x).
 // 3. Decoder (GPT-like, causal, 12 blocks, hidden 768): w4 vs float latency for one token
 //    (batch 1, sequence 1, the decode step) and for a 128-token prompt.
 import { spawnSync } from 'node:child_process';
@@ -46,11 +47,17 @@ async function main(): Promise<void> {
     saveModel(enc.model, encFile);
     const calib = path.join(dir, 'calib');
     writeSamples(calib, enc.feeds(1), 128);
-    const quantArgs = (out: string): string[] => ['quantize', encFile, '-o', path.join(dir, out), '--scheme', 'w8a8', '--calib', calib, '--json'];
-    const first = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8.onnx'));
-    const second = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8-again.onnx'));
-    console.log(`encoder: 12 blocks, hidden 768, MLP 3072, sequence 128; ${(enc.model.parameterCount() / 1e6).toFixed(1)}M parameters`);
+    const quantArgs = (out: string, scheme: string, method?: string): string[] => ['quantize', encFile, '-o', path.join(dir, out), '--scheme', scheme, ...(method ? ['--method', method] : []), '--calib', calib, '--json'];
+    const first = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8.onnx', 'w8a8'));
+    const second = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8-again.onnx', 'w8a8'));
+    const modelBytes = fs.statSync(encFile).size;
+    console.log(`encoder: 12 blocks, hidden 768, MLP 3072, sequence 128; ${(enc.model.parameterCount() / 1e6).toFixed(1)}M parameters, ${(modelBytes / 2 ** 20).toFixed(0)} MiB in fp32`);
     console.log(`quantize --scheme w8a8, 128 calibration samples: ${first.seconds.toFixed(1)}s, peak RSS ${(first.maxRssBytes / 2 ** 20).toFixed(0)} MiB (targets < 180 s, < 2560 MiB); run again: ${second.seconds.toFixed(1)}s, peak RSS ${(second.maxRssBytes / 2 ** 20).toFixed(0)} MiB`);
+    // peak RSS against the fp32 model's size (issue 17's bound: 1.5x); load average beside it, the machine is shared
+    const rss = [['w8a8', undefined, first], ['w4', 'rtn', peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w4-rtn.onnx', 'w4', 'rtn'))], ['w4', 'gptq', peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w4-gptq.onnx', 'w4', 'gptq'))]] as const;
+    for (const [scheme, method, r] of rss) {
+      console.log(`peak RSS of quantize --scheme ${scheme}${method ? ` --method ${method}` : ''}: ${(r.maxRssBytes / 2 ** 20).toFixed(0)} MiB = ${(r.maxRssBytes / modelBytes).toFixed(2)}x the fp32 model (target <= 1.5x); ${r.seconds.toFixed(1)} s; load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    }
     quantizeFile(encFile, path.join(dir, 'bert-dynamic.onnx'), 'dynamic', calib);
     quantizeFile(encFile, path.join(dir, 'bert-w4.onnx'), 'w4', calib);
     const size = (f: string): number => fs.statSync(path.join(dir, f)).size;

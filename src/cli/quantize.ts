@@ -5,6 +5,7 @@ import { loadModel } from '../onnx/load.js';
 import { saveModel } from '../onnx/save.js';
 import { quantize, type LayerBits, type QuantizePassOptions, type QuantizeSummary } from '../passes/quantize.js';
 import { pipeline } from '../pipeline/pipeline.js';
+import { traceMemory } from '../runtime/memory-trace.js';
 import { consoleProgress, silentProgress } from '../progress.js';
 import { BLOCK_SIZES, CALIBRATION_METHODS, METHODS, SCHEMES, SOFTMAX_MODES, parseGranularity, type BlockSize, type CalibrationMethod, type Method, type Scheme, type SoftmaxMode } from '../quantize/scheme.js';
 import { positiveInt } from './eval.js';
@@ -162,6 +163,7 @@ export function registerQuantize(program: Command): void {
         const options = optionsFor(scheme);
         const outputs = OutputPlan.check([{ flag: '-o', file: output, what: 'quantized model' }], [{ file: modelPath, what: 'input model' }, flags.calib ? { file: flags.calib, what: 'calibration dataset' } : undefined]);
         const model = loadModel(modelPath);
+        traceMemory('model loaded');
         const calibration = await datasetFromFlags({ tensors: flags.calib, text: flags.calibText, images: flags.calibImages, flags: '--calib, --calib-text, --calib-images' }, flags, model, modelPath);
         const progress = flags.json ? silentProgress : consoleProgress();
         const started = Date.now();
@@ -171,7 +173,9 @@ export function registerQuantize(program: Command): void {
         if (typeof applied === 'number') return applied;
         const { model: out, report } = applied;
         signal.throwIfAborted();
+        traceMemory('quantized (before saving)');
         const saved = await outputs.write(() => saveModel(out, output));
+        traceMemory('saved');
         const summary = report.summaryOf('quantize')!;
         const fileBytes = (f: string, d?: string): number => statSize(f) + (d ? statSize(d) : 0);
         const result = {

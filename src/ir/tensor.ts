@@ -174,10 +174,16 @@ export class Tensor {
     return this.external !== undefined;
   }
 
-  /** Bytes in raw_data layout, read (and kept) on first use for external tensors. */
+  /**
+   * Bytes in raw_data layout. External tensors are read on first use and kept, except large
+   * ones (EXTERNAL_KEEP_LIMIT and up), which are read again at each use: a pass that reads every
+   * weight once (quantizing a 1B model) then never holds all of them, and the page cache makes
+   * a second read cheap.
+   */
   get bytes(): Uint8Array {
     if (this.bytesCache === undefined) {
       if (this.dtype === DataType.STRING) throw new Error(`tensor '${this.name}' holds strings, not bytes`);
+      if (this.external !== undefined && this.byteLength >= EXTERNAL_KEEP_LIMIT) return this.readBytesUncached();
       this.bytesCache = this.readBytesUncached();
       this.external = undefined;
     }
@@ -296,6 +302,9 @@ export class Tensor {
     return `${this.name}: ${dtypeName(this.dtype)}[${this.dims.join(',')}]`;
   }
 }
+
+/** External tensors of this many bytes and more are not kept in memory once read (Tensor.bytes). */
+export const EXTERNAL_KEEP_LIMIT = 2 ** 20;
 
 const INT64_MAX = (1n << 63n) - 1n;
 const INT64_MIN = -(1n << 63n);

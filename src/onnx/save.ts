@@ -21,6 +21,11 @@ export interface SaveOptions {
   externalData?: boolean | 'auto' | { location?: string; threshold?: number };
   /** Most bytes of weights kept inline before 'auto' moves them out (default: just under 2 GB). */
   inlineLimitBytes?: number;
+  /**
+   * A scratch copy (an onnxruntime session's file): no fsync, and tensors not read yet keep
+   * pointing at their own source rather than at this file, which is deleted soon.
+   */
+  scratch?: boolean;
 }
 
 export interface SaveResult {
@@ -104,7 +109,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
           externalAt.set(t, { offset: aligned, length: t.byteLength });
           offset = aligned + t.byteLength;
         }
-        fs.fsyncSync(fd);
+        if (!options.scratch) fs.fsyncSync(fd);
       } finally {
         fs.closeSync(fd);
       }
@@ -143,7 +148,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
         writeAll(fd, b);
         bytes += b.byteLength;
       }
-      fs.fsyncSync(fd);
+      if (!options.scratch) fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -151,7 +156,7 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     if (tmpData && dataPath) fs.renameSync(tmpData, dataPath);
     fs.renameSync(tmpModel, file);
     // tensors not read yet now live in the file just written (the old one may be gone)
-    for (const [t, where] of externalAt) if (t.isExternal && dataPath) t.external = { file: dataPath, ...where };
+    if (!options.scratch) for (const [t, where] of externalAt) if (t.isExternal && dataPath) t.external = { file: dataPath, ...where };
     return { path: file, dataPath, bytes };
   } catch (e) {
     cleanup();

@@ -7,7 +7,7 @@ import { UserError } from '../errors.js';
 import { weightOutIn } from '../export/linear-weight.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
-import { gptqLevelsAsync, inputGrams } from '../quantize/gptq.js';
+import { gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
 import { GPTQ_OPTIONS } from './option-specs.js';
@@ -45,7 +45,8 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   const summary: DecisionSummary = { deferred: true, method: 'gptq', layers: linears.map((l) => ({ name: l.name, bits: setup.bitsOf(l.name) })), startedFromPlan: 0, flexround: null };
   if (linears.length === 0) return summary;
   const tensors = [...new Map(linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
-  const grams = await inputGrams(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+  // a segment of the graph at a time: only the current segment's Gram matrices are held
+  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
   await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
     for (const [i, l] of linears.entries()) {
       ctx.signal.throwIfAborted();
@@ -53,7 +54,7 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
       const grid = setup.gridOf(l);
       let q;
       try {
-        q = await gptqLevelsAsync(w, await rtnWeight(l, w, grid), grams.get(l.node.input(0)!.name)!, damp, options.gptqActOrder ?? true);
+        q = await gptqLevelsAsync(w, await rtnWeight(l, w, grid), await grams.take(l.node.input(0)!.name), damp, options.gptqActOrder ?? true);
       } catch (e) {
         // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
         // break that when the input's scales span many orders of magnitude
@@ -65,7 +66,7 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
       plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
       tick(i + 1, l.name);
     }
-  });
+  }).finally(() => grams.close());
   ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   plan.chain.push('gptq');
   return summary;

@@ -23,7 +23,7 @@ import { Model } from '../ir/model.js';
 import { Tensor } from '../ir/tensor.js';
 import type { Value } from '../ir/value.js';
 import { Session } from '../runtime/session.js';
-import type { QuantizedWeight } from './weight-quantizer.js';
+import { newLevels, type QuantizedWeight } from './weight-quantizer.js';
 
 /** The learned log-offsets of one weight: δ1 [n, groups], δ2 [n, groups·blockSize], δ3 [n]. */
 export interface FlexRoundDeltas {
@@ -154,7 +154,7 @@ export function bakeFlexRound(w: Float32Array, q: QuantizedWeight, d: FlexRoundD
   const padded = groups * blockSize;
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
-  const levels = new Int32Array(n * padded);
+  const levels = newLevels(n * padded, q.symmetric);
   const scales = new Float32Array(n * groups);
   for (let r = 0; r < n; r++) {
     const e3 = d.d3[r]!;

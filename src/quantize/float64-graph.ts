@@ -14,7 +14,9 @@ export function float64Session(name: string, inputs: string[], build: (g: Graph,
   g.outputs.push(...build(g, xs));
   const m = new Model(g);
   m.opsetImports = new Map([['', 17]]);
-  return Session.create(m);
+  // no arena: it would keep the largest temporaries for the whole run (k x k float64 matrices,
+  // 254 MB each for a 5632-wide layer); these products are large, so allocating is cheap beside them
+  return Session.create(m, { memoryArena: false });
 }
 
 /** vᵀ of a matrix, as a node of `g`. */

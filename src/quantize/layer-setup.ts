@@ -17,7 +17,7 @@ import { OUTER_BITS, outerLayers } from './outer-layers.js';
 import type { GridSpec } from './plan.js';
 import { type QuantizeOptions, activationBits, isStatic, isWeightOnly, weightBits } from './scheme.js';
 import { namePattern, selectLayers, type Selection } from './select.js';
-import { quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from './weight-quantizer.js';
+import { newLevels, quantizeWeight, type QuantizedWeight, type WeightQuantSpec } from './weight-quantizer.js';
 
 /** A layer's precision when not the scheme's: 2 to 8 bits, or 'float' (left unquantized). */
 export type LayerBits = number | 'float';
@@ -215,7 +215,7 @@ function layerSpec(spec: WeightQuantSpec, bits: number, search: QuantizeOptions[
 async function perTensor(w: Float32Array, l: LinearLayer, spec: WeightQuantSpec, blockSize: number): Promise<QuantizedWeight> {
   const q = await quantizeWeight(w, 1, w.length, { ...spec, blockSize: 0 });
   const k = l.inFeatures;
-  const levels = new Int32Array(l.outFeatures * blockSize);
+  const levels = newLevels(l.outFeatures * blockSize, q.symmetric);
   for (let r = 0; r < l.outFeatures; r++) levels.set(q.levels.subarray(r * k, (r + 1) * k), r * blockSize);
   return { ...q, n: l.outFeatures, k, groups: 1, blockSize, levels, scales: new Float32Array(l.outFeatures).fill(q.scales[0]!), zeroPoints: new Int32Array(l.outFeatures).fill(q.zeroPoints[0]!) };
 }

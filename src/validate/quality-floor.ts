@@ -8,6 +8,8 @@ import { batches, bindDataset, fitEmptyInputs } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
 import { Session } from '../runtime/session.js';
+import { defaultSegmentBytes, visitPairsBlockwise } from '../runtime/block-runner.js';
+import type { ArrayTensor } from '../ir/array-tensor.js';
 import { ComparisonAccumulator } from './comparison.js';
 
 export interface QualityFigures {
@@ -76,10 +78,27 @@ export interface QualityCheck extends QualityFigures {
 export async function measureQuality(original: Model, candidate: Model, dataset: Dataset, options: { samples?: number; threads?: number; signal?: AbortSignal } = {}): Promise<{ figures: QualityFigures; output: string; samples: number; positions: number }> {
   const want = options.samples ?? QUALITY_SAMPLES;
   const output = original.graph.outputs[0]!.name;
-  const a = await Session.create(original, { threads: options.threads, memoryArena: false });
-  const b = await Session.create(candidate, { threads: options.threads, memoryArena: false });
   const acc = new ComparisonAccumulator();
   let seen = 0;
+  const segmentBytes = defaultSegmentBytes(original);
+  if (original.graph.initializers.reduce((t, v) => t + (v.initializer?.byteLength ?? 0), 0) > 2 * segmentBytes) {
+    // a large model: both run a segment at a time side by side (runtime/block-runner.ts)
+    const feedsA: Record<string, ArrayTensor>[] = [];
+    const feedsB: Record<string, ArrayTensor>[] = [];
+    for (const batch of batches(bindDataset(dataset, original), Math.min(4, want))) {
+      if (seen >= want) break;
+      feedsA.push(batch.feeds);
+      feedsB.push(fitEmptyInputs(batch.feeds, candidate));
+      seen += batch.count;
+    }
+    if (await visitPairsBlockwise(original, candidate, feedsA, feedsB, [{ a: output, b: output }], (_p, _b, x, y) => acc.add(x, y, output), { maxSegmentBytes: segmentBytes, threads: options.threads, signal: options.signal })) {
+      const m = acc.result(['sqnr', 'agreement']);
+      return { figures: { sqnr: m.sqnr!, agreement: m.agreement! }, output, samples: seen, positions: acc.count };
+    }
+    seen = 0;
+  }
+  const a = await Session.create(original, { threads: options.threads, memoryArena: false });
+  const b = await Session.create(candidate, { threads: options.threads, memoryArena: false });
   try {
     const bound = bindDataset(dataset, original);
     for (const batch of batches(bound, Math.min(4, want))) {

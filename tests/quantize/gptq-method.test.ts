@@ -45,7 +45,7 @@ describe('GPTQ as a method', () => {
     // more damping moves GPTQ towards plain rounding
     const heavy = gptqLevels(w, rtn, gram, 0.99);
     const light = gptqLevels(w, rtn, gram, 0.01);
-    const diff = (a: Int32Array): number => a.reduce((s, v, i) => s + (v !== rtn.levels[i] ? 1 : 0), 0);
+    const diff = (a: ArrayLike<number>): number => Array.from(a).reduce((s, v, i) => s + (v !== rtn.levels[i] ? 1 : 0), 0);
     expect(diff(heavy.levels)).toBeLessThanOrEqual(diff(light.levels));
   });
 
@@ -63,7 +63,7 @@ describe('GPTQ as a method', () => {
     for (const actOrder of [false, true]) {
       const a = await gptqLevelsAsync(w, q, gram, 0.01, actOrder);
       const b = gptqLevels(w, q, gram, 0.01, actOrder);
-      const same = a.levels.reduce((s, v, i) => s + (v === b.levels[i] ? 1 : 0), 0) / a.levels.length;
+      const same = Array.from(a.levels).reduce((s, v, i) => s + (v === b.levels[i] ? 1 : 0), 0) / a.levels.length;
       expect(same).toBeGreaterThan(0.995);
       expect(outputError(x, m, k, w, dequantizeWeight(a), n)).toBeLessThan(0.8 * outputError(x, m, k, w, dequantizeWeight(q), n));
     }

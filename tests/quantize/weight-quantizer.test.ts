@@ -92,3 +92,21 @@ describe('quantizeWeight (grid search in onnxruntime)', () => {
     }
   });
 });
+
+describe('levels storage', () => {
+  it('holds one byte per level: signed for symmetric grids, unsigned for asymmetric ones (8-bit asymmetric reaches 255)', async () => {
+    const w = Float32Array.from({ length: 4 * 64 }, (_, i) => Math.sin(i * 0.37) + (i % 64 === 0 ? 3 : 0));
+    const sym = await quantizeWeight(w, 4, 64, { bits: 8, symmetric: true, blockSize: 0, search: 'minmax' });
+    const asym = await quantizeWeight(w, 4, 64, { bits: 8, symmetric: false, blockSize: 0, search: 'minmax' });
+    expect(sym.levels).toBeInstanceOf(Int8Array);
+    expect(asym.levels).toBeInstanceOf(Uint8Array);
+    expect(Math.min(...sym.levels)).toBeGreaterThanOrEqual(-128);
+    expect(Math.max(...asym.levels)).toBe(255);
+    expect(Math.min(...asym.levels)).toBe(0);
+    // the dequantized weight is within half a step of the float one (no level wrapped around)
+    for (const q of [sym, asym]) {
+      const d = dequantizeWeight(q);
+      for (let r = 0; r < 4; r++) for (let i = 0; i < 64; i++) expect(Math.abs(d[r * 64 + i]! - w[r * 64 + i]!)).toBeLessThanOrEqual(q.scales[r]! / 2 + 1e-6);
+    }
+  });
+});

@@ -1,0 +1,318 @@
+import type { ArrayTensor } from '../ir/array-tensor.js';
+import { Graph } from '../ir/graph.js';
+import { Model } from '../ir/model.js';
+import { Node } from '../ir/node.js';
+import { Value } from '../ir/value.js';
+import { Session } from './session.js';
+
+/**
+ * Runs a model over many batches one piece of the graph at a time, so that only one piece's
+ * weights are in an onnxruntime session at once. The graph is cut, in topological order, into
+ * segments of at most `maxSegmentBytes` of weights; every batch goes through segment 1, the
+ * values later segments read are kept (for all batches: a transformer's hidden state and mask
+ * at a block boundary), then segment 2 is created in place of segment 1, and so on. Each
+ * segment yields the wanted tensors it produced, batch by batch.
+ *
+ * Memory: one segment's session and the boundary activations of all batches, instead of a
+ * session over all weights. Time: the same kernels on the same data, plus one session creation
+ * per segment. Graphs with subgraphs (If, Loop) are not cut (planSegments returns undefined).
+ */
+export interface SegmentPlan {
+  /** Node lists in topological order. */
+  nodes: Node[][];
+  /** Per segment: the values it reads that earlier segments or the graph's inputs produce. */
+  inputs: string[][];
+  /** Per segment: the values it produces that later segments read or that are wanted. */
+  outputs: string[][];
+  /** Per segment: the wanted values it produces. */
+  wanted: string[][];
+  /** Weight bytes per segment. */
+  bytes: number[];
+}
+
+/**
+ * Cuts `model` into segments of at most `maxSegmentBytes` of weights, or, with `follow`, as
+ * another model was cut: a node of the same name goes to the same segment, a node of its own
+ * (a rewritten linear) to the latest segment of the nodes it reads, so two versions of one
+ * graph (float and quantized) compute the same tensors in the same segment.
+ */
+export function planSegments(model: Model, wanted: readonly string[], maxSegmentBytes: number, follow?: SegmentPlan): SegmentPlan | undefined {
+  const g = model.graph;
+  if (g.nodes.some((n) => n.subgraphs().length > 0)) return undefined;
+  const order = topologicalOrder(g.nodes);
+  const nodes: Node[][] = [[]];
+  const bytes: number[] = [0];
+  const seen = new Set<Value>();
+  if (follow) {
+    const byName = new Map<string, number>();
+    follow.nodes.forEach((list, s) => list.forEach((n) => byName.set(n.name, s)));
+    // a node of its own (a rewritten linear, a QuantizeLinear/DequantizeLinear pair) goes with
+    // its first reader: placed with its producers, a DequantizeLinear of a weight would land in
+    // segment 0 and its output be carried to every later segment, and a Q/DQ pair cut from its
+    // MatMul would stop onnxruntime fusing them into the integer kernel the whole model runs
+    const segmentOfNode = new Map<Node, number>();
+    for (const n of [...order].reverse()) {
+      const fixed = byName.get(n.name);
+      if (fixed !== undefined) segmentOfNode.set(n, fixed);
+      else {
+        const readers = n.outputs.flatMap((o) => o.consumers()).filter((c) => segmentOfNode.has(c));
+        segmentOfNode.set(n, readers.length ? Math.min(...readers.map((c) => segmentOfNode.get(c)!)) : Infinity);
+      }
+    }
+    // and never before what it reads
+    for (const n of order) {
+      let s = segmentOfNode.get(n)!;
+      let after = 0;
+      for (const v of n.inputs) {
+        const p = v?.producer();
+        if (p && segmentOfNode.has(p)) after = Math.max(after, segmentOfNode.get(p)!);
+      }
+      s = Number.isFinite(s) ? Math.max(s, after) : after;
+      segmentOfNode.set(n, s);
+      while (nodes.length <= s) {
+        nodes.push([]);
+        bytes.push(0);
+      }
+      nodes[s]!.push(n);
+    }
+    nodes.forEach((list, s) => {
+      const own = new Set<Value>();
+      for (const n of list) for (const v of n.inputs) if (v?.initializer) own.add(v);
+      bytes[s] = [...own].reduce((a, v) => a + v.initializer!.byteLength, 0);
+    });
+  }
+  for (const n of follow ? [] : order) {
+    const fresh = n.inputs.filter((v): v is Value => !!v?.initializer && !seen.has(v));
+    const add = fresh.reduce((a, v) => a + v.initializer!.byteLength, 0);
+    if (bytes[bytes.length - 1]! > 0 && bytes[bytes.length - 1]! + add > maxSegmentBytes) {
+      nodes.push([]);
+      bytes.push(0);
+      seen.clear();
+    }
+    for (const v of n.inputs) if (v?.initializer && !seen.has(v)) {
+      seen.add(v);
+      bytes[bytes.length - 1]! += v.initializer.byteLength;
+    }
+    nodes[nodes.length - 1]!.push(n);
+  }
+  const segmentOf = new Map<Value, number>();
+  nodes.forEach((list, s) => list.forEach((n) => n.outputs.forEach((o) => segmentOf.set(o, s))));
+  const want = new Set(wanted);
+  const inputs = nodes.map(() => new Set<string>());
+  const outputs = nodes.map(() => new Set<string>());
+  nodes.forEach((list, s) => {
+    for (const n of list) {
+      for (const v of n.inputs) {
+        if (!v || v.initializer || v.name === '') continue;
+        const from = segmentOf.get(v);
+        if (from === s) continue;
+        inputs[s]!.add(v.name);
+        if (from !== undefined) outputs[from]!.add(v.name);
+      }
+    }
+  });
+  const wantedBySegment = nodes.map(() => [] as string[]);
+  for (const name of want) {
+    const v = g.value(name);
+    // a graph input is handed out with the first segment
+    const s = v?.isGraphInput() ? 0 : v ? segmentOf.get(v) : undefined;
+    if (s === undefined) throw new Error(`block runner: '${name}' is not computed by a node of the graph`);
+    if (!v!.isGraphInput()) outputs[s]!.add(name);
+    wantedBySegment[s]!.push(name);
+  }
+  return { nodes, inputs: inputs.map((x) => [...x]), outputs: outputs.map((x) => [...x]), wanted: wantedBySegment, bytes };
+}
+
+/** Kahn's order; ties keep the graph's own order. */
+function topologicalOrder(list: readonly Node[]): Node[] {
+  const index = new Map(list.map((n, i) => [n, i]));
+  const pending = new Map<Node, number>();
+  const readers = new Map<Node, Node[]>();
+  for (const n of list) {
+    const deps = new Set<Node>();
+    for (const v of n.inputs) {
+      const p = v?.producer();
+      if (p && index.has(p) && p !== n) deps.add(p);
+    }
+    pending.set(n, deps.size);
+    for (const d of deps) readers.set(d, [...(readers.get(d) ?? []), n]);
+  }
+  const ready = list.filter((n) => pending.get(n) === 0);
+  const out: Node[] = [];
+  while (ready.length > 0) {
+    ready.sort((a, b) => index.get(a)! - index.get(b)!);
+    const n = ready.shift()!;
+    out.push(n);
+    for (const r of readers.get(n) ?? []) {
+      const left = pending.get(r)! - 1;
+      pending.set(r, left);
+      if (left === 0) ready.push(r);
+    }
+  }
+  if (out.length !== list.length) throw new Error('block runner: the graph has a cycle');
+  return out;
+}
+
+/** One segment's graph as a model of its own: its boundary values become typed inputs. */
+function segmentModel(model: Model, plan: SegmentPlan, s: number, sample: Record<string, ArrayTensor>): Model {
+  const g = new Graph(`segment_${s}`);
+  const map = new Map<Value, Value>();
+  const src = model.graph;
+  for (const name of plan.inputs[s]!) {
+    const t = sample[name]!;
+    const v = g.addInput(name, { kind: 'tensor', dtype: t.dtype, shape: t.dims.map((_, i) => `${name}_d${i}`) });
+    map.set(src.value(name)!, v);
+  }
+  const mapped = (v: Value | undefined): Value | undefined => {
+    if (!v) return undefined;
+    const m = map.get(v);
+    if (m) return m;
+    if (!v.initializer) throw new Error(`block runner: '${v.name}' is read before it is computed in segment ${s}`);
+    const c = g.addInitializer(v.initializer);
+    map.set(v, c);
+    return c;
+  };
+  for (const n of plan.nodes[s]!) {
+    const outs = n.outputs.map((o) => {
+      const c = new Value(o.name, o.type);
+      map.set(o, c);
+      return c;
+    });
+    const c = new Node(n.opType, { domain: n.domain, name: n.name, inputs: n.inputs.map(mapped), outputs: outs, attributes: Object.fromEntries(n.attributes) });
+    g.insertNode(c);
+  }
+  for (const name of plan.outputs[s]!) g.outputs.push(g.value(name)!);
+  const m = new Model(g);
+  m.opsetImports = new Map(model.opsetImports);
+  m.irVersion = model.irVersion;
+  m.sourcePath = model.sourcePath;
+  return m;
+}
+
+export interface SegmentBatch {
+  segment: number;
+  segments: number;
+  batch: number;
+  /** The wanted tensors this segment produced for this batch. */
+  tensors: Record<string, ArrayTensor>;
+  /** True for the segment's last batch: every wanted tensor of the segment has been seen. */
+  lastOfSegment: boolean;
+}
+
+export interface BlockRunOptions {
+  /** Most weight bytes in one segment's session (default: an eighth of the model, 64-256 MiB). */
+  maxSegmentBytes?: number;
+  /** A plan made beforehand by planSegments (then maxSegmentBytes is not used). */
+  plan?: SegmentPlan;
+  threads?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * The default segment size: an eighth of the model's weights, clamped to [64, 256] MiB.
+ * SLIMFORMER_SEGMENT_BYTES sets it (tests cut small models with it).
+ */
+export function defaultSegmentBytes(model: Model): number {
+  const env = Number(process.env.SLIMFORMER_SEGMENT_BYTES);
+  if (Number.isFinite(env) && env > 0) return env;
+  const total = model.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
+  return Math.min(256 * 2 ** 20, Math.max(64 * 2 ** 20, total / 8));
+}
+
+/**
+ * Runs `batches` (feeds of the model's inputs) through the model segment by segment (see
+ * SegmentPlan) and yields, per segment and batch, the `wanted` tensors produced there. The
+ * consumer must finish with a batch's tensors before asking for the next (they are not kept).
+ */
+export async function* runBlockwise(model: Model, batches: Record<string, ArrayTensor>[], wanted: readonly string[], options: BlockRunOptions = {}): AsyncGenerator<SegmentBatch> {
+  const plan = options.plan ?? planSegments(model, wanted, options.maxSegmentBytes ?? defaultSegmentBytes(model));
+  if (!plan) throw new Error('block runner: graphs with subgraphs are run whole');
+  // the values later segments read, per batch (the graph inputs are the batches themselves)
+  const kept = batches.map((b) => new Map<string, ArrayTensor>(Object.entries(b)));
+  const lastReader = new Map<string, number>();
+  plan.inputs.forEach((names, s) => names.forEach((n) => lastReader.set(n, s)));
+  const segments = plan.nodes.length;
+  for (let s = 0; s < segments; s++) {
+    options.signal?.throwIfAborted();
+    // nothing later reads and nothing wanted (the head after the last wanted tensor): not run
+    if (plan.nodes[s]!.length === 0 || (plan.outputs[s]!.length === 0 && plan.wanted[s]!.length === 0)) continue;
+    const first = Object.fromEntries(plan.inputs[s]!.map((n) => [n, kept[0]!.get(n)!]));
+    const session = await Session.create(segmentModel(model, plan, s, first), { threads: options.threads, memoryArena: false });
+    try {
+      for (let b = 0; b < batches.length; b++) {
+        options.signal?.throwIfAborted();
+        const feeds = Object.fromEntries(plan.inputs[s]!.map((n) => [n, kept[b]!.get(n)!]));
+        const out = await session.run(feeds, plan.outputs[s]!);
+        for (const [n, t] of Object.entries(out)) if ((lastReader.get(n) ?? -1) > s) kept[b]!.set(n, t);
+        // what no later segment reads is let go
+        for (const n of plan.inputs[s]!) if (lastReader.get(n) === s) kept[b]!.delete(n);
+        yield { segment: s, segments, batch: b, tensors: Object.fromEntries(plan.wanted[s]!.map((n) => [n, out[n] ?? batches[b]![n]!])), lastOfSegment: b === batches.length - 1 };
+      }
+    } finally {
+      await session.release();
+    }
+  }
+}
+
+/** A tensor of model `a` and the tensor of model `b` that stands for it. */
+export interface TensorPairNames {
+  a: string;
+  b: string;
+}
+
+/**
+ * Runs two versions of one graph (float and quantized) segment by segment side by side
+ * (planSegments with `follow`), so that neither is ever whole in a session, and calls `visit`
+ * with each pair's two tensors for each batch. A tensor whose partner comes in a later segment
+ * waits for it. Returns false, having run nothing, when a graph cannot be cut (If/Loop).
+ */
+export async function visitPairsBlockwise(a: Model, b: Model, batchesA: Record<string, ArrayTensor>[], batchesB: Record<string, ArrayTensor>[], pairs: readonly TensorPairNames[], visit: (pair: number, batch: number, ta: ArrayTensor, tb: ArrayTensor) => void, options: BlockRunOptions = {}): Promise<boolean> {
+  const wantedA = [...new Set(pairs.map((p) => p.a))];
+  const wantedB = [...new Set(pairs.map((p) => p.b))];
+  const planA = planSegments(a, wantedA, options.maxSegmentBytes ?? defaultSegmentBytes(a));
+  const planB = planA && planSegments(b, wantedB, 0, planA);
+  if (!planA || !planB) return false;
+  const runA = runBlockwise(a, batchesA, wantedA, { ...options, plan: planA });
+  const runB = runBlockwise(b, batchesB, wantedB, { ...options, plan: planB });
+  const byA = new Map<string, number[]>();
+  const byB = new Map<string, number[]>();
+  pairs.forEach((p, i) => {
+    byA.set(p.a, [...(byA.get(p.a) ?? []), i]);
+    byB.set(p.b, [...(byB.get(p.b) ?? []), i]);
+  });
+  // tensors waiting for their partner, by pair and batch
+  const waitA = new Map<string, ArrayTensor>();
+  const waitB = new Map<string, ArrayTensor>();
+  const take = (side: 'a' | 'b', r: SegmentBatch): void => {
+    for (const [name, t] of Object.entries(r.tensors)) {
+      for (const i of (side === 'a' ? byA : byB).get(name) ?? []) {
+        const key = `${i}/${r.batch}`;
+        const other = (side === 'a' ? waitB : waitA).get(key);
+        if (other) {
+          (side === 'a' ? waitB : waitA).delete(key);
+          if (side === 'a') visit(i, r.batch, t, other);
+          else visit(i, r.batch, other, t);
+        } else (side === 'a' ? waitA : waitB).set(key, t);
+      }
+    }
+  };
+  let nextA = await runA.next();
+  let nextB = await runB.next();
+  try {
+    for (let s = 0; !nextA.done || !nextB.done; s++) {
+      while (!nextA.done && nextA.value.segment <= s) {
+        take('a', nextA.value);
+        nextA = await runA.next();
+      }
+      while (!nextB.done && nextB.value.segment <= s) {
+        take('b', nextB.value);
+        nextB = await runB.next();
+      }
+    }
+  } finally {
+    await runA.return(undefined);
+    await runB.return(undefined);
+  }
+  if (waitA.size > 0 || waitB.size > 0) throw new Error(`block runner: ${waitA.size + waitB.size} tensor(s) never met their partner`);
+  return true;
+}

@@ -1,0 +1,29 @@
+import * as fs from 'node:fs';
+
+/**
+ * Resident memory of this process now and at its peak (VmHWM), in bytes; the peak is 0 where
+ * /proc is not there.
+ */
+export function residentMemory(): { rss: number; peak: number } {
+  const rss = process.memoryUsage().rss;
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return { rss, peak: m ? Number(m[1]) * 1024 : 0 };
+  } catch {
+    return { rss, peak: 0 };
+  }
+}
+
+/**
+ * With SLIMFORMER_MEMTRACE set, writes one line to stderr: the phase and the resident memory
+ * now and at its peak. How docs/scale.md's profile of `quantize` was taken; silent otherwise.
+ */
+export function traceMemory(phase: string): void {
+  if (!process.env.SLIMFORMER_MEMTRACE) return;
+  // with --expose-gc (SLIMFORMER_MEMTRACE=gc): what is still reachable, garbage collected first
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (process.env.SLIMFORMER_MEMTRACE === 'gc' && gc) gc();
+  const { rss, peak } = residentMemory();
+  const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
+  process.stderr.write(`[memory] ${phase}: rss ${mib(rss)} MiB, peak ${mib(peak)} MiB\n`);
+}
