@@ -13,7 +13,7 @@ import { REPQUANT_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
 import type { Pass, PassContext } from './pass.js';
 import type { QuantizePassOptions } from './quantize.js';
-import { refuseAfterDecisions } from './smoothquant.js';
+import { recordReparam, refuseAfterDecisions } from './smoothquant.js';
 
 export interface RepQuantPassOptions {
   /** Bits of the activation grid the quantize pass will write (8, 6 or 4; default 8): the scheme's activation bits. */
@@ -51,9 +51,5 @@ export async function reparamRepQuant(model: Model, ctx: PassContext, options: P
   const fingerprint = modelFingerprint(model);
   for (const [name, params] of r.activations) plan.activations.set(name, { params, method: 'repquant', pass, fingerprint });
   const summary: ReparamSummary = { method: 'repquant', observer: r.observer, folded: r.folded.map((f) => f.name), skipped: r.skipped };
-  for (const s of summary.skipped) ctx.report.skip(pass, s.name, `repquant: ${s.reason}`);
-  ctx.report.info(pass, `repquant folded per-channel factors at ${summary.folded.length} norm output(s)`);
-  plan.reparams.push(summary);
-  plan.chain.push('repquant');
-  return summary;
+  return recordReparam(summary, ctx, plan, pass);
 }

@@ -41,10 +41,15 @@ export async function reparamSmoothQuant(model: Model, ctx: PassContext, options
   refuseAfterDecisions(plan, 'smoothquant');
   const r = await smoothQuantFold(model, ctx.calibration, options.alpha ?? 0.5, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, cacheDir: options.cacheDir });
   const summary: ReparamSummary = { method: 'smoothquant', alpha: r.alpha, folded: r.folded.map((f) => f.name), skipped: r.skipped };
-  for (const s of summary.skipped) ctx.report.skip(pass, s.name, `smoothquant: ${s.reason}`);
-  ctx.report.info(pass, `smoothquant folded per-channel factors at ${summary.folded.length} norm output(s)`);
+  return recordReparam(summary, ctx, plan, pass);
+}
+
+/** Reports a reparameterization (what it folded and skipped) and records it in the plan. */
+export function recordReparam(summary: ReparamSummary, ctx: PassContext, plan: QuantizationPlan, pass: string): ReparamSummary {
+  for (const s of summary.skipped) ctx.report.skip(pass, s.name, `${summary.method}: ${s.reason}`);
+  ctx.report.info(pass, `${summary.method} folded per-channel factors at ${summary.folded.length} norm output(s)`);
   plan.reparams.push(summary);
-  plan.chain.push('smoothquant');
+  plan.chain.push(summary.method);
   return summary;
 }
 
