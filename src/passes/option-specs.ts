@@ -12,6 +12,20 @@ const isObject = (v: unknown): boolean => typeof v === 'object' && v !== null &&
 
 const cacheDir: OptionSpec = { type: 'custom', want: 'a folder path or false', test: (v) => typeof v === 'string' || v === false, doc: 'calibration cache folder, false for none', recipe: false };
 
+/** How a pass runs on calibration data: every pass that reads it takes these. */
+const RUN_OPTIONS: OptionSpecs = {
+  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
+  cacheDir,
+};
+
+/** What every pass that writes quantized weights takes: which layers, and how the result is checked. */
+const WRITE_OPTIONS: OptionSpecs = {
+  exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
+  embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
+  verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
+  ...RUN_OPTIONS,
+};
+
 export const CLEANUP_OPTIONS: OptionSpecs = {
   identities: { type: 'boolean', doc: 'remove Identity nodes (default true)' },
 };
@@ -33,16 +47,12 @@ export const QUANTIZE_OPTIONS: OptionSpecs = {
   gptqDamp: { type: 'number', min: 0, doc: 'GPTQ damping, a fraction of the mean Gram diagonal (default 0.01)' },
   gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default true)' },
   flexround: { type: 'custom', want: 'an object of FlexRound settings (iters, lr, mode, ...)', test: isObject, doc: 'FlexRound settings for method flexround', recipe: false },
-  exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
   layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
-  embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
   outerBits: { type: 'enum', values: [2, 3, 4, 5, 6, 7, 8, 'scheme'], doc: "bits of the embedding tables and the linears outside the blocks when the scheme has fewer (default 8; 'scheme': the scheme's bits)" },
   decodeSteps: { type: 'boolean', doc: 'a decoder with a key/value cache also calibrates on decode steps through the cache (default false; FlexRound keeps the prompts alone)' },
   keepIoTypes: { type: 'boolean', doc: 'fp16/q4f16: graph inputs and outputs stay float32 (default true)' },
   keepFloat32Ops: { type: 'string[]', doc: 'fp16/q4f16: operator types kept in float32 besides the built-in list' },
-  verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
-  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
-  cacheDir,
+  ...WRITE_OPTIONS,
 };
 
 export const PRUNE_OPTIONS: OptionSpecs = {
@@ -58,15 +68,13 @@ export const PRUNE_OPTIONS: OptionSpecs = {
 
 export const SMOOTHQUANT_OPTIONS: OptionSpecs = {
   alpha: { type: 'number', min: 0, max: 1, doc: 'migration strength (default 0.5)' },
-  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
-  cacheDir,
+  ...RUN_OPTIONS,
 };
 
 export const REPQUANT_OPTIONS: OptionSpecs = {
   aBits: { type: 'enum', values: [8, 6, 4], doc: "activation bits of the scheme that writes the plan (default 8; w6a6: 6, w4a4: 4)" },
   observer: { type: 'enum', values: ['minmax', 'percentile', 'mse'], doc: 'per-channel bounds (default mse)' },
-  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
-  cacheDir,
+  ...RUN_OPTIONS,
 };
 
 /** Options the flexround and gptq passes share (see src/passes/flexround.ts). */
@@ -76,11 +84,7 @@ const WEIGHT_PASS_OPTIONS: OptionSpecs = {
   blockSize: { type: 'enum', values: [16, 32, 64, 128], doc: 'input features per weight scale (default 32)' },
   granularity: { type: 'string', doc: "weights per scale: 'tensor', 'channel' or 'block:N' (N = 16, 32, 64, 128; weight-only); overrides blockSize" },
   weightSymmetric: { type: 'boolean', doc: 'weight-only: symmetric grids (default: yes, except at 2 bits)' },
-  exclude: { type: 'string[]', doc: 'layers kept in float (globs or /regex/)' },
-  embeddings: { type: 'boolean', doc: 'quantize embedding tables (default true)' },
-  verifySamples: { type: 'number', integer: true, min: 1, doc: 'calibration samples run to check the result (default 16)' },
-  batchSize: { type: 'number', integer: true, min: 1, doc: 'samples per onnxruntime run' },
-  cacheDir,
+  ...WRITE_OPTIONS,
 };
 
 export const FLEXROUND_OPTIONS: OptionSpecs = {
