@@ -1,56 +1,79 @@
-// Benchmark: `slimformer quantize --scheme w4` on a decoder with TinyLlama's dimensions, as child
+// Benchmark: `slimformer quantize --scheme w4` on a decoder with TinyLlama's shape, as child
 // processes, with their wall time and peak RSS.
 //
 //   npm run build && npm run bench:decoder-1b [-- --layers 22] [-- --seq 64] [-- --samples 16]
-//                                             [-- --methods rtn,gptq,flexround] [-- --no-latency]
+//       [-- --methods rtn,gptq,flexround] [-- --variants kv,nocache] [-- --past 128] [-- --no-latency]
 //
-// The decoder: hidden 2048, 32 heads, SwiGLU MLP 5632, RMSNorm, rotary, causal mask, pre-norm,
-// random weights (tests/helpers/transformer-builder.ts), saved with external data. It differs
-// from TinyLlama in three ways the builder imposes: key/value heads are 32 (no grouped-query
-// attention: k and v are 2048x2048, not 2048x256), there is no embedding table or LM head (the
-// input is the hidden state), and no key/value cache inputs/outputs. 22 layers hold 1.13B
-// parameters (4.5 GB in fp32), about TinyLlama's 1.1B. --layers N builds a shorter one.
+// The decoder (tests/helpers/llama-builder.ts): TinyLlama-1.1B's dimensions (hidden 2048, 22
+// layers, 32 query heads / 4 key/value heads, SwiGLU MLP 5632, vocabulary 32000, no biases),
+// embedding table (Gather over input_ids) and LM head (MatMul to logits), RMSNorm, rotary from
+// position_ids, causal mask over past + new combined with attention_mask; random weights, saved
+// with external data. Variant 'kv' has the Optimum / transformers.js cache signature
+// (past_key_values.N.key/value [batch, 4, past, 64] in, present.N.key/value out); 'nocache'
+// is the same graph (the same weights) without it. --layers N builds a shorter one.
 //
-// For each method: wall time, peak RSS of the quantize process (VmHWM, which counts the
-// onnxruntime-mapped weight file pages too), its ratio to the fp32 model's bytes, output size.
-// A watchdog kills a child above 12 GB RSS (the machine is shared). Decode-step latency: one
-// token (batch 1, sequence 1, no cache) through the float and the w4 (RTN) model built at
-// sequence 1 from the same seed (the same weights). Targets (issue 17): RTN < 3 min, GPTQ < 30
-// min, peak RSS < 1.5x the fp32 model.
+// For each variant and method: wall time, peak RSS of the quantize process (VmHWM, which counts
+// the onnxruntime-mapped weight file pages too), its ratio to the fp32 model's bytes, output size,
+// load averages, and what quantize did with the embedding table and the LM head. A watchdog kills
+// a child above 12 GB RSS (the machine is shared). Latency, float vs w4 RTN (median, batch 1):
+// a decode step (one token with a cache of --past tokens, kv variant) and a prefill of --past
+// tokens (empty past). Targets (issue 17): RTN < 3 min, GPTQ < 30 min, peak RSS < 1.5x the fp32
+// model.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Random } from '../src/autodiff/random.js';
+import type { ArrayTensor } from '../src/ir/array-tensor.js';
 import { DataType } from '../src/ir/dtype.js';
 import { tensorFromArray } from '../src/ir/array-tensor.js';
 import { loadModel, saveModel, writeTensorFile } from '../src/onnx/index.js';
 import { medianLatencies } from '../src/runtime/latency.js';
-import { buildTransformer, type TransformerOptions } from '../tests/helpers/transformer-builder.js';
+import { buildLlama, cacheNames, llamaFeeds, llamaParameters, llamaDefaults, TINYLLAMA } from '../tests/helpers/llama-builder.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SELF = fileURLToPath(import.meta.url);
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => (args.includes(name) ? args[args.indexOf(name) + 1]! : fallback);
 const LIMIT_BYTES = 12 * 2 ** 30;
+const HEAD = TINYLLAMA.hidden / TINYLLAMA.heads;
 
-const HIDDEN = 2048;
-function decoder(layers: number, seq: number): TransformerOptions {
-  return { blocks: layers, hidden: HIDDEN, heads: 32, mlpWidth: 5632, seq, placement: 'pre', norm: 'rmsnorm', rotary: true, activation: 'swiglu', mask: 'causal-where', opset: 17, seed: 7 };
-}
+const shape = (layers: number, kvCache: boolean) => ({ ...TINYLLAMA, layers, kvCache, seed: 7 });
 
-/** Child mode: builds the model at `seq` and writes it with `samples` calibration samples. */
-function build(dir: string, layers: number, seq: number, samples: number, name: string): void {
-  const built = buildTransformer(decoder(layers, seq));
-  saveModel(built.model, path.join(dir, `${name}.onnx`), { externalData: true });
+/** Child mode: builds the model and writes `samples` calibration samples of `seq` tokens (empty past). */
+function build(dir: string, layers: number, seq: number, samples: number, variant: string): void {
+  const kv = variant === 'kv';
+  const built = buildLlama(shape(layers, kv));
+  saveModel(built.model, path.join(dir, `${variant}.onnx`), { externalData: true });
   const rng = new Random(11);
   for (let i = 0; i < samples; i++) {
-    const d = path.join(dir, `${name}-calib`, `test_data_set_${i}`);
+    const d = path.join(dir, `${variant}-calib`, `test_data_set_${i}`);
     fs.mkdirSync(d, { recursive: true });
-    const x = Float32Array.from({ length: seq * HIDDEN }, () => rng.normal());
-    writeTensorFile(path.join(d, 'input_0.pb'), tensorFromArray('x', { dtype: DataType.FLOAT, dims: [1, seq, HIDDEN], data: x }));
+    const feeds = llamaFeeds(Array.from({ length: seq }, () => Math.floor(rng.uniform() * TINYLLAMA.vocab)));
+    if (kv) for (const n of cacheNames('past_key_values', layers)) feeds[n] = { dtype: DataType.FLOAT, dims: [1, TINYLLAMA.kvHeads, 0, HEAD], data: new Float32Array(0) };
+    Object.entries(feeds).forEach(([name, t], k) => writeTensorFile(path.join(d, `input_${k}.pb`), tensorFromArray(name, t)));
   }
+}
+
+/** Child mode: median latencies of the float and w4 model, decode step with a cache (kv) and prefill. */
+async function latency(float: string, w4: string, variant: string, layers: number, past: number): Promise<void> {
+  const models = [loadModel(float), loadModel(w4)];
+  const rng = new Random(5);
+  const ids = (n: number) => Array.from({ length: n }, () => Math.floor(rng.uniform() * TINYLLAMA.vocab));
+  const threads = os.availableParallelism();
+  const out: Record<string, number[]> = {};
+  if (variant === 'kv') {
+    const step: Record<string, ArrayTensor> = llamaFeeds(ids(1), past);
+    for (const n of cacheNames('past_key_values', layers)) {
+      step[n] = { dtype: DataType.FLOAT, dims: [1, TINYLLAMA.kvHeads, past, HEAD], data: Float32Array.from({ length: TINYLLAMA.kvHeads * past * HEAD }, () => rng.normal()) };
+    }
+    out.decode = await medianLatencies(models, step, { rounds: 10, warmup: 2, threads });
+  }
+  const prefill: Record<string, ArrayTensor> = llamaFeeds(ids(past));
+  if (variant === 'kv') for (const n of cacheNames('past_key_values', layers)) prefill[n] = { dtype: DataType.FLOAT, dims: [1, TINYLLAMA.kvHeads, 0, HEAD], data: new Float32Array(0) };
+  out.prefill = await medianLatencies(models, prefill, { rounds: 3, warmup: 1, threads });
+  process.stdout.write(JSON.stringify(out));
 }
 
 interface ChildRun {
@@ -96,54 +119,78 @@ function watched(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildRun>
 
 const gib = (b: number): string => `${(b / 2 ** 30).toFixed(2)} GiB`;
 const load = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+const size = (f: string): number => (fs.existsSync(f) ? fs.statSync(f).size : 0);
+
+interface QuantizeJson {
+  layers: { name: string; bits: number }[];
+  embeddings: { name: string; bits: number }[];
+  skipped: { name: string; reason: string }[];
+  excluded: { name: string }[];
+}
+
+/** What quantize did with the embedding table and the LM head, from its --json summary. */
+function tablesAndHead(stdout: string): string {
+  try {
+    const s = JSON.parse(stdout.trim().split('\n').pop()!) as QuantizeJson;
+    const head = s.layers.find((l) => /lm_head/.test(l.name));
+    const headSkip = s.skipped.find((l) => /lm_head/.test(l.name));
+    const emb = s.embeddings.map((e) => `${e.name} ${e.bits}-bit`).join(', ') || 'no embedding table quantized';
+    const bits = [...new Set(s.layers.map((l) => l.bits))].join('/');
+    return `${s.layers.length} linears (${bits}-bit); embedding: ${emb}; LM head: ${head ? `${head.bits}-bit` : headSkip ? `skipped (${headSkip.reason})` : 'float'}; ${s.skipped.length} skipped, ${s.excluded.length} excluded`;
+  } catch {
+    return 'no summary';
+  }
+}
 
 async function main(): Promise<void> {
-  if (args[0] === '--build') {
-    build(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5]!);
-    return;
-  }
-  if (args[0] === '--latency') {
-    const [a, b] = [loadModel(args[1]!), loadModel(args[2]!)];
-    const feeds = { x: { dtype: DataType.FLOAT, dims: [1, 1, HIDDEN], data: Float32Array.from({ length: HIDDEN }, (_, i) => Math.sin(i)) } };
-    const ms = await medianLatencies([a, b], feeds, { rounds: 10, warmup: 2, threads: os.availableParallelism() });
-    process.stdout.write(JSON.stringify(ms));
-    return;
-  }
+  if (args[0] === '--build') return build(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5]!);
+  if (args[0] === '--latency') return latency(args[1]!, args[2]!, args[3]!, Number(args[4]), Number(args[5]));
   const layers = Number(opt('--layers', '22'));
   const seq = Number(opt('--seq', '64'));
   const samples = Number(opt('--samples', '16'));
+  const past = Number(opt('--past', '128'));
   const methods = opt('--methods', 'rtn,gptq,flexround').split(',');
+  const variants = opt('--variants', 'kv,nocache').split(',');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slimformer-bench-1b-'));
   const cli = path.join(ROOT, 'bin/slimformer.js');
+  const params = llamaParameters(llamaDefaults(shape(layers, false)));
   try {
-    console.log(`decoder: ${layers} layers, hidden 2048, 32 heads, MLP 5632 (SwiGLU), RMSNorm, rotary; calibration ${samples} samples x ${seq} tokens; ${os.availableParallelism()} cores, load ${load()}`);
-    const b = await watched([SELF, '--build', dir, String(layers), String(seq), String(samples), 'decoder']);
-    if (b.status !== 0) throw new Error(`building the decoder failed: ${b.killed ? 'killed above 12 GB' : b.stderr}`);
-    const modelBytes = fs.statSync(path.join(dir, 'decoder.onnx.data')).size;
-    console.log(`built in ${b.seconds.toFixed(0)} s: fp32 weights ${gib(modelBytes)} (${(modelBytes / 4 / 1e9).toFixed(2)}B parameters)`);
-    console.log('method     wall      peak RSS    x fp32   output     load (1/5/15 min)');
-    for (const method of methods) {
-      const out = path.join(dir, `w4-${method}.onnx`);
-      const extra = method === 'flexround' ? ['--flexround-mode', 'layer'] : [];
-      const r = await watched([cli, 'quantize', path.join(dir, 'decoder.onnx'), '-o', out, '--scheme', 'w4', '--method', method, ...extra, '--calib', path.join(dir, 'decoder-calib'), '--json'], { SLIMFORMER_MEMTRACE: '1' });
-      const outBytes = r.status === 0 ? fs.statSync(out).size + (fs.existsSync(`${out}.data`) ? fs.statSync(`${out}.data`).size : 0) : 0;
-      const what = r.status === 0 ? gib(outBytes) : r.killed ? 'killed >12 GB' : `failed (${r.status})`;
-      console.log(`${method.padEnd(10)} ${`${r.seconds.toFixed(0)} s`.padEnd(9)} ${gib(r.peakBytes).padEnd(11)} ${(r.peakBytes / modelBytes).toFixed(2).padEnd(8)} ${what.padEnd(10)} ${load()}`);
-      if (r.status !== 0) console.log(r.stderr.split('\n').filter((l) => !l.startsWith('[memory]')).slice(-5).join('\n'));
-      fs.writeFileSync(path.join(os.tmpdir(), `slimformer-decoder-1b-${method}.memtrace.txt`), r.stderr);
-      for (const f of [out, `${out}.data`]) if (method !== 'rtn') fs.rmSync(f, { force: true });
+    console.log(`decoder: ${layers} layers, hidden 2048, 32 heads / 4 kv heads, MLP 5632 (SwiGLU), vocabulary 32000, RMSNorm, rotary; ${(params / 1e9).toFixed(3)}B parameters; calibration ${samples} samples x ${seq} tokens; ${os.availableParallelism()} cores, load ${load()}`);
+    for (const variant of variants) {
+      const b = await watched([SELF, '--build', dir, String(layers), String(seq), String(samples), variant]);
+      if (b.status !== 0) throw new Error(`building the ${variant} decoder failed: ${b.killed ? 'killed above 12 GB' : b.stderr}`);
+      const model = path.join(dir, `${variant}.onnx`);
+      const modelBytes = size(`${model}.data`);
+      console.log(`\n[${variant}] built in ${b.seconds.toFixed(0)} s: fp32 weights ${gib(modelBytes)}`);
+      console.log('method     wall      peak RSS    x fp32   output     load (1/5/15 min)');
+      for (const method of methods) {
+        const out = path.join(dir, `${variant}-w4-${method}.onnx`);
+        const extra = method === 'flexround' ? ['--flexround-mode', 'layer'] : [];
+        const r = await watched([cli, 'quantize', model, '-o', out, '--scheme', 'w4', '--method', method, ...extra, '--calib', path.join(dir, `${variant}-calib`), '--json'], { SLIMFORMER_MEMTRACE: '1' });
+        const outBytes = r.status === 0 ? size(out) + size(`${out}.data`) : 0;
+        const what = r.status === 0 ? gib(outBytes) : r.killed ? 'killed >12 GB' : `failed (${r.status})`;
+        console.log(`${method.padEnd(10)} ${`${r.seconds.toFixed(0)} s`.padEnd(9)} ${gib(r.peakBytes).padEnd(11)} ${(r.peakBytes / modelBytes).toFixed(2).padEnd(8)} ${what.padEnd(10)} ${load()}`);
+        if (r.status === 0) console.log(`           ${tablesAndHead(r.stdout)}`);
+        else console.log(r.stderr.split('\n').filter((l) => !l.startsWith('[memory]')).slice(-5).join('\n'));
+        fs.writeFileSync(path.join(os.tmpdir(), `slimformer-decoder-1b-${variant}-${method}.memtrace.txt`), r.stderr);
+        if (method !== 'rtn') for (const f of [out, `${out}.data`]) fs.rmSync(f, { force: true });
+      }
+      if (!args.includes('--no-latency')) {
+        const w4 = path.join(dir, `${variant}-w4-rtn.onnx`);
+        if (!fs.existsSync(w4)) {
+          const q = await watched([cli, 'quantize', model, '-o', w4, '--scheme', 'w4', '--calib', path.join(dir, `${variant}-calib`), '--json']);
+          if (q.status !== 0) throw new Error(`quantizing the ${variant} decoder for the latency failed: ${q.stderr}`);
+        }
+        const l = spawnSync(process.execPath, [SELF, '--latency', model, w4, variant, String(layers), String(past)], { encoding: 'utf8' });
+        if (l.status !== 0) throw new Error(`latency failed: ${l.stderr}`);
+        const ms = JSON.parse(l.stdout) as Record<string, number[]>;
+        const line = (what: string, [f, w]: number[]) => `${what}: float ${f!.toFixed(1)} ms, w4 ${w!.toFixed(1)} ms (${(f! / w!).toFixed(2)}x)`;
+        if (ms.decode) console.log(`${line(`decode step (batch 1, one token, cache of ${past} tokens; median of 10)`, ms.decode)}; load ${load()}`);
+        console.log(`${line(`prefill (batch 1, ${past} tokens, empty past; median of 3)`, ms.prefill!)}; load ${load()}`);
+      }
+      for (const f of fs.readdirSync(dir)) if (f.startsWith(`${variant}`)) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
     }
-    if (!args.includes('--no-latency')) {
-      const s = await watched([SELF, '--build', dir, String(layers), '1', '2', 'step']);
-      if (s.status !== 0) throw new Error(`building the one-token decoder failed: ${s.stderr}`);
-      const q = await watched([cli, 'quantize', path.join(dir, 'step.onnx'), '-o', path.join(dir, 'step-w4.onnx'), '--scheme', 'w4', '--calib', path.join(dir, 'step-calib'), '--json']);
-      if (q.status !== 0) throw new Error(`quantizing the one-token decoder failed: ${q.stderr}`);
-      const l = spawnSync(process.execPath, [SELF, '--latency', path.join(dir, 'step.onnx'), path.join(dir, 'step-w4.onnx')], { encoding: 'utf8' });
-      if (l.status !== 0) throw new Error(`latency failed: ${l.stderr}`);
-      const [f, w] = JSON.parse(l.stdout) as number[];
-      console.log(`decode step (batch 1, one token, no cache; median of 10): float ${f!.toFixed(1)} ms, w4 ${w!.toFixed(1)} ms (${(f! / w!).toFixed(2)}x faster); load ${load()}`);
-    }
-    console.log(`memory traces of each run: ${path.join(os.tmpdir(), 'slimformer-decoder-1b-<method>.memtrace.txt')}`);
+    console.log(`\nmemory traces of each run: ${path.join(os.tmpdir(), 'slimformer-decoder-1b-<variant>-<method>.memtrace.txt')}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

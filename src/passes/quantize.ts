@@ -238,7 +238,10 @@ async function writePlan(model: Model, float: Model, ctx: PassContext, options: 
 
   // phase 2: rewrite the graph once
   const g = model.graph;
-  const pairs: TensorPair[] = [];
+  // the quantized side is kept as a Value: cleanup renames a value that takes over a graph
+  // output from a removed Identity (an lm_head MatMul -> Identity -> 'logits'), so its name is
+  // read only once the graph is final
+  const pairValues: { name: string; float: string; quantized: Value | string }[] = [];
   const sharedQ = new Map<Value, Value>();
   sel.linears.forEach((l, i) => {
     const q = weights[i]!;
@@ -257,12 +260,12 @@ async function writePlan(model: Model, float: Model, ctx: PassContext, options: 
       rewrites?.push({ kind: 'nbits', weight: l.weight.name, q });
     }
     const patchOut = convPlan.patchLinears.get(l);
-    pairs.push(patchOut ? { name: l.name, float: patchOut, quantized: patchOut } : { name: l.name, float: floatName, quantized: out.name });
+    pairValues.push(patchOut ? { name: l.name, float: patchOut, quantized: patchOut } : { name: l.name, float: floatName, quantized: out });
   });
   convPlan.qlinear.forEach((c, i) => {
     const floatName = c.node.output(0).name;
     const out = quantizeConvStatic(g, c, convWeights[i]!, act8.get(c.node.input(0)!.name)!, act8.get(floatName)!, sharedQ);
-    pairs.push({ name: c.name, float: floatName, quantized: out.name });
+    pairValues.push({ name: c.name, float: floatName, quantized: out });
   });
   for (const { conv: c, form } of convPlan.forms) {
     ctx.report.info('quantize', form === 'patch MatMul' ? `patch-embedding Conv '${c.node.name}' rewritten as the equal MatMul over ${c.patch!.kh}x${c.patch!.kw} patches, quantized as a linear layer` : `Conv '${c.node.name}' written as QDQ (input, per-channel int8 weight, output) that onnxruntime fuses into QLinearConv`, { target: c.name });
@@ -302,6 +305,7 @@ async function writePlan(model: Model, float: Model, ctx: PassContext, options: 
   }
   if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
   await cleanup().run(model, ctx);
+  const pairs: TensorPair[] = pairValues.map((p) => ({ ...p, quantized: typeof p.quantized === 'string' ? p.quantized : p.quantized.name }));
 
   // check: the result loads in onnxruntime and stays close to the float model
   let comparison: Comparison = { layers: [], outputs: [], samples: 0 };
