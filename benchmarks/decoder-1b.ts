@@ -142,6 +142,19 @@ function tablesAndHead(stdout: string): string {
   }
 }
 
+/** Bytes of the output's embedding table, LM head and everything else (initializers, as stored). */
+function outputBytes(file: string): string {
+  const parts = { embedding: 0, head: 0, rest: 0 };
+  for (const v of loadModel(file).graph.initializers) {
+    const b = v.initializer!.byteLength;
+    if (v.name.includes('embed_tokens')) parts.embedding += b;
+    else if (v.name.startsWith('lm_head')) parts.head += b;
+    else parts.rest += b;
+  }
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  return `embedding table ${mib(parts.embedding)} (fp32 ${mib(TINYLLAMA.vocab * TINYLLAMA.hidden * 4)}), LM head ${mib(parts.head)} (fp32 ${mib(TINYLLAMA.vocab * TINYLLAMA.hidden * 4)}), the rest ${mib(parts.rest)}`;
+}
+
 async function main(): Promise<void> {
   if (args[0] === '--build') return build(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5]!);
   if (args[0] === '--latency') return latency(args[1]!, args[2]!, args[3]!, Number(args[4]), Number(args[5]));
@@ -170,7 +183,7 @@ async function main(): Promise<void> {
         const outBytes = r.status === 0 ? size(out) + size(`${out}.data`) : 0;
         const what = r.status === 0 ? gib(outBytes) : r.killed ? 'killed >12 GB' : `failed (${r.status})`;
         console.log(`${method.padEnd(10)} ${`${r.seconds.toFixed(0)} s`.padEnd(9)} ${gib(r.peakBytes).padEnd(11)} ${(r.peakBytes / modelBytes).toFixed(2).padEnd(8)} ${what.padEnd(10)} ${load()}`);
-        if (r.status === 0) console.log(`           ${tablesAndHead(r.stdout)}`);
+        if (r.status === 0) console.log(`           ${tablesAndHead(r.stdout)}\n           ${outputBytes(out)}`);
         else console.log(r.stderr.split('\n').filter((l) => !l.startsWith('[memory]')).slice(-5).join('\n'));
         fs.writeFileSync(path.join(os.tmpdir(), `slimformer-decoder-1b-${variant}-${method}.memtrace.txt`), r.stderr);
         if (method !== 'rtn') for (const f of [out, `${out}.data`]) fs.rmSync(f, { force: true });
