@@ -69,6 +69,7 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   const byInput = new Map<string, LinearLayer[]>();
   for (const l of linears) byInput.set(l.node.input(0)!.name, [...(byInput.get(l.node.input(0)!.name) ?? []), l]);
   const ordered = grams.order.flatMap((name) => byInput.get(name) ?? []);
+  const standIns: { l: LinearLayer; original: Tensor }[] = [];
   await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
     for (const [i, l] of ordered.entries()) {
       ctx.signal.throwIfAborted();
@@ -91,7 +92,16 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         throw e;
       }
       plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
-      if (sequential) standInQuantized(l, q);
+      if (sequential) {
+        const original = standInQuantized(l, q);
+        if (original) standIns.push({ l, original });
+      }
+      // a dequantized stand-in is needed until its segment's session has read it: then the
+      // float (possibly file-backed) weight goes back, so at most a few float copies are held
+      for (const s of standIns.filter((x) => grams.started(x.l.node))) {
+        s.l.weight.graph!.setInitializer(s.l.weight, s.original);
+        standIns.splice(standIns.indexOf(s), 1);
+      }
       tick(i + 1, l.name);
     }
   }).finally(() => grams.close());
@@ -103,12 +113,15 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
 /**
  * Sequential GPTQ: the layer's weight in the working copy becomes the one its decision stands
  * for, so the layers after it are fitted on the inputs it gives once quantized. A weight read
- * by other nodes too (tied tables) or not stored as a float initializer stays float.
+ * by other nodes too (tied tables) or not stored as a float initializer stays float. Returns
+ * the float tensor it replaced (undefined when it replaced none).
  */
-function standInQuantized(l: LinearLayer, q: QuantizedWeight): void {
+function standInQuantized(l: LinearLayer, q: QuantizedWeight): Tensor | undefined {
   const v = l.weight;
-  if (!v.initializer || v.initializer.dtype !== DataType.FLOAT || v.uses().length !== 1) return;
+  if (!v.initializer || v.initializer.dtype !== DataType.FLOAT || v.uses().length !== 1) return undefined;
+  const original = v.initializer;
   const deq = dequantizeWeight(q);
   const stored = l.transB ? deq : transpose(deq, q.n, q.k);
-  v.graph!.setInitializer(v, Tensor.fromBytes(v.name, DataType.FLOAT, [...v.initializer.dims], new Uint8Array(stored.buffer.slice(0))));
+  v.graph!.setInitializer(v, Tensor.fromBytes(v.name, DataType.FLOAT, [...v.initializer.dims], new Uint8Array(stored.buffer)));
+  return original;
 }

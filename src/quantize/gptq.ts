@@ -64,6 +64,11 @@ export interface GramStream {
    * model gives and X the one the reference gives (undefined without a reference).
    */
   cross(name: string): Float64Array | undefined;
+  /**
+   * Whether the session of the segment holding `node` has been created (its weights read), or
+   * will never be; false while a later `take` may still create it. Whole-model fallback: true.
+   */
+  started(node: Node): boolean;
   /** Stops early (the sessions of the segment in progress are released). */
   close(): Promise<void>;
 }
@@ -71,13 +76,15 @@ export interface GramStream {
 /**
  * The same sums as inputGrams (which holds a session over the whole model and all matrices),
  * streamed segment by segment. Graphs the block runner does not cut (with If/Loop subgraphs)
- * fall back to inputGrams.
+ * fall back to inputGrams (then no cross matrices: `cross` gives undefined). `cutBefore`: nodes
+ * that start a segment of their own (sequential GPTQ cuts before every linear); `reference`: the
+ * same graph with other weights (the float model), run in step so that `cross` can be given.
  */
 export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model } = {}): Promise<GramStream> {
   const plan = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
   if (!plan) {
     const all = await inputGrams(model, data, tensors, options);
-    return { order: tensors.map((t) => t.name), take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}'`)), cross: () => undefined, close: async () => {} };
+    return { order: tensors.map((t) => t.name), take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}'`)), cross: () => undefined, started: () => true, close: async () => {} };
   }
   const feeds: Record<string, ArrayTensor>[] = [];
   let seen = 0;
@@ -98,6 +105,9 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const crossPartial = new Map<string, Float64Array>();
   const gram = await Session.create(gramGraph());
   const crossSession = refRuns ? await Session.create(crossGraph()) : undefined;
+  const segmentOfNode = new Map<Node, number>();
+  plan.nodes.forEach((list, s) => list.forEach((n) => segmentOfNode.set(n, s)));
+  let reached = -1;
   let done = false;
   const finish = async (): Promise<void> => {
     if (done) return;
@@ -114,9 +124,10 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         const next = done ? undefined : await runs.next();
         if (!next || next.done) {
           await finish();
-          throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order), or it is not one of the tensors given`);
+          throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order, as 'order' lists them), or it is not one of the tensors given`);
         }
         const r = next.value;
+        reached = r.segment;
         const ref = refRuns ? await refRuns.next() : undefined;
         if (ref && (ref.done || ref.value.segment !== r.segment || ref.value.batch !== r.batch)) throw new Error('Gram matrices: the reference model did not run in step');
         for (const [n, a] of Object.entries(r.tensors)) {
@@ -155,6 +166,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       return ready.get(name)!;
     },
     cross: (name) => crossReady.get(name),
+    started: (node) => done || (segmentOfNode.get(node) ?? -1) <= reached,
     close: finish,
   };
 }

@@ -80,12 +80,16 @@ describe('sequential GPTQ', () => {
     try {
       await stream.take(first.node.input(0)!.name);
       expect(norm(stream.cross(first.node.input(0)!.name)!)).toBe(0);
+      // the first layer's segment starts at its node: not created until a later input is taken
+      expect(stream.started(first.node)).toBe(false);
       // the first layer changes after its matrix was taken: the segments after it see the change
       const w = weightOutIn(first).map((v, i) => v * (1 + 0.3 * Math.sin(i)));
       const stored = first.transB ? w : transpose(w, first.outFeatures, first.inFeatures);
       first.weight.graph!.setInitializer(first.weight, Tensor.fromBytes(first.weight.name, DataType.FLOAT, [...first.weight.initializer!.dims], new Uint8Array(stored.buffer.slice(0))));
       const name = later.node.input(0)!.name;
       const gram = Float64Array.from(await stream.take(name));
+      expect(stream.started(first.node)).toBe(true);
+      expect(stream.started(later.node)).toBe(false);
       const cross = Float64Array.from(stream.cross(name)!);
       // independent: whole-model sessions over the changed model and the float one
       const expected = (await inputGrams(model, calibration, [{ name, k: later.inFeatures }])).get(name)!;
