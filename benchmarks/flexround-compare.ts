@@ -12,7 +12,10 @@
 // A method is a name with optional settings after a colon, so a sweep of one default is one run:
 // flexround:lr=0.003:iters=250   gptq:damp=0.1   rtn:outer=scheme (the layers outside the
 // blocks at the scheme's bits instead of the default 8)   flexround:tokens=1024 (layer-wise rows)
-// gptq:search=minmax (full-range weight grids instead of the MSE-searched ones)   flexround:seed=2
+// gptq:search=minmax (full-range weight grids instead of the MSE-searched ones)
+// gptq:groups=static|dynamic (round to nearest's grids, or each group's fitted when GPTQ reaches it)
+// gptq:seq=0|1 (each layer on the float model's inputs, or on the inputs the quantized layers
+// before it give, against the float model's outputs: the default)   flexround:seed=2
 // (another mini-batch order)   flexround:start=rtn (learning from round to nearest instead of
 // the default start, GPTQ's levels).
 // Names: rtn, gptq (the library's defaults: damping 0.01, activation order; act=0 turns the
@@ -134,6 +137,8 @@ function methodOptions(spec: string): Partial<QuantizePassOptions> {
     : (() => { throw new Error(`unknown method ${name}`); })();
   if (set.has('damp')) base.gptqDamp = num('damp');
   if (set.has('act')) base.gptqActOrder = set.get('act') === '1';
+  if (set.has('groups')) base.gptqDynamicGroups = set.get('groups') === 'dynamic';
+  if (set.has('seq')) base.gptqSequential = set.get('seq') === '1';
   if (set.has('search')) base.weightSearch = set.get('search') as 'mse' | 'minmax';
   if (set.has('outer')) base.outerBits = set.get('outer') === 'scheme' ? 'scheme' : num('outer');
   if (base.flexround) base.flexround = { ...base.flexround, ...(set.has('lr') ? { lr: num('lr') } : {}), ...(set.has('iters') ? { iters: num('iters') } : {}), ...(set.has('tokens') ? { tokens: num('tokens') } : {}), ...(set.has('seed') ? { seed: num('seed') } : {}), ...(set.has('start') ? { start: set.get('start') as 'gptq' | 'rtn' } : {}) };

@@ -5,6 +5,8 @@ const FLAG_OF: Record<string, string> = {
   calibration: '--calib',
   gptqDamp: '--damp',
   gptqActOrder: '--act-order',
+  gptqDynamicGroups: '--dynamic-groups',
+  gptqSequential: '--sequential',
   repquantObserver: '--repquant-bounds',
   keepFloat32Ops: '--keep-float32',
   weightSymmetric: '--weight-grid',

@@ -33,6 +33,8 @@ export interface QuantizeFlags extends RawDataFlags {
   reconstruct: string;
   damp: string;
   actOrder?: boolean;
+  dynamicGroups?: boolean;
+  sequential: boolean;
   iters: string;
   flexroundStart: string;
   lr?: string;
@@ -73,6 +75,8 @@ export function registerQuantize(program: Command): void {
     .option('--damp <x>', 'GPTQ damping, a fraction of the mean Gram diagonal', '0.01')
     .option('--act-order', 'GPTQ: quantize input columns by descending input energy (the default)')
     .option('--no-act-order', 'GPTQ: quantize input columns in their order')
+    .option('--dynamic-groups', "GPTQ: fit each group's grid when GPTQ reaches it, on the error-updated weights, instead of round to nearest's")
+    .option('--no-sequential', "GPTQ: fit every layer on the float model's inputs (default: on the inputs the quantized layers before it give, against the float model's outputs)")
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
     .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.003)')
     .option('--flexround-start <from>', 'FlexRound\'s starting levels: gptq (GPTQ\'s solution, the default) | rtn (round to nearest)', 'gptq')
@@ -141,6 +145,8 @@ export function registerQuantize(program: Command): void {
           method: flags.method as Method,
           gptqDamp: damp,
           gptqActOrder: flags.actOrder ?? true,
+          ...(flags.dynamicGroups ? { gptqDynamicGroups: true } : {}),
+          ...(flags.sequential === false ? { gptqSequential: false } : {}),
           flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block', start: flags.flexroundStart as 'gptq' | 'rtn' },
           alpha,
           softmax: flags.softmax as SoftmaxMode,

@@ -4,12 +4,16 @@
 //   pipeline([smoothQuant(), gptq({ bits: 4, aBits: 8 })])
 //   pipeline([gptq({ bits: 3 }), flexRound({ bits: 3 })])   // FlexRound starts from GPTQ's levels
 import { UserError } from '../errors.js';
-import { weightOutIn } from '../export/linear-weight.js';
+import type { LinearLayer } from '../discover/structure.js';
+import { transpose, weightOutIn } from '../export/linear-weight.js';
+import { DataType } from '../ir/dtype.js';
+import { Tensor } from '../ir/tensor.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
-import { gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
+import { floatTargetWeight, gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
+import { dequantizeWeight, type QuantizedWeight } from '../quantize/weight-quantizer.js';
 import { GPTQ_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
 import type { Pass, PassContext } from './pass.js';
@@ -21,12 +25,20 @@ export interface GptqOptions extends WeightPassOptions {
   damp?: number;
   /** Quantize input columns by descending input energy (default true; false: in their order). */
   actOrder?: boolean;
+  /** Fit each group's grid when GPTQ reaches it, on the error-updated weights, instead of keeping round to nearest's (default false). */
+  dynamicGroups?: boolean;
+  /**
+   * Each layer fitted on the inputs the quantized layers before it give, against the outputs
+   * the float model gives (default true); false: on the float model's inputs against the layer's
+   * own float outputs.
+   */
+  sequential?: boolean;
 }
 
 /** GPTQ quantization (column-wise error feedback on calibration Gram matrices); needs calibration data. */
 export function gptq(options: GptqOptions = {}): Pass<QuantizeSummary | DecisionSummary> {
   checkOptions('gptq', GPTQ_OPTIONS, options);
-  return decisionPass('gptq', 'gptq', { ...quantizeOptionsOf(options), gptqDamp: options.damp, gptqActOrder: options.actOrder }, decideGptq);
+  return decisionPass('gptq', 'gptq', { ...quantizeOptionsOf(options), gptqDamp: options.damp, gptqActOrder: options.actOrder, gptqDynamicGroups: options.dynamicGroups, gptqSequential: options.sequential }, decideGptq);
 }
 
 /**
@@ -39,22 +51,38 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   if (!ctx.calibration) throw new UserError(`${what} needs calibration data (option 'calibration')`);
   const damp = options.gptqDamp ?? 0.01;
   if (!(damp > 0 && damp < 1)) throw new UserError(`GPTQ damping must be in (0, 1), not ${damp}`);
+  const dynamicGroups = options.gptqDynamicGroups ?? false;
+  const sequential = options.gptqSequential ?? true;
   const work = model.clone();
   const setup = layerSetup(work, ctx, options, false);
   const { linears } = setup.sel;
   const summary: DecisionSummary = { deferred: true, method: 'gptq', layers: linears.map((l) => ({ name: l.name, bits: setup.bitsOf(l.name) })), startedFromPlan: 0, flexround: null };
   if (linears.length === 0) return summary;
   const tensors = [...new Map(linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
-  // a segment of the graph at a time: only the current segment's Gram matrices are held
-  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal });
+  // a segment of the graph at a time: only the current segment's Gram matrices are held.
+  // Sequential: a segment starts at every linear, and is created once the layers before it are
+  // quantized in `work`, so a layer's Gram matrix is of the inputs the quantized model gives it;
+  // the float copy runs in step, so that each layer aims at the float model's outputs
+  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, ...(sequential ? { cutBefore: new Set(linears.map((l) => l.node)), reference: work.clone() } : {}) });
+  // the layers in the order their inputs' matrices come: with a segment per layer, the model's
+  // order of layers can ask for an input again after a later one (parallel attention and MLP)
+  const byInput = new Map<string, LinearLayer[]>();
+  for (const l of linears) byInput.set(l.node.input(0)!.name, [...(byInput.get(l.node.input(0)!.name) ?? []), l]);
+  const ordered = grams.order.flatMap((name) => byInput.get(name) ?? []);
+  const standIns: { l: LinearLayer; original: Tensor }[] = [];
   await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
-    for (const [i, l] of linears.entries()) {
+    for (const [i, l] of ordered.entries()) {
       ctx.signal.throwIfAborted();
       const w = weightOutIn(l);
       const grid = setup.gridOf(l);
+      // one scale for the whole tensor stays shared: no group of its own to refit
+      const refit = dynamicGroups && !grid.perTensor ? { search: grid.search } : undefined;
       let q;
       try {
-        q = await gptqLevelsAsync(w, await rtnWeight(l, w, grid), await grams.take(l.node.input(0)!.name), damp, options.gptqActOrder ?? true);
+        const gram = await grams.take(l.node.input(0)!.name);
+        const cross = grams.cross(l.node.input(0)!.name);
+        const target = cross ? await floatTargetWeight(w, l.outFeatures, l.inFeatures, gram, cross, damp) : w;
+        q = await gptqLevelsAsync(target, await rtnWeight(l, target, grid), gram, damp, options.gptqActOrder ?? true, refit);
       } catch (e) {
         // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
         // break that when the input's scales span many orders of magnitude
@@ -64,10 +92,36 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         throw e;
       }
       plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
+      if (sequential) {
+        const original = standInQuantized(l, q);
+        if (original) standIns.push({ l, original });
+      }
+      // a dequantized stand-in is needed until its segment's session has read it: then the
+      // float (possibly file-backed) weight goes back, so at most a few float copies are held
+      for (const s of standIns.filter((x) => grams.started(x.l.node))) {
+        s.l.weight.graph!.setInitializer(s.l.weight, s.original);
+        standIns.splice(standIns.indexOf(s), 1);
+      }
       tick(i + 1, l.name);
     }
   }).finally(() => grams.close());
-  ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
+  ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}${dynamicGroups ? ', grids fitted group by group on the updated weights' : ''}${sequential ? ', sequential: inputs from the quantized layers before, outputs of the float model' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   plan.chain.push('gptq');
   return summary;
+}
+
+/**
+ * Sequential GPTQ: the layer's weight in the working copy becomes the one its decision stands
+ * for, so the layers after it are fitted on the inputs it gives once quantized. A weight read
+ * by other nodes too (tied tables) or not stored as a float initializer stays float. Returns
+ * the float tensor it replaced (undefined when it replaced none).
+ */
+function standInQuantized(l: LinearLayer, q: QuantizedWeight): Tensor | undefined {
+  const v = l.weight;
+  if (!v.initializer || v.initializer.dtype !== DataType.FLOAT || v.uses().length !== 1) return undefined;
+  const original = v.initializer;
+  const deq = dequantizeWeight(q);
+  const stored = l.transB ? deq : transpose(deq, q.n, q.k);
+  v.graph!.setInitializer(v, Tensor.fromBytes(v.name, DataType.FLOAT, [...v.initializer.dims], new Uint8Array(stored.buffer)));
+  return original;
 }

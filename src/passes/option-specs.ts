@@ -46,6 +46,8 @@ export const QUANTIZE_OPTIONS: OptionSpecs = {
   weightBits: { type: 'number', integer: true, min: 2, max: 8, doc: "bits of a static scheme's weight grid when not the scheme's own (w8a8 + 4: W4A8)" },
   gptqDamp: { type: 'number', min: 0, doc: 'GPTQ damping, a fraction of the mean Gram diagonal (default 0.01)' },
   gptqActOrder: { type: 'boolean', doc: 'GPTQ: columns by descending input energy (default true)' },
+  gptqDynamicGroups: { type: 'boolean', doc: "GPTQ: fit each group's grid when GPTQ reaches it, on the updated weights (default false)" },
+  gptqSequential: { type: 'boolean', doc: 'GPTQ: each layer on the inputs of the quantized layers before it, against the float outputs (default true)' },
   flexround: { type: 'custom', want: 'an object of FlexRound settings (iters, lr, mode, ...)', test: isObject, doc: 'FlexRound settings for method flexround', recipe: false },
   layerBits: { type: 'pattern-map', values: [...LAYER_BITS], doc: "per-layer weight bits or 'float' ({ 'blocks.3.*': 8, lm_head: float }; first matching pattern wins)" },
   outerBits: { type: 'enum', values: [2, 3, 4, 5, 6, 7, 8, 'scheme'], doc: "bits of the embedding tables and the linears outside the blocks when the scheme has fewer (default 8; 'scheme': the scheme's bits)" },
@@ -105,4 +107,6 @@ export const GPTQ_OPTIONS: OptionSpecs = {
   ...WEIGHT_PASS_OPTIONS,
   damp: { type: 'number', min: 0, doc: 'damping, a fraction of the mean Gram diagonal (default 0.01)' },
   actOrder: { type: 'boolean', doc: 'columns by descending input energy (default true)' },
+  sequential: { type: 'boolean', doc: 'each layer fitted on the inputs the quantized layers before it give, against the float model\'s outputs (default true)' },
+  dynamicGroups: { type: 'boolean', doc: "fit each group's grid when GPTQ reaches it, on the error-updated weights, instead of round to nearest's (default false)" },
 };

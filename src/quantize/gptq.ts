@@ -3,13 +3,15 @@ import type { Dataset } from '../data/dataset.js';
 import { DataType } from '../ir/dtype.js';
 import { Graph } from '../ir/graph.js';
 import { Model } from '../ir/model.js';
+import type { Node } from '../ir/node.js';
 import { Session } from '../runtime/session.js';
 import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
 import { choleskyJs, invertLowerJs, upperCholeskyOfInverse } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
-import type { QuantizedWeight } from './weight-quantizer.js';
+import { fitGroupGrids } from './group-grid.js';
+import type { QuantizedWeight, WeightQuantSpec } from './weight-quantizer.js';
 
 /**
  * Gram matrices Σ xᵀx of linear-layer inputs (each flattened to [tokens, k]) over a dataset.
@@ -49,11 +51,24 @@ export async function inputGrams(model: Model, data: Dataset, tensors: { name: s
  * (runtime/block-runner.ts): only one segment's weights are in a session, and only the Gram
  * matrices of the inputs of the segment being consumed are held (BERT-base: about 90 MB at a
  * time instead of 1.07 GB for all 48 inputs; a 1B Llama: 0.36 GB a layer instead of 7.8 GB).
- * `take` the matrices in the model's order (the same one again is fine); those of a segment are
- * forgotten once one of a later segment is taken.
+ * `take` the matrices in `order` (the same one again is fine); those of a segment are forgotten
+ * once one of a later segment is taken. A segment's session is created when the first matrix
+ * of it is taken, from the model's weights as they are then.
  */
 export interface GramStream {
+  /** The names in the order their matrices come (taking them in this order never fails). */
+  order: string[];
   take(name: string): Promise<Float64Array>;
+  /**
+   * With a `reference` model: X̃ᵀ(X − X̃) of the input last taken under `name`, X̃ the input this
+   * model gives and X the one the reference gives (undefined without a reference).
+   */
+  cross(name: string): Float64Array | undefined;
+  /**
+   * Whether the session of the segment holding `node` has been created (its weights read), or
+   * will never be; false while a later `take` may still create it. Whole-model fallback: true.
+   */
+  started(node: Node): boolean;
   /** Stops early (the sessions of the segment in progress are released). */
   close(): Promise<void>;
 }
@@ -61,13 +76,15 @@ export interface GramStream {
 /**
  * The same sums as inputGrams (which holds a session over the whole model and all matrices),
  * streamed segment by segment. Graphs the block runner does not cut (with If/Loop subgraphs)
- * fall back to inputGrams.
+ * fall back to inputGrams (then no cross matrices: `cross` gives undefined). `cutBefore`: nodes
+ * that start a segment of their own (sequential GPTQ cuts before every linear); `reference`: the
+ * same graph with other weights (the float model), run in step so that `cross` can be given.
  */
-export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number } = {}): Promise<GramStream> {
-  const plan = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model));
+export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model } = {}): Promise<GramStream> {
+  const plan = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
   if (!plan) {
     const all = await inputGrams(model, data, tensors, options);
-    return { take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}'`)), close: async () => {} };
+    return { order: tensors.map((t) => t.name), take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}'`)), cross: () => undefined, started: () => true, close: async () => {} };
   }
   const feeds: Record<string, ArrayTensor>[] = [];
   let seen = 0;
@@ -80,24 +97,39 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const ready = new Map<string, Float64Array>();
   const partial = new Map<string, Float64Array>();
   const segmentOfName = new Map<string, number>();
-  const runs = runBlockwise(model, feeds, tensors.map((t) => t.name), { maxSegmentBytes: options.maxSegmentBytes, threads: options.threads, signal: options.signal });
+  const runs = runBlockwise(model, feeds, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal });
+  // the reference runs in step, cut as this model is (same node names, same segments)
+  const refPlan = options.reference ? planSegments(options.reference, tensors.map((t) => t.name), 0, plan) : undefined;
+  const refRuns = refPlan ? runBlockwise(options.reference!, feeds, tensors.map((t) => t.name), { plan: refPlan, threads: options.threads, signal: options.signal }) : undefined;
+  const crossReady = new Map<string, Float64Array>();
+  const crossPartial = new Map<string, Float64Array>();
   const gram = await Session.create(gramGraph());
+  const crossSession = refRuns ? await Session.create(crossGraph()) : undefined;
+  const segmentOfNode = new Map<Node, number>();
+  plan.nodes.forEach((list, s) => list.forEach((n) => segmentOfNode.set(n, s)));
+  let reached = -1;
   let done = false;
   const finish = async (): Promise<void> => {
     if (done) return;
     done = true;
     await runs.return(undefined);
+    await refRuns?.return(undefined);
     await gram.release();
+    await crossSession?.release();
   };
   return {
+    order: plan.wanted.flat(),
     async take(name) {
       while (!ready.has(name)) {
         const next = done ? undefined : await runs.next();
         if (!next || next.done) {
           await finish();
-          throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order), or it is not one of the tensors given`);
+          throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order, as 'order' lists them), or it is not one of the tensors given`);
         }
         const r = next.value;
+        reached = r.segment;
+        const ref = refRuns ? await refRuns.next() : undefined;
+        if (ref && (ref.done || ref.value.segment !== r.segment || ref.value.batch !== r.batch)) throw new Error('Gram matrices: the reference model did not run in step');
         for (const [n, a] of Object.entries(r.tensors)) {
           const kk = k.get(n)!;
           const x = a.data as Float32Array;
@@ -105,22 +137,51 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
           let acc = partial.get(n);
           if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
           for (let i = 0; i < g.length; i++) acc[i] += g[i]!;
+          if (ref && !ref.done) {
+            const xf = ref.value.tensors[n]!.data as Float32Array;
+            const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
+            let cacc = crossPartial.get(n);
+            if (!cacc) crossPartial.set(n, (cacc = new Float64Array(kk * kk)));
+            for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+          }
         }
         if (r.lastOfSegment) {
           for (const n of Object.keys(r.tensors)) {
             segmentOfName.set(n, r.segment);
             ready.set(n, partial.get(n)!);
             partial.delete(n);
+            if (crossPartial.has(n)) crossReady.set(n, crossPartial.get(n)!);
+            crossPartial.delete(n);
           }
           traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
         }
       }
       // matrices of earlier segments are done with once one of a later segment is asked for
-      for (const n of [...ready.keys()]) if (segmentOfName.get(n)! < segmentOfName.get(name)!) ready.delete(n);
+      for (const n of [...ready.keys()]) {
+        if (segmentOfName.get(n)! < segmentOfName.get(name)!) {
+          ready.delete(n);
+          crossReady.delete(n);
+        }
+      }
       return ready.get(name)!;
     },
+    cross: (name) => crossReady.get(name),
+    started: (node) => done || (segmentOfNode.get(node) ?? -1) <= reached,
     close: finish,
   };
+}
+
+/** Xᵀ(R − X): the cross term of an input X against the reference's R. */
+function crossGraph(): Model {
+  const g = new Graph('gram_cross');
+  const x = g.addInput('X', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
+  const r = g.addInput('R', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
+  const xt = g.addNode('Transpose', [x], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
+  const y = g.addNode('MatMul', [xt, g.addNode('Sub', [r, x], 1).output(0)], ['C']).output(0);
+  g.outputs.push(y);
+  const m = new Model(g);
+  m.opsetImports = new Map([['', 17]]);
+  return m;
 }
 
 function gramGraph(): Model {
@@ -150,6 +211,35 @@ function spdInverse(a: Float64Array, k: number): Float64Array {
   return inv;
 }
 
+let targetSession: Promise<Session> | undefined;
+
+/**
+ * The weight that, on the inputs X̃ a layer gets from the quantized layers before it, best
+ * gives the outputs the float model gives on its inputs X: argmin ‖X̃Ŵᵀ − XWᵀ‖² =
+ * W + W·ΔCᵀ·H̃⁻¹, with ΔC = X̃ᵀ(X − X̃) (GramStream.cross) and H̃ = X̃ᵀX̃ damped as GPTQ damps it.
+ * GPTQ on this weight with H̃ then minimises the output error against the float model's
+ * outputs rather than against this layer's float weight on the quantized inputs (GPTAQ's
+ * asymmetric calibration, Li et al. 2025). Equal to `w` when X̃ = X.
+ */
+export async function floatTargetWeight(w: Float32Array, n: number, k: number, gram: Float64Array, cross: Float64Array, damp: number): Promise<Float32Array> {
+  const h = Float64Array.from(gram);
+  let mean = 0;
+  for (let i = 0; i < k; i++) mean += h[i * k + i]! / k;
+  for (let i = 0; i < k; i++) {
+    if (h[i * k + i] === 0) h[i * k + i] = 1;
+    h[i * k + i] += damp * (mean > 0 ? mean : 1);
+  }
+  const U = await upperCholeskyOfInverse(h, k);
+  // W + ((W·ΔCᵀ)·Uᵀ)·U, H̃⁻¹ = UᵀU
+  targetSession ??= float64Session('gptq_float_target', ['W', 'D', 'U'], (g, [wv, d, u]) => {
+    const wd = g.addNode('MatMul', [wv!, transposed(g, d!)], 1).output(0);
+    const wdu = g.addNode('MatMul', [g.addNode('MatMul', [wd, transposed(g, u!)], 1).output(0), u!], 1).output(0);
+    return [g.addNode('Add', [wv!, wdu], ['Wout']).output(0)];
+  });
+  const r = await (await targetSession).run({ W: f64(Float64Array.from(w), n, k), D: f64(cross, k, k), U: f64(U, k, k) });
+  return Float32Array.from(r.Wout!.data as Float64Array);
+}
+
 /** Columns quantized together before the rest of the weight is updated in one product. */
 const LAZY_BLOCK = 128;
 /** Below this many inputs the whole algorithm stays in JavaScript (no session overhead). */
@@ -165,18 +255,32 @@ async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Ar
 }
 
 /**
- * GPTQ (Frantar et al. 2023) on fixed grids: the weight's scales and zero points stay those of
- * `q` (fitted on this weight), the levels are chosen one input column at a time, each
- * column's rounding error being spread over the columns not yet quantized through the inverse
- * Gram matrix of the layer's inputs (H = XᵀX + λI, λ = `damp` · mean diag). `w` is [n, k] (rows
- * = output channels). With `actOrder`, columns go by descending diag(H) (the grids stay those
- * fitted in the original order: "static groups"). Returns a weight with the same grids and new
- * levels. For wide layers the factor of H⁻¹ (`upperCholeskyOfInverse`) and the lazy-batch updates
- * (blocks of 128 columns) run their products in onnxruntime in float64; small layers stay in
- * JavaScript.
+ * Dynamic groups (the reference GPTQ's default, `static_groups=False`): a group's grid (scale
+ * and zero point per output channel) is fitted when GPTQ reaches the group's first column, on
+ * the weights as the error feedback from the columns already quantized has left them, with the
+ * range search `search` of the weight's grid. Without it ("static groups") the grids are those
+ * of the round-to-nearest weight passed in, fitted on the original weights. Groups stay
+ * contiguous in the original column order (what MatMulNBits stores); with activation order a
+ * group is fitted when the first of its columns in that order comes up (its other columns,
+ * not yet quantized, carry the feedback so far).
  */
-export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false): Promise<QuantizedWeight> {
-  if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder);
+export interface GroupRefit {
+  search: WeightQuantSpec['search'];
+}
+
+/**
+ * GPTQ (Frantar et al. 2023): the levels are chosen one input column at a time, each column's
+ * rounding error being spread over the columns not yet quantized through the inverse Gram
+ * matrix of the layer's inputs (H = XᵀX + λI, λ = `damp` · mean diag). `w` is [n, k] (rows =
+ * output channels); `q` is its round-to-nearest weight, whose grids are kept (static groups) or,
+ * with `refit`, refitted group by group (GroupRefit). With `actOrder`, columns go by descending
+ * diag(H). Returns a weight of the same layout with new levels (and with `refit`, new scales
+ * and zero points). For wide layers the factor of H⁻¹ (`upperCholeskyOfInverse`) and the
+ * lazy-batch updates (blocks of 128 columns) run their products in onnxruntime in float64;
+ * small layers stay in JavaScript.
+ */
+export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false, refit?: GroupRefit): Promise<QuantizedWeight> {
+  if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder, refit);
   const { n, k, groups, blockSize } = q;
   const padded = groups * blockSize;
   const { h, W: Wrows, perm } = prepare(w, q, gram, damp, actOrder);
@@ -188,6 +292,7 @@ export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram:
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
   const levels = q.levels.slice();
+  const grids = new GroupGrids(q, perm, refit);
   const err = new Float64Array(n);
   for (let i1 = 0; i1 < k; i1 += LAZY_BLOCK) {
     const i2 = Math.min(k, i1 + LAZY_BLOCK);
@@ -197,9 +302,20 @@ export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram:
       const d = U[i * k + i]!;
       const col = perm[i]!;
       const gi = Math.floor(col / blockSize);
+      // a column past this lazy block still lacks the updates of this block's columns so far
+      grids.reach(gi, (p, out) => {
+        out.set(Wt.subarray(p * n, (p + 1) * n));
+        if (p < i2) return;
+        for (let t = i1; t < i; t++) {
+          const u = U[t * k + p]!;
+          if (u === 0) continue;
+          const e = E.subarray((t - i1) * n, (t - i1 + 1) * n);
+          for (let r = 0; r < n; r++) out[r] -= e[r]! * u;
+        }
+      });
       for (let r = 0; r < n; r++) {
-        const s = q.scales[r * groups + gi]!;
-        const z = q.zeroPoints[r * groups + gi]!;
+        const s = grids.scales[r * groups + gi]!;
+        const z = grids.zeroPoints[r * groups + gi]!;
         const x = Wt[i * n + r]!;
         const level = Math.min(qmax, Math.max(qmin, Math.round(x / s) + z));
         levels[r * padded + col] = level;
@@ -221,7 +337,52 @@ export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram:
       Wt.set(await trailingUpdate(Wt.subarray(i2 * n), A, E, m, b, n), i2 * n);
     }
   }
-  return { ...q, levels };
+  return { ...q, levels, scales: grids.scales, zeroPoints: grids.zeroPoints };
+}
+
+/** The grids GPTQ quantizes on: those of the round-to-nearest weight, or refitted group by group (GroupRefit). */
+class GroupGrids {
+  readonly scales: Float32Array;
+  readonly zeroPoints: Int32Array;
+  private readonly fitted: Uint8Array;
+  /** Position of each original column in GPTQ's order. */
+  private readonly position: Int32Array;
+
+  constructor(
+    private readonly q: QuantizedWeight,
+    perm: number[],
+    private readonly refit: GroupRefit | undefined,
+  ) {
+    this.scales = q.scales.slice();
+    this.zeroPoints = q.zeroPoints.slice();
+    this.fitted = new Uint8Array(q.groups);
+    this.position = new Int32Array(q.k);
+    perm.forEach((col, i) => (this.position[col] = i));
+  }
+
+  /**
+   * GPTQ reaches a column of group `gi`: the first time, with `refit`, its grids are fitted on
+   * the group's columns as they are now (`column(position, out)` writes the n rows of the column
+   * at that position in GPTQ's order).
+   */
+  reach(gi: number, column: (position: number, out: Float64Array) => void): void {
+    if (!this.refit || this.fitted[gi]) return;
+    this.fitted[gi] = 1;
+    const { n, k, groups, blockSize } = this.q;
+    const c0 = gi * blockSize;
+    const width = Math.min(k, c0 + blockSize) - c0;
+    const values = new Float64Array(n * width);
+    const col = new Float64Array(n);
+    for (let c = 0; c < width; c++) {
+      column(this.position[c0 + c]!, col);
+      for (let r = 0; r < n; r++) values[r * width + c] = col[r]!;
+    }
+    const g = fitGroupGrids(values, n, width, { bits: this.q.bits, symmetric: this.q.symmetric, search: this.refit.search });
+    for (let r = 0; r < n; r++) {
+      this.scales[r * groups + gi] = g.scales[r]!;
+      this.zeroPoints[r * groups + gi] = g.zeroPoints[r]!;
+    }
+  }
 }
 
 /** Damped Gram matrix and weight, both in the column order GPTQ goes through. */
@@ -254,7 +415,7 @@ function prepare(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp: 
 }
 
 /** GPTQ entirely in JavaScript (see gptqLevelsAsync, which the quantize pass uses). */
-export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false): QuantizedWeight {
+export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false, refit?: GroupRefit): QuantizedWeight {
   const { n, k, groups, blockSize } = q;
   const padded = groups * blockSize;
   const { h, W, perm } = prepare(w, q, gram, damp, actOrder);
@@ -264,13 +425,17 @@ export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Arr
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
   const levels = q.levels.slice();
+  const grids = new GroupGrids(q, perm, refit);
   for (let i = 0; i < k; i++) {
     const d = U(i, i);
     const col = perm[i]!;
     const gi = Math.floor(col / blockSize);
+    grids.reach(gi, (p, out) => {
+      for (let r = 0; r < n; r++) out[r] = W[r * k + p]!;
+    });
     for (let r = 0; r < n; r++) {
-      const s = q.scales[r * groups + gi]!;
-      const z = q.zeroPoints[r * groups + gi]!;
+      const s = grids.scales[r * groups + gi]!;
+      const z = grids.zeroPoints[r * groups + gi]!;
       const x = W[r * k + i]!;
       const level = Math.min(qmax, Math.max(qmin, Math.round(x / s) + z));
       levels[r * padded + col] = level;
@@ -278,5 +443,5 @@ export function gptqLevels(w: Float32Array, q: QuantizedWeight, gram: Float64Arr
       for (let j = i + 1; j < k; j++) W[r * k + j] -= err * U(i, j);
     }
   }
-  return { ...q, levels };
+  return { ...q, levels, scales: grids.scales, zeroPoints: grids.zeroPoints };
 }

@@ -72,6 +72,15 @@ export interface QuantizeOptions {
   gptqDamp?: number;
   /** GPTQ: quantize input columns by descending input energy (default true: lower KL to float on 12 of 18 w3/w4 rows of the method table, docs/flexround.md). */
   gptqActOrder?: boolean;
+  /** GPTQ: fit each group's grid when GPTQ reaches it, on the error-updated weights, instead of keeping round to nearest's grids (default false: lower KL on 10 of 18 w3/w4 rows, docs/flexround.md). */
+  gptqDynamicGroups?: boolean;
+  /**
+   * GPTQ: each layer fitted on the inputs the already quantized layers before it give, against
+   * the outputs the float model gives (default true; false: the float model's inputs and the
+   * layer's own float outputs, as before). Median KL to float 0.64 times the float-input one
+   * over the 18 w3/w4 rows of docs/flexround.md.
+   */
+  gptqSequential?: boolean;
   /** FlexRound settings (method flexround). */
   flexround?: FlexRoundSettings;
   /** Post-softmax quantization (default 'none'). */

@@ -52,7 +52,8 @@ export function newLevels(length: number, symmetric: boolean): Levels {
   return symmetric ? new Int8Array(length) : new Uint8Array(length);
 }
 
-const MSE_RATIOS = Array.from({ length: 21 }, (_, i) => 1 - i * 0.01);
+/** Range factors the 'mse' search tries, largest first (a tie keeps the larger range). */
+export const MSE_RATIOS = Array.from({ length: 21 }, (_, i) => 1 - i * 0.01);
 /**
  * Bound on the temporary [ratios, rows, k] tensors onnxruntime allocates for one chunk. The
  * session's arena keeps the largest chunk's temporaries for the whole run: at 2^24 elements

@@ -34,9 +34,11 @@ export interface SegmentPlan {
  * Cuts `model` into segments of at most `maxSegmentBytes` of weights, or, with `follow`, as
  * another model was cut: a node of the same name goes to the same segment, a node of its own
  * (a rewritten linear) to the latest segment of the nodes it reads, so two versions of one
- * graph (float and quantized) compute the same tensors in the same segment.
+ * graph (float and quantized) compute the same tensors in the same segment. Without `follow`,
+ * a node of `cutBefore` also starts a segment (sequential GPTQ: a linear's session is created
+ * after the layers before it are quantized).
  */
-export function planSegments(model: Model, wanted: readonly string[], maxSegmentBytes: number, follow?: SegmentPlan): SegmentPlan | undefined {
+export function planSegments(model: Model, wanted: readonly string[], maxSegmentBytes: number, follow?: SegmentPlan, cutBefore?: ReadonlySet<Node>): SegmentPlan | undefined {
   const g = model.graph;
   if (g.nodes.some((n) => n.subgraphs().length > 0)) return undefined;
   const order = topologicalOrder(g.nodes);
@@ -84,7 +86,7 @@ export function planSegments(model: Model, wanted: readonly string[], maxSegment
   for (const n of follow ? [] : order) {
     const fresh = n.inputs.filter((v): v is Value => !!v?.initializer && !seen.has(v));
     const add = fresh.reduce((a, v) => a + v.initializer!.byteLength, 0);
-    if (bytes[bytes.length - 1]! > 0 && bytes[bytes.length - 1]! + add > maxSegmentBytes) {
+    if ((bytes[bytes.length - 1]! > 0 && bytes[bytes.length - 1]! + add > maxSegmentBytes) || (cutBefore?.has(n) && nodes[nodes.length - 1]!.length > 0)) {
       nodes.push([]);
       bytes.push(0);
       seen.clear();

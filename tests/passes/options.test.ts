@@ -26,7 +26,7 @@ describe('pass options, checked when the pass is built', () => {
     expect(thrown(() => quantize({ scheme: 'w8', blockSize: 48 as never })).message).toMatch(/^pass 'quantize': option 'blockSize' must be one of 0, 16, 32, 64, 128, not 48$/);
     expect(thrown(() => quantize({ scheme: 'w8', perchannel: true } as never)).message).toMatch(/^pass 'quantize': unknown option 'perchannel' \(valid options: scheme, method, .*perChannel/);
     expect(thrown(() => flexRound({ bits: 5 as never })).message).toBe("pass 'flexround': option 'bits' must be one of 8, 4, 3, 2, not 5");
-    expect(thrown(() => gptq({ damping: 0.1 } as never)).message).toMatch(/^pass 'gptq': unknown option 'damping' \(valid options: .*damp, actOrder\)$/);
+    expect(thrown(() => gptq({ damping: 0.1 } as never)).message).toMatch(/^pass 'gptq': unknown option 'damping' \(valid options: .*damp, actOrder, sequential, dynamicGroups\)$/);
     expect(thrown(() => cleanup({ identity: false } as never)).message).toBe("pass 'cleanup': unknown option 'identity' (valid options: identities)");
   });
 
