@@ -3,6 +3,7 @@
 //
 //   npm run build && npm run bench:decoder-1b [-- --layers 22] [-- --seq 64] [-- --samples 16]
 //       [-- --methods rtn,gptq,flexround] [-- --variants kv,nocache] [-- --past 128] [-- --no-latency]
+//       [-- --flexround-iters 500] [-- --flexround-start gptq|rtn]
 //
 // The decoder (tests/helpers/llama-builder.ts): TinyLlama-1.1B's dimensions (hidden 2048, 22
 // layers, 32 query heads / 4 key/value heads, SwiGLU MLP 5632, vocabulary 32000, no biases),
@@ -117,6 +118,15 @@ function watched(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildRun>
   });
 }
 
+/** FlexRound's share of the run from its JSON report, and the run scaled to 500 steps per linear (only the steps scale). */
+function flexRoundSteps(wall: number, stdout: string): string {
+  const fr = (JSON.parse(stdout.trim().split('\n').pop()!) as { flexround: { iters: number; seconds: number; units: { stepSeconds?: number; kept: string }[] } }).flexround;
+  const steps = fr.units.reduce((a, u) => a + (u.stepSeconds ?? 0), 0);
+  const perStep = steps / fr.iters;
+  const learned = fr.units.filter((u) => u.kept === 'learned').length;
+  return `  flexround: ${fr.units.length} linears x ${fr.iters} steps in ${fr.seconds.toFixed(0)} s (${steps.toFixed(0)} s in steps: ${perStep.toFixed(1)} s per step over all linears, ${((1000 * perStep) / fr.units.length).toFixed(0)} ms per linear-step); ${learned} learned, ${fr.units.length - learned} kept their start; at 500 steps: ~${((wall + perStep * (500 - fr.iters)) / 3600).toFixed(1)} h`;
+}
+
 const gib = (b: number): string => `${(b / 2 ** 30).toFixed(2)} GiB`;
 const load = (): string => os.loadavg().map((x) => x.toFixed(2)).join(' ');
 const size = (f: string): number => (fs.existsSync(f) ? fs.statSync(f).size : 0);
@@ -178,13 +188,15 @@ async function main(): Promise<void> {
       console.log('method     wall      peak RSS    x fp32   output     load (1/5/15 min)');
       for (const method of methods) {
         const out = path.join(dir, `${variant}-w4-${method}.onnx`);
-        const extra = method === 'flexround' ? ['--flexround-mode', 'layer'] : [];
+        // layer-wise (the rows of each linear's input, a segment of the graph at a time); its steps per linear and start
+        const extra = method === 'flexround' ? ['--flexround-mode', 'layer', '--iters', opt('--flexround-iters', '500'), '--flexround-start', opt('--flexround-start', 'gptq')] : [];
         const r = await watched([cli, 'quantize', model, '-o', out, '--scheme', 'w4', '--method', method, ...extra, '--calib', path.join(dir, `${variant}-calib`), '--json'], { SLIMFORMER_MEMTRACE: '1' });
         const outBytes = r.status === 0 ? size(out) + size(`${out}.data`) : 0;
         const what = r.status === 0 ? gib(outBytes) : r.killed ? 'killed >12 GB' : `failed (${r.status})`;
         console.log(`${method.padEnd(10)} ${`${r.seconds.toFixed(0)} s`.padEnd(9)} ${gib(r.peakBytes).padEnd(11)} ${(r.peakBytes / modelBytes).toFixed(2).padEnd(8)} ${what.padEnd(10)} ${load()}`);
         if (r.status === 0) console.log(`           ${tablesAndHead(r.stdout)}\n           ${outputBytes(out)}`);
         else console.log(r.stderr.split('\n').filter((l) => !l.startsWith('[memory]')).slice(-5).join('\n'));
+        if (method === 'flexround' && r.status === 0) console.log(flexRoundSteps(r.seconds, r.stdout));
         fs.writeFileSync(path.join(os.tmpdir(), `slimformer-decoder-1b-${variant}-${method}.memtrace.txt`), r.stderr);
         if (method !== 'rtn') for (const f of [out, `${out}.data`]) fs.rmSync(f, { force: true });
       }

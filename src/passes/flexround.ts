@@ -6,12 +6,13 @@
 //   pipeline([repQuant(), flexRound({ bits: 4, aBits: 8 })])
 //   pipeline([gptq({ bits: 3 }), flexRound({ bits: 3 })])
 import { UserError } from '../errors.js';
+import { weightOutIn } from '../export/linear-weight.js';
 import { type ActivationParams, activationParams } from '../export/qdq.js';
 import type { Model } from '../ir/model.js';
 import { weightRoundingTo } from '../quantize/flexround.js';
 import { flexRoundWeights } from '../quantize/flexround-weights.js';
 import { calibrateActivations, layerSetup } from '../quantize/layer-setup.js';
-import { modelFingerprint, weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
+import { modelFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
 import type { FlexRoundSettings } from '../quantize/scheme.js';
 import { FLEXROUND_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
@@ -49,8 +50,9 @@ export async function decideFlexRound(model: Model, ctx: PassContext, options: Q
   const { linears } = setup.sel;
   const summary: DecisionSummary = { deferred: true, method: 'flexround', layers: linears.map((l) => ({ name: l.name, bits: setup.bitsOf(l.name) })), startedFromPlan: 0, flexround: null };
   if (linears.length === 0) return summary;
-  const { weights, floats, earlier } = await startingWeights(setup, plan, pass, options);
-  const from = earlier.map((d, i) => (d ? weightRoundingTo(floats[i]!, d.q) : undefined));
+  const { weights, fingerprints, earlier } = await startingWeights(setup, plan, pass, options);
+  // made when each linear is learned: all of them at once would be a second copy of all weights
+  const from = (i: number): Float32Array | undefined => (earlier[i] ? weightRoundingTo(weightOutIn(linears[i]!), earlier[i]!.q) : undefined);
   summary.startedFromPlan = earlier.filter((d) => d).length;
   if (summary.startedFromPlan > 0) ctx.report.info(pass, `flexround starts ${summary.startedFromPlan} of ${linears.length} layer(s) from the levels ${[...new Set(earlier.filter((d) => d).map((d) => d!.method))].join(', ')} decided, the others from round to nearest`);
   // static schemes: the calibrated (or RepQuant's) activation quantizers are the start of the learned ones
@@ -58,7 +60,7 @@ export async function decideFlexRound(model: Model, ctx: PassContext, options: Q
   const ranges = setup.staticScheme ? (await calibrateActivations(work, ctx, setup, options, fixed)).ranges : new Map<string, { min: number; max: number }>();
   const acts = new Map(setup.staticScheme ? linears.map((l) => l.node.input(0)!.name).map((n) => [n, fixed.get(n) ?? activationParams(ranges.get(n)!.min, ranges.get(n)!.max, setup.aBits)] as const) : []);
   const r = await flexRoundWeights(work, ctx.calibration, linears, weights, { ...options.flexround, learnGrid: setup.perTensorWeights ? false : options.flexround?.learnGrid }, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, progress: ctx.progress }, acts, from);
-  linears.forEach((l, i) => plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'flexround', pass, grid: setup.gridOf(l), q: r.weights[i]!, fingerprint: weightFingerprint(floats[i]!) }));
+  linears.forEach((l, i) => plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'flexround', pass, grid: setup.gridOf(l), q: r.weights[i]!, fingerprint: fingerprints[i]! }));
   const fingerprint = modelFingerprint(model);
   for (const [n, a] of r.activations) plan.activations.set(n, { params: a, method: 'flexround', pass, fingerprint });
   for (const x of r.layers) {

@@ -7,7 +7,7 @@ import { UserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
 import type { LayerSetup } from '../quantize/layer-setup.js';
 import { rtnWeight } from '../quantize/layer-setup.js';
-import { QuantizationPlan, gridWords, sameGrid, writerFollows, type DecisionSummary, type WeightDecision } from '../quantize/plan.js';
+import { QuantizationPlan, gridWords, sameGrid, weightFingerprint, writerFollows, type DecisionSummary, type WeightDecision } from '../quantize/plan.js';
 import { parseGranularity, type BlockSize, type Granularity, type Method, type QuantizeOptions, type Scheme } from '../quantize/scheme.js';
 import { assertNotQuantized } from '../quantize/select.js';
 import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
@@ -66,22 +66,23 @@ export function decisionPass(name: string, method: Method, options: QuantizePass
 /**
  * Where a decision starts for each selected linear of `setup`: the plan's earlier decision when
  * there is one (checked against the weight and the grid), else round to nearest. Also returns
- * the float weights ([out, in]).
+ * each float weight's fingerprint (the weights themselves are not kept: all of them would be a
+ * second copy of the model).
  */
-export async function startingWeights(setup: LayerSetup, plan: QuantizationPlan, pass: string, options: QuantizePassOptions): Promise<{ weights: QuantizedWeight[]; floats: Float32Array[]; earlier: (WeightDecision | undefined)[] }> {
+export async function startingWeights(setup: LayerSetup, plan: QuantizationPlan, pass: string, options: QuantizePassOptions): Promise<{ weights: QuantizedWeight[]; fingerprints: string[]; earlier: (WeightDecision | undefined)[] }> {
   const weights: QuantizedWeight[] = [];
-  const floats: Float32Array[] = [];
+  const fingerprints: string[] = [];
   const earlier: (WeightDecision | undefined)[] = [];
   for (const l of setup.sel.linears) {
     const w = weightOutIn(l);
     const grid = setup.gridOf(l);
     const d = plan.decisionFor(l, w);
     if (d) checkGrid(d, l.name, grid, pass, options);
-    floats.push(w);
+    fingerprints.push(d?.fingerprint ?? weightFingerprint(w));
     earlier.push(d);
     weights.push(d?.q ?? (await rtnWeight(l, w, grid)));
   }
-  return { weights, floats, earlier };
+  return { weights, fingerprints, earlier };
 }
 
 /** A decision made on another grid than the one `pass` uses: one sentence naming both. */

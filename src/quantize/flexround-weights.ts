@@ -19,7 +19,8 @@ import { inStep, silentProgress, type Progress } from '../progress.js';
 import { reconstructBlocks } from '../reconstruct/engine.js';
 import { blockLinears } from '../reconstruct/plans.js';
 import type { TrainableParameter } from '../autodiff/optimizer.js';
-import { bakeFlexRound, captureRows, deltaNames, fakeQuantWeight, flexRoundLayer, zeroDeltas, type FlexRoundDeltas } from './flexround.js';
+import { bakeFlexRound, deltaNames, fakeQuantWeight, flexRoundLayer, zeroDeltas, type FlexRoundDeltas } from './flexround.js';
+import { captureRowsBlockwise } from './flexround-rows.js';
 import type { FlexRoundSettings } from './scheme.js';
 import { dequantizeWeight, type QuantizedWeight } from './weight-quantizer.js';
 
@@ -30,7 +31,7 @@ export interface FlexRoundUnitReport {
   lossAfter: number;
   kept: 'learned' | 'initial';
   seconds: number;
-  /** Of `seconds`, the time in optimizer steps (block-wise units). */
+  /** Of `seconds`, the time in optimizer steps. */
   stepSeconds?: number;
 }
 
@@ -76,9 +77,14 @@ export interface FlexRoundRunOptions {
 /**
  * Learns the rounding of every linear of `linears` (in `model`, still float), starting from
  * the grids `start` (one per linear, in order). Returns new QuantizedWeights on the same
- * layout; with `iters` 0 they are `start` bit for bit. `from[i]`, when given, is the weight the
- * start's levels round from (weightRoundingTo: an earlier decision such as GPTQ's is the start);
- * by default the float weight (the start is round to nearest).
+ * layout; with `iters` 0 they are `start` bit for bit. `from(i)`, when it gives one, is the
+ * weight the start's levels round from (weightRoundingTo: an earlier decision such as GPTQ's is
+ * the start); by default the float weight (the start is round to nearest). It is asked for each
+ * linear when that linear is learned, so that no copy of all weights is held at once.
+ *
+ * Layer-wise, the calibration inputs of the linears are captured a segment of the graph at a
+ * time (captureRowsBlockwise) and the linears learned in the order of their segments: no session
+ * holds the whole model, and only one segment's layer inputs are held.
  */
 export async function flexRoundWeights(
   model: Model,
@@ -88,7 +94,7 @@ export async function flexRoundWeights(
   settings: FlexRoundSettings = {},
   run: FlexRoundRunOptions = {},
   activations: ReadonlyMap<string, ActivationParams> = new Map(),
-  from: readonly (Float32Array | undefined)[] = [],
+  from: (i: number) => Float32Array | undefined = () => undefined,
 ): Promise<FlexRoundWeightsResult> {
   const started = performance.now();
   const iters = settings.iters ?? 500;
@@ -113,17 +119,24 @@ export async function flexRoundWeights(
     layerWise = linears.map((_, i) => i).filter((i) => !r.weights.has(i));
   }
   if (iters > 0 && layerWise.length > 0) {
-    const tensors = [...new Map(layerWise.map((i) => [linears[i]!.node.input(0)!.name, { name: linears[i]!.node.input(0)!.name, k: linears[i]!.inFeatures }])).values()];
-    const rows = await captureRows(model, calibration, tensors, { tokens: settings.tokens ?? 4096, samples: settings.samples, batchSize: run.batchSize, threads: run.threads, signal: run.signal });
-    await inStep(progress, 'flexround (layer-wise)', layerWise.length, async (tick) => {
-      for (const [done, i] of layerWise.entries()) {
-        const l = linears[i]!;
-        const r = await flexRoundLayer(weightOutIn(l), start[i]!, rows.get(l.node.input(0)!.name)!, { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal, from: from[i] });
-        weights[i] = r.weight;
-        reports.push({ unit: l.name, lossBefore: r.lossBefore, lossAfter: r.lossAfter, kept: r.kept, seconds: r.seconds });
-        tick(done + 1, `${l.name}: ${r.lossBefore.toExponential(2)} -> ${r.lossAfter.toExponential(2)}`);
-      }
-    });
+    const inputOf = (i: number): string => linears[i]!.node.input(0)!.name;
+    const tensors = [...new Map(layerWise.map((i) => [inputOf(i), { name: inputOf(i), k: linears[i]!.inFeatures }])).values()];
+    const rows = await captureRowsBlockwise(model, calibration, tensors, { tokens: settings.tokens ?? 4096, samples: settings.samples, batchSize: run.batchSize, threads: run.threads, signal: run.signal });
+    try {
+      // the rows come a segment at a time: learn the linears in their segments' order (stable)
+      const order = layerWise.slice().sort((a, b) => rows.segmentOf(inputOf(a)) - rows.segmentOf(inputOf(b)));
+      await inStep(progress, 'flexround (layer-wise)', order.length, async (tick) => {
+        for (const [done, i] of order.entries()) {
+          const l = linears[i]!;
+          const r = await flexRoundLayer(weightOutIn(l), start[i]!, await rows.take(inputOf(i)), { iters, lr, batch: settings.batch ?? 256, learnGrid: settings.learnGrid, seed: settings.seed, threads: run.threads, signal: run.signal, from: from(i) });
+          weights[i] = r.weight;
+          reports.push({ unit: l.name, lossBefore: r.lossBefore, lossAfter: r.lossAfter, kept: r.kept, seconds: r.seconds, stepSeconds: r.stepSeconds });
+          tick(done + 1, `${l.name}: ${r.lossBefore.toExponential(2)} -> ${r.lossAfter.toExponential(2)}`);
+        }
+      });
+    } finally {
+      await rows.close();
+    }
   }
   return { weights, mode, iters, lr, layers: reports, activations: learnedActs, seconds: (performance.now() - started) / 1000 };
 }
@@ -143,7 +156,7 @@ async function blockWise(
   lr: number,
   run: FlexRoundRunOptions,
   activations: ReadonlyMap<string, ActivationParams>,
-  from: readonly (Float32Array | undefined)[],
+  from: (i: number) => Float32Array | undefined,
 ): Promise<{ weights: Map<number, QuantizedWeight>; reports: FlexRoundUnitReport[]; activations: Map<string, ActivationParams> }> {
   const index = new Map<string, number>(); // weight initializer name -> linear index
   const uses = new Map<string, number>();
@@ -180,7 +193,7 @@ async function blockWise(
       for (const n of names) {
         const i = index.get(n)!;
         const q = start[i]!;
-        floats.set(i, from[i] ?? weightOutIn(linears[i]!));
+        floats.set(i, from(i) ?? weightOutIn(linears[i]!));
         const z = zeroDeltas(q);
         const d = deltaNames(n);
         if (settings.learnGrid ?? true) params.push({ name: d.d1, dims: [q.n, q.groups], init: z.d1 });

@@ -14,8 +14,6 @@
 import { trainInChunks } from '../autodiff/chunked-steps.js';
 import { Trainer, type OptimizerOptions } from '../autodiff/optimizer.js';
 import { Random } from '../autodiff/random.js';
-import { batches, bindDataset } from '../data/bind.js';
-import type { Dataset } from '../data/dataset.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { DataType } from '../ir/dtype.js';
 import { Graph } from '../ir/graph.js';
@@ -59,9 +57,14 @@ export interface FlexRoundLayerResult {
   lossAfter: number;
   kept: 'learned' | 'initial';
   seconds: number;
+  /** Of `seconds`: building the objective and its sessions, and the optimizer steps alone. */
+  setupSeconds: number;
+  stepSeconds: number;
 }
 
 const X = 'flexround_x';
+/** The float layer's output on the same rows (x·Wᵀ, [rows, n]), computed once per layer rather than at every step. */
+const TARGET = 'flexround_target';
 const LOSS = 'flexround_loss';
 
 /** Names of the learnable inputs of a weight's fake-quantizer, by a prefix. */
@@ -176,24 +179,43 @@ export function bakeFlexRound(w: Float32Array, q: QuantizedWeight, d: FlexRoundD
   return { ...q, levels, scales };
 }
 
-function objective(w: Float32Array, q: QuantizedWeight, learnGrid: boolean, from: Float32Array): { model: Model; names: { d1: string; d2: string; d3: string } } {
+/**
+ * The layer-wise objective: the mean squared difference of x·Ŵᵀ and the float output x·Wᵀ over
+ * the rows of inputs `flexround_x` and `flexround_target` (floatOutputs gives the latter).
+ */
+export function flexRoundObjective(q: QuantizedWeight, learnGrid: boolean, from: Float32Array): { model: Model; names: { d1: string; d2: string; d3: string } } {
   const g = new Graph('flexround_layer');
   const names = deltaNames('w');
   const x = g.addInput(X, { kind: 'tensor', dtype: DataType.FLOAT, shape: ['rows', q.k] });
+  const target = g.addInput(TARGET, { kind: 'tensor', dtype: DataType.FLOAT, shape: ['rows', q.n] });
   const d1 = learnGrid ? g.addInput(names.d1, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n, q.groups] }) : g.addInitializer(Tensor.from(names.d1, DataType.FLOAT, [q.n, q.groups], new Float32Array(q.n * q.groups)));
   const d2 = g.addInput(names.d2, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n, q.groups * q.blockSize] });
   const d3 = g.addInput(names.d3, { kind: 'tensor', dtype: DataType.FLOAT, shape: [q.n] });
   const wq = fakeQuantWeight(g, 'w', from, q, { d1, d2, d3 });
   const perm = { attributes: { perm: { type: 'ints' as const, value: [1, 0] } } };
-  const wT = g.addInitializer(Tensor.from('w_float_t', DataType.FLOAT, [q.k, q.n], transposeNK(w, q.n, q.k)));
   const y = g.addNode('MatMul', [x, g.addNode('Transpose', [wq], 1, perm).output(0)], 1).output(0);
-  const target = g.addNode('MatMul', [x, wT], 1).output(0);
   const diff = g.addNode('Sub', [y, target], 1).output(0);
   const loss = g.addNode('ReduceMean', [g.addNode('Mul', [diff, diff], 1).output(0)], [LOSS], { attributes: { keepdims: { type: 'int', value: 0 } } }).output(0);
   g.outputs.push(loss);
   const m = new Model(g);
   m.opsetImports = new Map([['', 17]]);
   return { model: m, names };
+}
+
+/** x·Wᵀ ([rows, n]) for `x` ([rows, k]) and the float weight `w` ([n, k]), in onnxruntime. */
+export async function floatOutputs(w: Float32Array, n: number, k: number, x: Float32Array, threads?: number): Promise<Float32Array> {
+  const g = new Graph('flexround_target');
+  const input = g.addInput(X, { kind: 'tensor', dtype: DataType.FLOAT, shape: ['rows', k] });
+  const wT = g.addInitializer(Tensor.from('w_float_t', DataType.FLOAT, [k, n], transposeNK(w, n, k)));
+  g.outputs.push(g.addNode('MatMul', [input, wT], [TARGET]).output(0));
+  const m = new Model(g);
+  m.opsetImports = new Map([['', 17]]);
+  const session = await Session.create(m, { threads });
+  try {
+    return (await session.run({ [X]: { dtype: DataType.FLOAT, dims: [x.length / k, k], data: x } }, [TARGET]))[TARGET]!.data as Float32Array;
+  } finally {
+    await session.release();
+  }
 }
 
 function transposeNK(w: Float32Array, n: number, k: number): Float32Array {
@@ -213,26 +235,32 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
   const rows = x.length / q.k;
   const zero = zeroDeltas(q);
   const from = options.from ?? w;
-  if (iters <= 0 || rows === 0) return { weight: bakeFlexRound(from, q, zero), lossBefore: NaN, lossAfter: NaN, kept: 'initial', seconds: (performance.now() - started) / 1000 };
+  if (iters <= 0 || rows === 0) return { weight: bakeFlexRound(from, q, zero), lossBefore: NaN, lossAfter: NaN, kept: 'initial', seconds: (performance.now() - started) / 1000, setupSeconds: 0, stepSeconds: 0 };
   const learnGrid = options.learnGrid ?? true;
-  const { model, names } = objective(w, q, learnGrid, from);
+  const { model, names } = flexRoundObjective(q, learnGrid, from);
   const params = [
     ...(learnGrid ? [{ name: names.d1, dims: [q.n, q.groups], init: zero.d1 }] : []),
     { name: names.d2, dims: [q.n, q.groups * q.blockSize], init: zero.d2 },
     { name: names.d3, dims: [q.n], init: zero.d3 },
   ];
   const optimizer: OptimizerOptions = { kind: 'adam', lr: options.lr ?? 3e-3, schedule: 'cosine' };
+  const target = await floatOutputs(w, q.n, q.k, x, options.threads);
   const trainer = await Trainer.create({ model, loss: LOSS, params, optimizer, steps: iters, threads: options.threads });
+  const setupSeconds = (performance.now() - started) / 1000;
   try {
     const batch = Math.min(options.batch ?? 256, rows);
-    const rowsOf = (idx: number[]): ArrayTensor => {
+    const rowsOf = (idx: number[]): Record<string, ArrayTensor> => {
       const data = new Float32Array(idx.length * q.k);
-      idx.forEach((r, i) => data.set(x.subarray(r * q.k, (r + 1) * q.k), i * q.k));
-      return { dtype: DataType.FLOAT, dims: [idx.length, q.k], data };
+      const t = new Float32Array(idx.length * q.n);
+      idx.forEach((r, i) => {
+        data.set(x.subarray(r * q.k, (r + 1) * q.k), i * q.k);
+        t.set(target.subarray(r * q.n, (r + 1) * q.n), i * q.n);
+      });
+      return { [X]: { dtype: DataType.FLOAT, dims: [idx.length, q.k], data }, [TARGET]: { dtype: DataType.FLOAT, dims: [idx.length, q.n], data: t } };
     };
-    const all: ArrayTensor = { dtype: DataType.FLOAT, dims: [rows, q.k], data: x };
+    const all: Record<string, ArrayTensor> = { [X]: { dtype: DataType.FLOAT, dims: [rows, q.k], data: x }, [TARGET]: { dtype: DataType.FLOAT, dims: [rows, q.n], data: target } };
     const initial = new Map(params.map((p) => [p.name, p.init]));
-    const lossBefore = await trainer.evaluate({ [X]: all }, initial);
+    const lossBefore = await trainer.evaluate(all, initial);
     const rng = new Random(options.seed ?? 0);
     let order: number[] = [];
     let at = 0;
@@ -242,62 +270,17 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
         at = 0;
       }
       at += batch;
-      return { [X]: rowsOf(order.slice(at - batch, at)) };
+      return rowsOf(order.slice(at - batch, at));
     };
+    const stepsStarted = performance.now();
     await trainInChunks(trainer, iters, next, () => {}, options.signal);
+    const stepSeconds = (performance.now() - stepsStarted) / 1000;
     const learned = trainer.parameters();
-    const lossAfter = await trainer.evaluate({ [X]: all }, learned);
+    const lossAfter = await trainer.evaluate(all, learned);
     const better = lossAfter < lossBefore;
     const d: FlexRoundDeltas = better ? { d1: learned.get(names.d1) ?? zero.d1, d2: learned.get(names.d2)!, d3: learned.get(names.d3)! } : zero;
-    return { weight: bakeFlexRound(from, q, d), lossBefore, lossAfter, kept: better ? 'learned' : 'initial', seconds: (performance.now() - started) / 1000 };
+    return { weight: bakeFlexRound(from, q, d), lossBefore, lossAfter, kept: better ? 'learned' : 'initial', seconds: (performance.now() - started) / 1000, setupSeconds, stepSeconds };
   } finally {
     await trainer.release();
   }
-}
-
-/**
- * Rows of each named tensor (flattened to [tokens, k]) from running `model` over `data`: at
- * most `tokens` rows per tensor, taken at an even stride from every batch.
- */
-export async function captureRows(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { tokens?: number; samples?: number; batchSize?: number; threads?: number; signal?: AbortSignal } = {}): Promise<Map<string, Float32Array>> {
-  const budget = options.tokens ?? 4096;
-  const samples = Math.min(options.samples ?? data.size, data.size);
-  const parts = new Map<string, Float32Array[]>(tensors.map((t) => [t.name, []]));
-  if (tensors.length === 0) return new Map();
-  const session = await Session.create(model, { expose: tensors.map((t) => t.name), threads: options.threads, memoryArena: false });
-  try {
-    let seen = 0;
-    for (const batch of batches(bindDataset(data, model), options.batchSize ?? 8)) {
-      options.signal?.throwIfAborted();
-      if (seen >= samples) break;
-      const acts = await session.run(batch.feeds, tensors.map((t) => t.name));
-      const share = Math.max(1, Math.ceil((budget * Math.min(batch.count, samples - seen)) / samples));
-      for (const t of tensors) {
-        const a = acts[t.name]!.data as Float32Array;
-        const total = a.length / t.k;
-        const take = Math.min(total, share);
-        const out = new Float32Array(take * t.k);
-        for (let i = 0; i < take; i++) {
-          const r = Math.floor((i * total) / take);
-          out.set(a.subarray(r * t.k, (r + 1) * t.k), i * t.k);
-        }
-        parts.get(t.name)!.push(out);
-      }
-      seen += batch.count;
-    }
-  } finally {
-    await session.release();
-  }
-  const out = new Map<string, Float32Array>();
-  for (const [name, list] of parts) {
-    const len = list.reduce((a, b) => a + b.length, 0);
-    const all = new Float32Array(len);
-    let at = 0;
-    for (const p of list) {
-      all.set(p, at);
-      at += p.length;
-    }
-    out.set(name, all);
-  }
-  return out;
 }
