@@ -194,7 +194,10 @@ export async function calibrate(model: Model, data: Dataset | BoundDataset, opti
           for (const batch of batches(bound, plan.batchSize)) {
             options.signal?.throwIfAborted();
             const out = await run.run(session, batch.feeds, fetch);
-            for (const name of needs.keys()) update(name, out, batch);
+            for (const name of needs.keys()) {
+              update(name, out, batch);
+              if (group.includes(name)) delete out[name];
+            }
             done += batch.count;
             tick(done, `${group.length + reduced.length} tensors`);
           }
@@ -220,15 +223,16 @@ export async function calibrate(model: Model, data: Dataset | BoundDataset, opti
 
 /**
  * One calibration pass over `model` (`source`, or `source` with its statistics graph) a
- * segment of the graph at a time (runtime/block-runner.ts) when the model's weights are more than two segments: no session then holds the whole model (a
- * BERT-base-sized model in one session took 325 MiB of prepacked weights plus its arena).
+ * segment of the graph at a time (runtime/block-runner.ts) when `source`'s weights are more
+ * than two segments: no session then holds the whole model (a BERT-base-sized model in one
+ * session took 325 MiB of prepacked weights plus its arena).
  * Each tensor's observer is updated once all it `needs` of a batch has come, batch after batch
  * as in the whole-model pass, so the ranges are those of that pass up to the rounding of
  * kernels fused across a cut. Returns false, having run nothing, for a model it does not cut.
  */
 async function calibrateBlockwise(source: Model, model: Model, batchList: () => Batch[], fetch: string[], needs: Map<string, string[]>, update: (name: string, out: Record<string, ArrayTensor>, batch: { start: number; count: number }) => void, options: CalibrateOptions, run: Runner, progress: (fraction: number) => void): Promise<boolean> {
-  const segmentBytes = defaultSegmentBytes(model);
-  const weightBytes = model.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
+  const segmentBytes = defaultSegmentBytes(source);
+  const weightBytes = source.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
   if (weightBytes <= 2 * segmentBytes) return false;
   // cut the model itself, then put each statistic with the tensor it reduces (planSegments
   // with `follow`): cut on its own, the statistics graph's reductions, appended after every node
