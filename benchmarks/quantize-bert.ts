@@ -2,6 +2,7 @@
 // transformers, measured in one run.
 //
 //   npm run build && npm run bench:quantize [-- --rounds 20] [-- --skip-quantize-cost]
+//   npm run bench:quantize -- --rss-only [--schemes w8a8,rtn,gptq]   (part 2's peak RSS lines only)
 //
 // 1. Encoder (12 blocks, hidden 768, 12 heads, MLP 3072, sequence 128, batch 1): latency of
 //    float, w8a8 and dynamic models, rounds interleaved so background load hits all alike.
@@ -25,6 +26,9 @@ import { buildTransformer, type TransformerOptions } from '../tests/helpers/tran
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
 const rounds = args.includes('--rounds') ? Number(args[args.indexOf('--rounds') + 1]) : 20;
+// --rss-only: only the peak RSS of each scheme against the model's size (issue 17's bound), one run each
+const rssOnly = args.includes('--rss-only');
+const schemes = args.includes('--schemes') ? args[args.indexOf('--schemes') + 1]!.split(',') : ['w8a8', 'rtn', 'gptq'];
 const BERT_BASE: TransformerOptions = { blocks: 12, hidden: 768, heads: 12, mlpWidth: 3072, seq: 128, opset: 17, mask: 'additive-input', placement: 'post', activation: 'gelu', seed: 1 };
 
 async function latency(models: Record<string, Model>, feeds: Record<string, ArrayTensor>): Promise<Record<string, number>> {
@@ -48,16 +52,23 @@ async function main(): Promise<void> {
     const calib = path.join(dir, 'calib');
     writeSamples(calib, enc.feeds(1), 128);
     const quantArgs = (out: string, scheme: string, method?: string): string[] => ['quantize', encFile, '-o', path.join(dir, out), '--scheme', scheme, ...(method ? ['--method', method] : []), '--calib', calib, '--json'];
-    const first = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8.onnx', 'w8a8'));
-    const second = peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w8a8-again.onnx', 'w8a8'));
     const modelBytes = fs.statSync(encFile).size;
     console.log(`encoder: 12 blocks, hidden 768, MLP 3072, sequence 128; ${(enc.model.parameterCount() / 1e6).toFixed(1)}M parameters, ${(modelBytes / 2 ** 20).toFixed(0)} MiB in fp32`);
-    console.log(`quantize --scheme w8a8, 128 calibration samples: ${first.seconds.toFixed(1)}s, peak RSS ${(first.maxRssBytes / 2 ** 20).toFixed(0)} MiB (targets < 180 s, < 2560 MiB); run again: ${second.seconds.toFixed(1)}s, peak RSS ${(second.maxRssBytes / 2 ** 20).toFixed(0)} MiB`);
+    const cli = path.join(ROOT, 'bin/slimformer.js');
+    const first = schemes.includes('w8a8') ? peakRss(cli, quantArgs('bert-w8a8.onnx', 'w8a8')) : undefined;
+    if (first && !rssOnly) {
+      const second = peakRss(cli, quantArgs('bert-w8a8-again.onnx', 'w8a8'));
+      console.log(`quantize --scheme w8a8, 128 calibration samples: ${first.seconds.toFixed(1)}s, peak RSS ${(first.maxRssBytes / 2 ** 20).toFixed(0)} MiB (targets < 180 s, < 2560 MiB); run again: ${second.seconds.toFixed(1)}s, peak RSS ${(second.maxRssBytes / 2 ** 20).toFixed(0)} MiB`);
+    }
     // peak RSS against the fp32 model's size (issue 17's bound: 1.5x); load average beside it, the machine is shared
-    const rss = [['w8a8', undefined, first], ['w4', 'rtn', peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w4-rtn.onnx', 'w4', 'rtn'))], ['w4', 'gptq', peakRss(path.join(ROOT, 'bin/slimformer.js'), quantArgs('bert-w4-gptq.onnx', 'w4', 'gptq'))]] as const;
+    const rss: [string, string | undefined, { seconds: number; maxRssBytes: number }][] = [];
+    if (first) rss.push(['w8a8', undefined, first]);
+    for (const method of ['rtn', 'gptq'].filter((m) => schemes.includes(m))) rss.push(['w4', method, peakRss(cli, quantArgs(`bert-w4-${method}.onnx`, 'w4', method))]);
     for (const [scheme, method, r] of rss) {
       console.log(`peak RSS of quantize --scheme ${scheme}${method ? ` --method ${method}` : ''}: ${(r.maxRssBytes / 2 ** 20).toFixed(0)} MiB = ${(r.maxRssBytes / modelBytes).toFixed(2)}x the fp32 model (target <= 1.5x); ${r.seconds.toFixed(1)} s; load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     }
+    if (rssOnly) return;
+    if (!first) throw new Error('the latency part needs the w8a8 model: leave w8a8 in --schemes or add --rss-only');
     quantizeFile(encFile, path.join(dir, 'bert-dynamic.onnx'), 'dynamic', calib);
     quantizeFile(encFile, path.join(dir, 'bert-w4.onnx'), 'w4', calib);
     const size = (f: string): number => fs.statSync(path.join(dir, f)).size;

@@ -1,4 +1,4 @@
-import { type BoundDataset, batches, bindDataset } from '../data/bind.js';
+import { type Batch, type BoundDataset, batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import { UserError } from '../errors.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
@@ -8,6 +8,7 @@ import type { Model } from '../ir/model.js';
 import { elementCount } from '../ir/tensor.js';
 import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session, type SessionOptions } from '../runtime/session.js';
+import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
 import { cacheFile, cacheKey, defaultCacheDir, readCache, writeCache } from './cache.js';
 import { hashDataset, hashModel } from './hash.js';
 import { MinMaxObserver } from './minmax.js';
@@ -142,15 +143,20 @@ export async function calibrate(model: Model, data: Dataset | BoundDataset, opti
     ]);
     if (full.length > 0) {
       // one sample through a graph that returns only shapes, to size what whole tensors take
-      const session = await run.session(stats.model, []);
-      try {
-        const first = batches(bound, 1).next().value!;
-        const out = await run.run(session, first.feeds, full.map((n) => stats.outputs.get(n)!.shape));
-        const bytes = new Map(full.map((n) => [n, (4 * elementCount(shapeOf(out[stats.outputs.get(n)!.shape]!))) / first.count]));
-        plan = planExposure(bytes, budget, batchSize);
-      } finally {
-        await session.release();
+      const first = batches(bound, 1).next().value!;
+      const shapes = full.map((n) => stats.outputs.get(n)!.shape);
+      const out: Record<string, ArrayTensor> = {};
+      const keep = (name: string, o: Record<string, ArrayTensor>): void => void Object.assign(out, o);
+      if (!(await calibrateBlockwise(model, stats.model, () => [first], shapes, new Map(full.map((n) => [n, [stats.outputs.get(n)!.shape]])), keep, options, run, () => {}))) {
+        const session = await run.session(stats.model, []);
+        try {
+          Object.assign(out, await run.run(session, first.feeds, shapes));
+        } finally {
+          await session.release();
+        }
       }
+      const bytes = new Map(full.map((n) => [n, (4 * elementCount(shapeOf(out[stats.outputs.get(n)!.shape]!))) / first.count]));
+      plan = planExposure(bytes, budget, batchSize);
     } else {
       plan.groups = [[]];
     }
@@ -160,26 +166,37 @@ export async function calibrate(model: Model, data: Dataset | BoundDataset, opti
       for (let g = 0; g < plan.groups.length; g++) {
         const group = plan.groups[g]!;
         const reduced = g === 0 ? graphMinmax : [];
-        const session = await run.session(g === 0 ? stats.model : model, group);
+        const fetch = [...group, ...reduced.flatMap((n) => statNames(stats.outputs.get(n)!))];
+        // what one tensor needs, all from the same batch: its statistics or itself
+        const needs = new Map<string, string[]>([...reduced.map((n) => [n, statNames(stats.outputs.get(n)!)] as [string, string[]]), ...group.map((n) => [n, [n]] as [string, string[]])]);
+        const update = (name: string, out: Record<string, ArrayTensor>, batch: { start: number; count: number }): void => {
+          const where = (): string => describeBatch(dataset, batch.start, batch.count);
+          if (group.includes(name)) {
+            const t = out[name]!;
+            observe(observers.get(name)!, name, toFloat32(t, name), t.dims, where);
+            return;
+          }
+          const o = stats.outputs.get(name)!;
+          const flag = out[o.nonFinite!]!.data[0] as number;
+          if (Number.isNaN(flag)) throw nonFinite(name, where());
+          const obs = observers.get(name) as MinMaxObserver;
+          const min = out[o.min!]!.data as Float32Array;
+          const max = out[o.max!]!.data as Float32Array;
+          observe(obs, name, undefined, [], where, () => obs.updateMinMax(min, max, elementCount(shapeOf(out[o.shape]!))));
+        };
+        const passModel = g === 0 ? stats.model : model;
+        if (await calibrateBlockwise(model, passModel, () => [...batches(bound, plan.batchSize)], fetch, needs, update, options, run, (fraction) => tick(done + Math.round(fraction * dataset.size), `${group.length + reduced.length} tensors`))) {
+          done += dataset.size;
+          continue;
+        }
+        const session = await run.session(passModel, group);
         try {
-          const fetch = [...group, ...reduced.flatMap((n) => statNames(stats.outputs.get(n)!))];
           for (const batch of batches(bound, plan.batchSize)) {
             options.signal?.throwIfAborted();
             const out = await run.run(session, batch.feeds, fetch);
-            const where = (): string => describeBatch(dataset, batch.start, batch.count);
-            for (const name of reduced) {
-              const o = stats.outputs.get(name)!;
-              const flag = out[o.nonFinite!]!.data[0] as number;
-              if (Number.isNaN(flag)) throw nonFinite(name, where());
-              const obs = observers.get(name) as MinMaxObserver;
-              const min = out[o.min!]!.data as Float32Array;
-              const max = out[o.max!]!.data as Float32Array;
-              observe(obs, name, undefined, [], where, () => obs.updateMinMax(min, max, elementCount(shapeOf(out[o.shape]!))));
-            }
-            for (const name of group) {
-              const t = out[name]!;
-              observe(observers.get(name)!, name, toFloat32(t, name), t.dims, where);
-              delete out[name];
+            for (const name of needs.keys()) {
+              update(name, out, batch);
+              if (group.includes(name)) delete out[name];
             }
             done += batch.count;
             tick(done, `${group.length + reduced.length} tensors`);
@@ -202,6 +219,47 @@ export async function calibrate(model: Model, data: Dataset | BoundDataset, opti
     }
   }
   return result(ranges, { cacheFile: file, cacheWriteError, forwardPasses: run.count, groups: plan.groups.length, batchSize: plan.batchSize });
+}
+
+/**
+ * One calibration pass over `model` (`source`, or `source` with its statistics graph) a
+ * segment of the graph at a time (runtime/block-runner.ts) when `source`'s weights are more
+ * than two segments: no session then holds the whole model (a BERT-base-sized model in one
+ * session took 325 MiB of prepacked weights plus its arena).
+ * Each tensor's observer is updated once all it `needs` of a batch has come, batch after batch
+ * as in the whole-model pass, so the ranges are those of that pass up to the rounding of
+ * kernels fused across a cut. Returns false, having run nothing, for a model it does not cut.
+ */
+async function calibrateBlockwise(source: Model, model: Model, batchList: () => Batch[], fetch: string[], needs: Map<string, string[]>, update: (name: string, out: Record<string, ArrayTensor>, batch: { start: number; count: number }) => void, options: CalibrateOptions, run: Runner, progress: (fraction: number) => void): Promise<boolean> {
+  const segmentBytes = defaultSegmentBytes(source);
+  const weightBytes = source.graph.initializers.reduce((a, v) => a + (v.initializer?.byteLength ?? 0), 0);
+  if (weightBytes <= 2 * segmentBytes) return false;
+  // cut the model itself, then put each statistic with the tensor it reduces (planSegments
+  // with `follow`): cut on its own, the statistics graph's reductions, appended after every node
+  // of the model, all fell in the last segment, and every calibrated activation of every batch
+  // was carried to it (BERT-base w8a8: ~1 GB)
+  const base = planSegments(source, [...needs.keys()], segmentBytes);
+  const plan = base && (model === source ? base : planSegments(model, fetch, 0, base));
+  if (!plan) return false;
+  const list = batchList();
+  // a forward pass per batch, as the whole-model pass counts them
+  run.count += list.length;
+  // per batch, the fetched tensors that came and the tensors whose observer has been updated
+  const got = list.map(() => new Map<string, ArrayTensor>());
+  const left = list.map(() => new Set(needs.keys()));
+  for await (const r of runBlockwise(model, list.map((b) => b.feeds), fetch, { plan, threads: options.threads, signal: options.signal })) {
+    const have = got[r.batch]!;
+    for (const [n, t] of Object.entries(r.tensors)) have.set(n, t);
+    for (const name of [...left[r.batch]!]) {
+      const parts = needs.get(name)!;
+      if (!parts.every((p) => have.has(p))) continue;
+      update(name, Object.fromEntries(parts.map((p) => [p, have.get(p)!])), list[r.batch]!);
+      for (const p of parts) have.delete(p);
+      left[r.batch]!.delete(name);
+    }
+    progress((r.segment + (r.batch + 1) / list.length) / r.segments);
+  }
+  return true;
 }
 
 /** Sessions and runs, counted. */

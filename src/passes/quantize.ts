@@ -306,6 +306,10 @@ async function writePlan(model: Model, float: Model, ctx: PassContext, options: 
   if ([...g.nodes].some((n) => n.domain === 'com.microsoft')) model.opsetImports.set('com.microsoft', 1);
   await cleanup().run(model, ctx);
   const pairs: TensorPair[] = pairValues.map((p) => ({ ...p, quantized: typeof p.quantized === 'string' ? p.quantized : p.quantized.name }));
+  // the graph holds the packed weights now: the levels (one byte per weight, BERT-base 81 MiB)
+  // are let go before verification runs (`rewrites` keeps its own for a merged decoder's branch)
+  weights.length = 0;
+  plan.weights.clear();
 
   // check: the result loads in onnxruntime and stays close to the float model
   let comparison: Comparison = { layers: [], outputs: [], samples: 0 };

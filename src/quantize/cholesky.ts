@@ -106,6 +106,46 @@ export async function choleskyWithInverse(a: Float64Array, k: number, base = JS_
   return { l, inv };
 }
 
+/** A matrix handed over: the callee clears `a` once it has read it (see inverseCholeskyFactor). */
+export interface Handed {
+  a: Float64Array | undefined;
+}
+
+function take(h: Handed): Float64Array {
+  const a = h.a!;
+  h.a = undefined;
+  return a;
+}
+
+/**
+ * inv(L) for the lower Cholesky factor L of `input.a`: the same operations as
+ * choleskyWithInverse's `inv`, without assembling L (GPTQ needs only the inverse). Memory: the
+ * input is let go once its blocks are copied out, and each block once used, so a k×k input and
+ * the k×k result are not held together with the intermediate blocks (a 3072-wide layer: 72 MiB
+ * per k×k matrix). An async function keeps its locals while it awaits, used or not, hence the
+ * holders cleared by hand.
+ */
+export async function inverseCholeskyFactor(input: Handed, k: number, base = JS_BLOCK): Promise<Float64Array> {
+  if (k <= base) return invertLowerJs(choleskyJs(take(input), k), k);
+  const h = k >= 128 ? Math.round(k / 128) * 64 : Math.ceil(k / 2);
+  const m = k - h;
+  const a11: Handed = { a: block(input.a!, k, 0, h, 0, h) };
+  const a21: Handed = { a: block(input.a!, k, h, k, 0, h) };
+  const a22: Handed = { a: block(input.a!, k, h, k, h, k) };
+  input.a = undefined;
+  const topInv = await inverseCholeskyFactor(a11, h, base);
+  let schurred: { l21: Float64Array; s: Float64Array } | undefined = await schur(take(a21), topInv, take(a22), m, h);
+  const l21 = schurred.l21;
+  const complement: Handed = { a: schurred.s };
+  schurred = undefined;
+  const bottomInv = await inverseCholeskyFactor(complement, m, base);
+  const inv = new Float64Array(k * k);
+  place(inv, k, topInv, h, 0, 0);
+  place(inv, k, await offDiagonalInverse(bottomInv, l21, topInv, m, h), m, h, 0);
+  place(inv, k, bottomInv, m, h, h);
+  return inv;
+}
+
 /**
  * The upper triangular U with inv(H) = Uᵀ U (the factor GPTQ walks), for a symmetric positive
  * definite H, without forming inv(H): with J the order-reversing permutation and M the lower
@@ -113,10 +153,15 @@ export async function choleskyWithInverse(a: Float64Array, k: number, base = JS_
  * U = inv(J M J) = J inv(M) J, which is upper with a positive diagonal (the unique such factor).
  */
 export async function upperCholeskyOfInverse(h: Float64Array, k: number, base = JS_BLOCK): Promise<Float64Array> {
-  const reversed = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) reversed[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)]!;
-  const { inv } = await choleskyWithInverse(reversed, k, base);
-  const u = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) u[i * k + j] = inv[(k - 1 - i) * k + (k - 1 - j)]!;
-  return u;
+  // J H J is H with its row-major elements in reverse order
+  return upperCholeskyOfReversed({ a: h.slice().reverse() }, k, base);
+}
+
+/**
+ * upperCholeskyOfInverse given J H J (`reversed.a`, taken over: see inverseCholeskyFactor).
+ * J inv(M) J is inv(M) with its elements in reverse order, reversed in place: the only k×k
+ * matrices alive at once are the input until its blocks are copied, and the result.
+ */
+export async function upperCholeskyOfReversed(reversed: Handed, k: number, base = JS_BLOCK): Promise<Float64Array> {
+  return (await inverseCholeskyFactor(reversed, k, base)).reverse();
 }

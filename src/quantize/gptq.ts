@@ -8,7 +8,7 @@ import { Session } from '../runtime/session.js';
 import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
-import { choleskyJs, invertLowerJs, upperCholeskyOfInverse } from './cholesky.js';
+import { choleskyJs, invertLowerJs, upperCholeskyOfInverse, upperCholeskyOfReversed } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import { fitGroupGrids } from './group-grid.js';
 import type { QuantizedWeight, WeightQuantSpec } from './weight-quantizer.js';
@@ -96,7 +96,6 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const k = new Map(tensors.map((t) => [t.name, t.k]));
   const ready = new Map<string, Float64Array>();
   const partial = new Map<string, Float64Array>();
-  const segmentOfName = new Map<string, number>();
   const runs = runBlockwise(model, feeds, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal });
   // the reference runs in step, cut as this model is (same node names, same segments)
   const refPlan = options.reference ? planSegments(options.reference, tensors.map((t) => t.name), 0, plan) : undefined;
@@ -120,6 +119,13 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   return {
     order: plan.wanted.flat(),
     async take(name) {
+      // asked in the model's order: a name not ready is in a later segment, and the matrices
+      // of the earlier one are done with before the next segment's are summed (BERT-base: the
+      // ~230 MiB of one segment's were held while the next segment's were accumulated)
+      if (!ready.has(name)) {
+        ready.clear();
+        crossReady.clear();
+      }
       while (!ready.has(name)) {
         const next = done ? undefined : await runs.next();
         if (!next || next.done) {
@@ -147,20 +153,12 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         }
         if (r.lastOfSegment) {
           for (const n of Object.keys(r.tensors)) {
-            segmentOfName.set(n, r.segment);
             ready.set(n, partial.get(n)!);
             partial.delete(n);
             if (crossPartial.has(n)) crossReady.set(n, crossPartial.get(n)!);
             crossPartial.delete(n);
           }
           traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
-        }
-      }
-      // matrices of earlier segments are done with once one of a later segment is asked for
-      for (const n of [...ready.keys()]) {
-        if (segmentOfName.get(n)! < segmentOfName.get(name)!) {
-          ready.delete(n);
-          crossReady.delete(n);
         }
       }
       return ready.get(name)!;
@@ -283,12 +281,19 @@ export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram:
   if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder, refit);
   const { n, k, groups, blockSize } = q;
   const padded = groups * blockSize;
-  const { h, W: Wrows, perm } = prepare(w, q, gram, damp, actOrder);
-  // U: upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), row-major
-  const U = await upperCholeskyOfInverse(h, k);
-  // the weight column-major ([k, n]): a column is contiguous, the columns left are a tail
+  const { diagonal, dead, perm } = dampedDiagonal(gram, k, damp, actOrder);
+  // U: upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), row-major, from J H J (H damped and in GPTQ's
+  // column order, its elements reversed) built straight from the Gram matrix: the only k×k
+  // matrices made are that one and U (prepare's copies, kept for the JavaScript path, were three
+  // more, 72 MiB each for a 3072-wide layer)
+  const U = await upperCholeskyOfReversed({ a: reversedHessian(gram, k, diagonal, perm) }, k);
+  // the weight column-major ([k, n]) in GPTQ's column order: a column is contiguous, the columns left are a tail
   const Wt = new Float64Array(k * n);
-  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) Wt[i * n + r] = Wrows[r * k + i]!;
+  for (let i = 0; i < k; i++) {
+    const c = perm[i]!;
+    if (dead[c]) continue;
+    for (let r = 0; r < n; r++) Wt[i * n + r] = w[r * k + c]!;
+  }
   const qmin = q.symmetric ? -(2 ** (q.bits - 1)) : 0;
   const qmax = q.symmetric ? 2 ** (q.bits - 1) - 1 : 2 ** q.bits - 1;
   const levels = q.levels.slice();
@@ -385,31 +390,52 @@ class GroupGrids {
   }
 }
 
+/**
+ * H's diagonal once damped (H = XᵀX + λI, λ = `damp` · mean diag; an input that is always zero
+ * gets 1 there and its weights are zeroed: `dead`), and GPTQ's column order. The same numbers
+ * as `prepare`'s, without copying the k×k matrix.
+ */
+function dampedDiagonal(gram: Float64Array, k: number, damp: number, actOrder: boolean): { diagonal: Float64Array; dead: Uint8Array; perm: number[] } {
+  const diagonal = new Float64Array(k);
+  const dead = new Uint8Array(k);
+  let mean = 0;
+  for (let i = 0; i < k; i++) mean += gram[i * k + i]! / k;
+  for (let i = 0; i < k; i++) {
+    diagonal[i] = gram[i * k + i]!;
+    if (diagonal[i] === 0) {
+      diagonal[i] = 1;
+      dead[i] = 1;
+    }
+    diagonal[i] += damp * (mean > 0 ? mean : 1);
+  }
+  const perm = Array.from({ length: k }, (_, i) => i);
+  if (actOrder) perm.sort((a, b) => diagonal[b]! - diagonal[a]! || a - b);
+  return { diagonal, dead, perm };
+}
+
+/** J H J: the damped H in GPTQ's column order (`perm`), its row-major elements reversed. */
+function reversedHessian(gram: Float64Array, k: number, diagonal: Float64Array, perm: readonly number[]): Float64Array {
+  const out = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) {
+    const pi = perm[k - 1 - i]!;
+    for (let j = 0; j < k; j++) {
+      const pj = perm[k - 1 - j]!;
+      out[i * k + j] = pi === pj ? diagonal[pi]! : gram[pi * k + pj]!;
+    }
+  }
+  return out;
+}
+
 /** Damped Gram matrix and weight, both in the column order GPTQ goes through. */
 function prepare(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp: number, actOrder: boolean): { h: Float64Array; W: Float64Array; perm: number[] } {
   const { n, k } = q;
-  const h0 = Float64Array.from(gram);
-  const W0 = Float64Array.from(w);
-  let mean = 0;
-  for (let i = 0; i < k; i++) mean += h0[i * k + i]! / k;
-  for (let i = 0; i < k; i++) {
-    if (h0[i * k + i] === 0) {
-      // an input that is always zero: its weights do not matter
-      h0[i * k + i] = 1;
-      for (let r = 0; r < n; r++) W0[r * k + i] = 0;
-    }
-    h0[i * k + i] += damp * (mean > 0 ? mean : 1);
-  }
-  // activation order: columns with the largest input energy first (the grids stay those of `q`,
-  // fitted in the original order, so groups keep their meaning: GPTQ's "static groups")
-  const perm = Array.from({ length: k }, (_, i) => i);
-  if (actOrder) perm.sort((a, b) => h0[b * k + b]! - h0[a * k + a]! || a - b);
-  if (!actOrder) return { h: h0, W: W0, perm };
+  const { diagonal, dead, perm } = dampedDiagonal(gram, k, damp, actOrder);
   const h = new Float64Array(k * k);
   const W = new Float64Array(n * k);
   for (let i = 0; i < k; i++) {
-    for (let j = 0; j < k; j++) h[i * k + j] = h0[perm[i]! * k + perm[j]!]!;
-    for (let r = 0; r < n; r++) W[r * k + i] = W0[r * k + perm[i]!]!;
+    const pi = perm[i]!;
+    for (let j = 0; j < k; j++) h[i * k + j] = pi === perm[j] ? diagonal[pi]! : gram[pi * k + perm[j]!]!;
+    if (!dead[pi]) for (let r = 0; r < n; r++) W[r * k + i] = w[r * k + pi]!;
   }
   return { h, W, perm };
 }

@@ -39,6 +39,7 @@ export interface Comparison {
  */
 export async function compareModels(float: Model, quantized: Model, dataset: Dataset, pairs: TensorPair[], options: { samples: number; batchSize?: number; threads?: number; signal?: AbortSignal; maxSegmentBytes?: number }): Promise<Comparison> {
   const outputs = float.graph.outputs.map((v) => v.name);
+  traceMemory('comparing with the float model');
   const all: TensorPair[] = [...pairs, ...outputs.map((o) => ({ name: o, float: o, quantized: o }))];
   const signal = all.map(() => 0);
   const noise = all.map(() => 0);

@@ -25,5 +25,15 @@ export function traceMemory(phase: string): void {
   if (process.env.SLIMFORMER_MEMTRACE === 'gc' && gc) gc();
   const { rss, peak } = residentMemory();
   const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
-  process.stderr.write(`[memory] ${phase}: rss ${mib(rss)} MiB, peak ${mib(peak)} MiB\n`);
+  // anonymous vs file-backed resident pages, and what JavaScript holds (heap, typed arrays)
+  let split = '';
+  try {
+    const status = fs.readFileSync('/proc/self/status', 'utf8');
+    const kb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+    split = ` (anon ${mib(kb('RssAnon'))}, file ${mib(kb('RssFile'))})`;
+  } catch {
+    // no /proc: rss and peak only
+  }
+  const js = process.memoryUsage();
+  process.stderr.write(`[memory] ${phase}: rss ${mib(rss)} MiB${split}, peak ${mib(peak)} MiB; js heap ${mib(js.heapUsed)} MiB, array buffers ${mib(js.arrayBuffers)} MiB\n`);
 }

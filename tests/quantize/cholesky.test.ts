@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Random } from '../../src/autodiff/random.js';
-import { choleskyJs, choleskyWithInverse, invertLowerJs, upperCholeskyOfInverse } from '../../src/quantize/cholesky.js';
+import { choleskyJs, choleskyWithInverse, inverseCholeskyFactor, invertLowerJs, upperCholeskyOfInverse } from '../../src/quantize/cholesky.js';
 
 // A k×k symmetric positive definite matrix like GPTQ's H: the Gram matrix of correlated
 // inputs, damped (condition number in the hundreds).
@@ -56,6 +56,13 @@ describe('Cholesky factor and inverse with products in onnxruntime', () => {
     // inv is inv(L): L · inv = I, and lower triangular
     expect(maxDiff(product(l, inv, k), identity(k))).toBeLessThan(TOL);
     for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) expect(inv[i * k + j]).toBe(0);
+  });
+
+  it('inverseCholeskyFactor: the inv(L) of choleskyWithInverse, bit for bit, having let go of its input', async () => {
+    const input = { a: a.slice() as Float64Array | undefined };
+    const inv = await inverseCholeskyFactor(input, k, 64);
+    expect(input.a).toBeUndefined();
+    expect(inv).toEqual((await choleskyWithInverse(a, k, 64)).inv);
   });
 
   it('upperCholeskyOfInverse: U upper with inv(H) = Uᵀ U, the factor of inv(H) computed directly', async () => {

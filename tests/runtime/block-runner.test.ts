@@ -38,6 +38,15 @@ describe('block runner', () => {
     expect(plan.inputs.slice(1).every((names) => names.length > 0)).toBe(true);
   });
 
+  it('ends a segment where the fewest values cross: with room for a block, only the residual stream between blocks', () => {
+    // a 48 KiB budget holds one 40 KiB block; cut greedily at the budget, the cuts fell inside the
+    // next block's attention and carried 3-4 of its values (for every batch) to the next segment
+    const plan = planSegments(model, [], 48 * 1024)!;
+    expect(plan.nodes.length).toBe(3);
+    expect(plan.inputs.slice(1)).toEqual([['/blocks.0/Add_1_output_0'], ['/blocks.1/Add_1_output_0']]);
+    for (const b of plan.bytes) expect(b).toBeLessThanOrEqual(48 * 1024);
+  });
+
   it('gives the Gram matrices of a whole-model session (relative difference under 1e-5)', async () => {
     const whole = await inputGrams(model, data, tensors, { batchSize: 3 });
     const stream = await inputGramsBlockwise(model, data, tensors, { batchSize: 3, maxSegmentBytes: small });
