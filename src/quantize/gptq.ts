@@ -220,13 +220,10 @@ let targetSession: Promise<Session> | undefined;
  * asymmetric calibration, Li et al. 2025). Equal to `w` when X̃ = X.
  */
 export async function floatTargetWeight(w: Float32Array, n: number, k: number, gram: Float64Array, cross: Float64Array, damp: number): Promise<Float32Array> {
+  // damped as GPTQ's own factor is (dampedDiagonal), in the original column order
+  const { diagonal } = dampedDiagonal(gram, k, damp, false);
   const h = Float64Array.from(gram);
-  let mean = 0;
-  for (let i = 0; i < k; i++) mean += h[i * k + i]! / k;
-  for (let i = 0; i < k; i++) {
-    if (h[i * k + i] === 0) h[i * k + i] = 1;
-    h[i * k + i] += damp * (mean > 0 ? mean : 1);
-  }
+  for (let i = 0; i < k; i++) h[i * k + i] = diagonal[i]!;
   const U = await upperCholeskyOfInverse(h, k);
   // W + ((W·ΔCᵀ)·Uᵀ)·U, H̃⁻¹ = UᵀU
   targetSession ??= float64Session('gptq_float_target', ['W', 'D', 'U'], (g, [wv, d, u]) => {
