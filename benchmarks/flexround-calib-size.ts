@@ -9,6 +9,7 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDataset, type Dataset } from '../src/data/dataset.js';
+import { datasetView } from '../src/data/split.js';
 import { loadModel } from '../src/onnx/index.js';
 import { quantize, type QuantizePassOptions } from '../src/passes/quantize.js';
 import { pipeline } from '../src/pipeline/pipeline.js';
@@ -21,7 +22,7 @@ const models = arg('--models', 'llama_moby,qwen2_moby,hf_gpt2_moby,phi_moby').sp
 const scheme = arg('--scheme', 'w3') as QuantizePassOptions['scheme'];
 const threads = Number(arg('--threads', '1'));
 
-const slice = (d: Dataset, from: number, to: number): Dataset => ({ path: d.path, size: to - from, read: (i) => d.read(i + from), where: (i) => d.where(i + from) });
+const slice = (d: Dataset, from: number, to: number): Dataset => datasetView(d, Array.from({ length: to - from }, (_, i) => from + i));
 const join = (a: Dataset, b: Dataset): Dataset => ({ path: a.path, size: a.size + b.size, read: (i) => (i < a.size ? a.read(i) : b.read(i - a.size)), where: (i) => (i < a.size ? a.where(i) : b.where(i - a.size)) });
 
 console.log(`| model | calibration samples | gptq KL | flexround KL | flexround / gptq |`);
