@@ -37,6 +37,7 @@ export interface QuantizeFlags extends RawDataFlags {
   sequential: boolean;
   iters: string;
   flexroundStart: string;
+  flexroundMinTokens: string;
   lr?: string;
   flexroundMode: string;
   aBits?: string;
@@ -80,6 +81,7 @@ export function registerQuantize(program: Command): void {
     .option('--iters <n>', 'FlexRound optimizer steps per layer (or per block)', '500')
     .option('--lr <x>', 'FlexRound learning rate of the log-scales (Adam, cosine to 0; default 0.003)')
     .option('--flexround-start <from>', 'FlexRound\'s starting levels: gptq (GPTQ\'s solution, the default) | rtn (round to nearest)', 'gptq')
+    .option('--flexround-min-tokens <n>', 'FlexRound: calibration tokens per input feature a block or layer needs before learning moves it from GPTQ\'s levels', '8')
     .option('--flexround-mode <mode>', 'FlexRound objective: block (each transformer block\'s output, through block reconstruction; layers outside blocks layer-wise) | layer (each linear\'s output error: faster)', 'block')
     .option('--a-bits <n>', 'with --scheme w8, w4, w3 or w2: quantize activations to 8 bits too (static, QDQ, weights per output channel)')
     .option('--softmax <form>', 'post-softmax quantization (static schemes): none | uniform (8-bit QDQ, integer kernels) | log2 (simulated log2 quantizer, for accuracy)', 'none')
@@ -125,6 +127,8 @@ export function registerQuantize(program: Command): void {
         const lr = flags.lr === undefined ? undefined : Number(flags.lr);
         if (lr !== undefined && !(lr > 0)) throw new UserError(`--lr must be a positive number, not '${flags.lr}'`);
         if (!['gptq', 'rtn'].includes(flags.flexroundStart)) throw new UserError(`unknown --flexround-start '${flags.flexroundStart}' (choose from gptq, rtn)`);
+        const minTokensPerInput = Number(flags.flexroundMinTokens);
+        if (!(minTokensPerInput >= 0)) throw new UserError(`--flexround-min-tokens must be a number >= 0, not '${flags.flexroundMinTokens}'`);
         if (!['layer', 'block'].includes(flags.flexroundMode)) throw new UserError(`unknown --flexround-mode '${flags.flexroundMode}' (choose from layer, block)`);
         let scheme = flags.scheme as Scheme;
         let weightBits: number | undefined;
@@ -147,7 +151,7 @@ export function registerQuantize(program: Command): void {
           gptqActOrder: flags.actOrder ?? true,
           ...(flags.dynamicGroups ? { gptqDynamicGroups: true } : {}),
           ...(flags.sequential === false ? { gptqSequential: false } : {}),
-          flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block', start: flags.flexroundStart as 'gptq' | 'rtn' },
+          flexround: { iters, lr, mode: flags.flexroundMode as 'layer' | 'block', start: flags.flexroundStart as 'gptq' | 'rtn', minTokensPerInput },
           alpha,
           softmax: flags.softmax as SoftmaxMode,
           reconstruct: flags.reconstruct as 'none' | 'gptq',

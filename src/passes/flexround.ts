@@ -29,8 +29,8 @@ export interface FlexRoundOptions extends WeightPassOptions, FlexRoundSettings {
 /** FlexRound quantization (learned rounding by element-wise division); needs calibration data. */
 export function flexRound(options: FlexRoundOptions = {}): Pass<QuantizeSummary | DecisionSummary> {
   checkOptions('flexround', FLEXROUND_OPTIONS, options);
-  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations, start } = options;
-  return decisionPass('flexround', 'flexround', { ...quantizeOptionsOf(options), flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations, start } }, decideFlexRound);
+  const { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations, start, minTokensPerInput } = options;
+  return decisionPass('flexround', 'flexround', { ...quantizeOptionsOf(options), flexround: { iters, lr, mode, batch, tokens, samples, learnGrid, seed, learnActivations, start, minTokensPerInput } }, decideFlexRound);
 }
 
 /**
@@ -63,7 +63,12 @@ export async function decideFlexRound(model: Model, ctx: PassContext, options: Q
   linears.forEach((l, i) => plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'flexround', pass, grid: setup.gridOf(l), q: r.weights[i]!, fingerprint: fingerprints[i]! }));
   const fingerprint = modelFingerprint(model);
   for (const [n, a] of r.activations) plan.activations.set(n, { params: a, method: 'flexround', pass, fingerprint });
+  const startName = summary.startedFromPlan > 0 ? 'the start' : 'rtn';
   for (const x of r.layers) {
+    if (x.notLearned) {
+      ctx.report.info(pass, `flexround ${x.unit}: kept ${startName}, not learned: ${x.notLearned}`, { target: x.unit, data: { ...x } });
+      continue;
+    }
     ctx.report.info(pass, `flexround ${x.unit}: output MSE ${x.lossBefore.toExponential(3)} (${summary.startedFromPlan > 0 ? 'start' : 'rtn'}) -> ${x.lossAfter.toExponential(3)}${x.kept === 'learned' ? '' : `, kept ${summary.startedFromPlan > 0 ? 'the start' : 'rtn'} (no better)`}`, { target: x.unit, data: { ...x } });
   }
   const learned = [...r.activations].map(([name, a]) => ({ name, start: acts.get(name)!.scale, learned: a.scale }));

@@ -5,15 +5,15 @@
 //   pipeline([gptq({ bits: 3 }), flexRound({ bits: 3 })])   // FlexRound starts from GPTQ's levels
 import { UserError } from '../errors.js';
 import type { LinearLayer } from '../discover/structure.js';
-import { transpose, weightOutIn } from '../export/linear-weight.js';
-import { DataType } from '../ir/dtype.js';
-import { Tensor } from '../ir/tensor.js';
+import { weightOutIn } from '../export/linear-weight.js';
+import type { Tensor } from '../ir/tensor.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
 import { floatTargetWeight, gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
+import { standInQuantized } from '../quantize/stand-in.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
-import { dequantizeWeight, type QuantizedWeight } from '../quantize/weight-quantizer.js';
+import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
 import { GPTQ_OPTIONS } from './option-specs.js';
 import { checkOptions } from './options.js';
 import type { Pass, PassContext } from './pass.js';
@@ -108,20 +108,4 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}${dynamicGroups ? ', grids fitted group by group on the updated weights' : ''}${sequential ? ', sequential: inputs from the quantized layers before, outputs of the float model' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   plan.chain.push('gptq');
   return summary;
-}
-
-/**
- * Sequential GPTQ: the layer's weight in the working copy becomes the one its decision stands
- * for, so the layers after it are fitted on the inputs it gives once quantized. A weight read
- * by other nodes too (tied tables) or not stored as a float initializer stays float. Returns
- * the float tensor it replaced (undefined when it replaced none).
- */
-function standInQuantized(l: LinearLayer, q: QuantizedWeight): Tensor | undefined {
-  const v = l.weight;
-  if (!v.initializer || v.initializer.dtype !== DataType.FLOAT || v.uses().length !== 1) return undefined;
-  const original = v.initializer;
-  const deq = dequantizeWeight(q);
-  const stored = l.transB ? deq : transpose(deq, q.n, q.k);
-  v.graph!.setInitializer(v, Tensor.fromBytes(v.name, DataType.FLOAT, [...v.initializer.dims], new Uint8Array(stored.buffer)));
-  return original;
 }

@@ -101,6 +101,7 @@ export const FLEXROUND_OPTIONS: OptionSpecs = {
   seed: { type: 'number', integer: true, doc: 'random seed', recipe: false },
   learnActivations: { type: 'boolean', doc: 'W·A8: learn the activation steps', recipe: false },
   start: { type: 'enum', values: ['gptq', 'rtn'], doc: "where learning starts when no earlier pass decided the weights: 'gptq' (default) or 'rtn'" },
+  minTokensPerInput: { type: 'number', min: 0, doc: 'calibration tokens per input feature a block or layer needs before learning moves it from an earlier decision (default 8)' },
 };
 
 export const GPTQ_OPTIONS: OptionSpecs = {

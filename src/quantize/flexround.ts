@@ -48,6 +48,14 @@ export interface FlexRoundLayerOptions {
    * objective's target stays the float `w`.
    */
   from?: Float32Array;
+  /**
+   * The float model's rows of this layer's input ([rows, k], the same rows as `x`): the target
+   * becomes their float output, while `x` holds the inputs the quantized layers before this one
+   * give (AdaRound's asymmetric reconstruction, the target sequential GPTQ fits). Default: `x`.
+   */
+  floatInputs?: Float32Array;
+  /** The learned values are kept only when they lower the output error by at least this fraction of it (default 0). */
+  minGain?: number;
 }
 
 export interface FlexRoundLayerResult {
@@ -226,8 +234,9 @@ function transposeNK(w: Float32Array, n: number, k: number): Float32Array {
 
 /**
  * Layer-wise FlexRound: learns δ1, δ2, δ3 of one weight (`w` in [n, k]) so that the layer's
- * output on the calibration inputs `x` ([rows, k]) stays close to the float one, starting at
- * the grid `q`. Keeps the start when learning does not lower the output error.
+ * output on the calibration inputs `x` ([rows, k]) stays close to the float one (the float
+ * layer's on `floatInputs` when given), starting at the grid `q`. Keeps the start when learning
+ * does not lower the output error.
  */
 export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Float32Array, options: FlexRoundLayerOptions = {}): Promise<FlexRoundLayerResult> {
   const started = performance.now();
@@ -244,7 +253,8 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
     { name: names.d3, dims: [q.n], init: zero.d3 },
   ];
   const optimizer: OptimizerOptions = { kind: 'adam', lr: options.lr ?? 3e-3, schedule: 'cosine' };
-  const target = await floatOutputs(w, q.n, q.k, x, options.threads);
+  if (options.floatInputs && options.floatInputs.length !== x.length) throw new Error(`flexRoundLayer: ${options.floatInputs.length / q.k} float input rows for ${rows} quantized ones`);
+  const target = await floatOutputs(w, q.n, q.k, options.floatInputs ?? x, options.threads);
   const trainer = await Trainer.create({ model, loss: LOSS, params, optimizer, steps: iters, threads: options.threads });
   const setupSeconds = (performance.now() - started) / 1000;
   try {
@@ -277,7 +287,7 @@ export async function flexRoundLayer(w: Float32Array, q: QuantizedWeight, x: Flo
     const stepSeconds = (performance.now() - stepsStarted) / 1000;
     const learned = trainer.parameters();
     const lossAfter = await trainer.evaluate(all, learned);
-    const better = lossAfter < lossBefore;
+    const better = lossAfter < lossBefore * (1 - (options.minGain ?? 0));
     const d: FlexRoundDeltas = better ? { d1: learned.get(names.d1) ?? zero.d1, d2: learned.get(names.d2)!, d3: learned.get(names.d3)! } : zero;
     return { weight: bakeFlexRound(from, q, d), lossBefore, lossAfter, kept: better ? 'learned' : 'initial', seconds: (performance.now() - started) / 1000, setupSeconds, stepSeconds };
   } finally {

@@ -34,8 +34,16 @@ export interface BlockReconstruction {
   bake(model: Model, values: ReadonlyMap<string, Float32Array>): void | Promise<void>;
 }
 
-/** Decides what to learn in each block; undefined leaves the block as it is. */
-export type ReconstructionPlan = (span: BlockSpan, block: Model, model: Model) => BlockReconstruction | undefined;
+/** How much calibration data a block is learned on. */
+export interface BlockData {
+  /** Calibration rows (samples). */
+  rows: number;
+  /** Token positions over all rows (rows x the positions of one row of the block's input). */
+  tokens: number;
+}
+
+/** Decides what to learn in each block (the engine says on how much data); undefined leaves the block as it is. */
+export type ReconstructionPlan = (span: BlockSpan, block: Model, model: Model, data?: BlockData) => BlockReconstruction | undefined;
 
 export interface ReconstructOptions {
   calibration: Dataset;
@@ -58,6 +66,8 @@ export interface ReconstructOptions {
   captureBatch?: number;
   /** Keep the starting values when learning did not lower the calibration loss (default true). */
   keepBest?: boolean;
+  /** With keepBest: the learned values are kept only when they lower the calibration loss by at least this fraction of it (default 0). */
+  minGain?: number;
   /** Indices of the blocks to reconstruct (default all). */
   blocks?: number[];
   threads?: number;
@@ -143,7 +153,8 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
         return out;
       };
       const sideFeeds = (idx: number[]): Record<string, ArrayTensor> => sideFeedsOf(piece.sideInputs, idx);
-      const planned = wanted.has(span.index) ? options.plan(span, piece.model, model) : undefined;
+      const data: BlockData = { rows, tokens: rows * qIn.rowDims.slice(0, -1).reduce((a, b) => a * b, 1) };
+      const planned = wanted.has(span.index) ? options.plan(span, piece.model, model, data) : undefined;
       const plan = planned && planned.params.length > 0 ? planned : undefined;
       const report: BlockReport = { index: span.index, lossBefore: NaN, lossAfter: NaN, kept: 'untouched', curve: [], seconds: 0, stepSeconds: 0 };
       if (plan) {
@@ -182,7 +193,7 @@ export async function reconstructBlocks(model: Model, options: ReconstructOption
             report.stepSeconds = (performance.now() - stepsStarted) / 1000;
             const learned = trainer.parameters();
             report.lossAfter = await evaluate(learned);
-            const keep = (options.keepBest ?? true) && !(report.lossAfter < report.lossBefore);
+            const keep = (options.keepBest ?? true) && !(report.lossAfter < report.lossBefore * (1 - (options.minGain ?? 0)));
             report.kept = keep ? 'initial' : 'learned';
             return { learned, keep };
           }, ({ keep }) => `calibration loss ${report.lossBefore.toPrecision(4)} -> ${report.lossAfter.toPrecision(4)}${keep ? ' (kept the start: no better)' : ''}`);

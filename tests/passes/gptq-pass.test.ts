@@ -39,7 +39,8 @@ describe('gptq() pass in chains', () => {
   });
 
   it('gptq → flexround learns from GPTQ’s start: each block starts below round to nearest’s error', async () => {
-    const r = await pipeline([gptq({ bits: 3, ...opts }), flexRound({ bits: 3, iters: 20, lr: 5e-3, ...opts })]).apply(loadModel(modelFile), { calibration });
+    // 256 calibration tokens are 2 per input of the MLP's 128: learning needs the data check off
+    const r = await pipeline([gptq({ bits: 3, ...opts }), flexRound({ bits: 3, iters: 20, lr: 5e-3, minTokensPerInput: 0, ...opts })]).apply(loadModel(modelFile), { calibration });
     const alone = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, start: 'rtn', ...opts })]).apply(loadModel(modelFile), { calibration });
     const blocks = r.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
     const rtnStart = alone.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
@@ -48,6 +49,23 @@ describe('gptq() pass in chains', () => {
     expect(blocks[0]!.lossBefore).toBeLessThan(rtnStart[0]!.lossBefore);
     for (const b of blocks) expect(Math.min(b.lossAfter, b.lossBefore)).toBeLessThanOrEqual(b.lossBefore);
     expect(r.report.entries.some((e) => e.pass === 'quantize' && /starts 12 of 12 layer\(s\) from the levels gptq decided/.test(e.message))).toBe(true);
+  });
+
+  it('with too few calibration tokens per input, FlexRound keeps GPTQ’s levels (the same bytes), says why, and still learns from round to nearest', async () => {
+    const alone = await pipeline([gptq({ bits: 3, ...opts })]).apply(loadModel(modelFile), { calibration });
+    // 16 samples of 16 tokens: 256 tokens, 2 per input of the widest linear (the MLP's 128); the default asks for 8
+    const r = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, ...opts })]).apply(loadModel(modelFile), { calibration });
+    expect(initializers(r.model)).toEqual(initializers(alone.model));
+    const blocks = r.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
+    expect(blocks.map((b) => [b.unit, b.kept, b.notLearned])).toEqual([0, 1].map((i) => [`block ${i}`, 'initial', '256 calibration tokens, 2.0 per input of its widest linear (128); learning away from the start needs 8']));
+    expect(r.report.entries.some((e) => /^flexround block 1: kept the start, not learned: 256 calibration tokens/.test(e.message))).toBe(true);
+    // 2 tokens per input are enough at a threshold of 2: the blocks learn (or keep the start by the loss), with no such note
+    const two = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, minTokensPerInput: 2, ...opts })]).apply(loadModel(modelFile), { calibration });
+    expect(two.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block ') && u.notLearned === undefined)).toHaveLength(2);
+    // from round to nearest the check does not apply: the blocks learn
+    const rtn = await pipeline([flexRound({ bits: 3, iters: 20, lr: 5e-3, start: 'rtn', ...opts })]).apply(loadModel(modelFile), { calibration });
+    const rtnBlocks = rtn.report.summaryOf('flexround')!.flexround!.units.filter((u) => u.unit.startsWith('block '));
+    expect(rtnBlocks.every((b) => b.notLearned === undefined && b.lossAfter < b.lossBefore)).toBe(true);
   });
 
   it('refuses a decision whose weight changed, a grid that disagrees, a writer that would drop it (fp16), and a reparameterization after it', async () => {

@@ -69,6 +69,40 @@ describe('FlexRound', () => {
     expect(dequantizeWeight(r.weight).every(Number.isFinite)).toBe(true);
   });
 
+  it('layer-wise, given the float model\'s rows, aims at their float output (AdaRound\'s asymmetric target; loss within 1e-5 relative of a JS sum)', async () => {
+    const rng = new Random(3);
+    const n = 8;
+    const k = 32;
+    const rows = 256;
+    const w = randn(rng, n * k, 0.1);
+    const xf = randn(rng, rows * k);
+    const xq = xf.map((v) => v + 0.05 * rng.normal()); // the inputs a quantized model gives: the float ones, perturbed
+    const q = await quantizeWeight(w, n, k, { bits: 3, symmetric: true, blockSize: 0, search: 'mse' });
+    const wq = dequantizeWeight(q);
+    // mean over rows and outputs of (xq·Ŵᵀ − xf·Wᵀ)², Ŵ the start
+    let sum = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < n; j++) {
+        let yq = 0;
+        let yf = 0;
+        for (let i = 0; i < k; i++) {
+          yq += xq[r * k + i]! * wq[j * k + i]!;
+          yf += xf[r * k + i]! * w[j * k + i]!;
+        }
+        sum += (yq - yf) ** 2;
+      }
+    }
+    const asym = await flexRoundLayer(w, q, xq, { iters: 200, lr: 3e-3, batch: 64, floatInputs: xf });
+    expect(Math.abs(asym.lossBefore - sum / (rows * n)) / (sum / (rows * n))).toBeLessThan(1e-5);
+    const sym = await flexRoundLayer(w, q, xq, { iters: 0 });
+    expect(sym.lossBefore).toBeNaN(); // no steps: nothing measured
+    const own = await flexRoundLayer(w, q, xq, { iters: 1, lr: 1e-9 });
+    expect(own.lossBefore).toBeLessThan(asym.lossBefore); // against its own inputs the start looks better than it is
+    expect(asym.kept).toBe('learned');
+    expect(asym.lossAfter).toBeLessThan(asym.lossBefore);
+    await expect(flexRoundLayer(w, q, xq, { iters: 1, floatInputs: xf.subarray(0, k * 10) })).rejects.toThrow(/10 float input rows for 256 quantized ones/);
+  });
+
   const zeroCases: [string, QuantizeOptions][] = [
     ['w4', { scheme: 'w4' }],
     ['w2', { scheme: 'w2' }],
