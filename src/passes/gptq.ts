@@ -10,7 +10,9 @@ import { DataType } from '../ir/dtype.js';
 import { Tensor } from '../ir/tensor.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
-import { floatTargetWeight, gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
+import { traceMemory } from '../runtime/memory-trace.js';
+import { floatTargetWeight, gptqFactor, gptqLevels, gptqLevelsWithFactor, inputGramsBlockwise, SMALL_K, weightTimesCross, type GptqFactor, type GramStream } from '../quantize/gptq.js';
+import type { Handed } from '../quantize/cholesky.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
 import { dequantizeWeight, type QuantizedWeight } from '../quantize/weight-quantizer.js';
@@ -70,6 +72,8 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   for (const l of linears) byInput.set(l.node.input(0)!.name, [...(byInput.get(l.node.input(0)!.name) ?? []), l]);
   const ordered = grams.order.flatMap((name) => byInput.get(name) ?? []);
   const standIns: { l: LinearLayer; original: Tensor }[] = [];
+  const actOrder = options.gptqActOrder ?? true;
+  let input: PreparedInput | undefined;
   await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
     for (const [i, l] of ordered.entries()) {
       ctx.signal.throwIfAborted();
@@ -79,10 +83,16 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
       const refit = dynamicGroups && !grid.perTensor ? { search: grid.search } : undefined;
       let q;
       try {
-        const gram = await grams.take(l.node.input(0)!.name);
-        const cross = grams.cross(l.node.input(0)!.name);
-        const target = cross ? await floatTargetWeight(w, l.outFeatures, l.inFeatures, gram, cross, damp) : w;
-        q = await gptqLevelsAsync(target, await rtnWeight(l, target, grid), gram, damp, options.gptqActOrder ?? true, refit);
+        // the layers reading one input come one after another: its factor is made once for them
+        const name = l.node.input(0)!.name;
+        if (input?.name !== name) {
+          input = undefined;
+          input = await prepareInput(grams, name, byInput.get(name)!, damp, actOrder);
+        }
+        const wCross = await input.wCross(l, w);
+        const target = wCross ? await floatTargetWeight(w, l.outFeatures, l.inFeatures, wCross, input.factor) : w;
+        const rtn = await rtnWeight(l, target, grid);
+        q = input.gram ? gptqLevels(target, rtn, input.gram, damp, actOrder, refit) : await gptqLevelsWithFactor(target, rtn, input.factor, refit);
       } catch (e) {
         // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
         // break that when the input's scales span many orders of magnitude
@@ -91,6 +101,7 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         }
         throw e;
       }
+      traceMemory(`gptq ${l.name}: levels`);
       plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
       if (sequential) {
         const original = standInQuantized(l, q);
@@ -108,6 +119,50 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}${dynamicGroups ? ', grids fitted group by group on the updated weights' : ''}${sequential ? ', sequential: inputs from the quantized layers before, outputs of the float model' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   plan.chain.push('gptq');
   return summary;
+}
+
+/** One layer input's share of GPTQ, made once for the layers reading it (prepareInput). */
+interface PreparedInput {
+  name: string;
+  factor: GptqFactor;
+  /** The Gram matrix, kept only where GPTQ runs in JavaScript on it (k <= SMALL_K). */
+  gram: Float64Array | undefined;
+  /** W·ΔCᵀ of a layer reading the input (sequential GPTQ), undefined without a cross matrix. */
+  wCross(l: LinearLayer, w: Float32Array): Promise<Float64Array | undefined>;
+}
+
+/**
+ * Takes the Gram and cross matrices of input `name` from the stream and lets the stream drop
+ * them at once: W·ΔCᵀ is formed for the layers reading the input while ΔC is there (when these
+ * n×k products are smaller than ΔC; otherwise ΔC is kept until the last of them is formed) and
+ * the Gram matrix goes into GPTQ's factor, which serves both the float target weight and GPTQ's
+ * updates. BERT-base's 3072-wide input: the Gram and cross matrices (72 MiB each) are gone
+ * before the factor's working set is made, where they were held with two factors' worth.
+ */
+async function prepareInput(grams: GramStream, name: string, layers: LinearLayer[], damp: number, actOrder: boolean): Promise<PreparedInput> {
+  const k = layers[0]!.inFeatures;
+  const gram: Handed = { a: await grams.take(name) };
+  let cross = grams.cross(name);
+  const formed = new Map<LinearLayer, Float64Array>();
+  if (cross && layers.reduce((a, l) => a + l.outFeatures, 0) <= k) {
+    for (const l of layers) formed.set(l, await weightTimesCross(weightOutIn(l), l.outFeatures, k, cross));
+    cross = undefined;
+  }
+  const hasCross = cross !== undefined || formed.size > 0;
+  const small = k <= SMALL_K ? gram.a : undefined;
+  grams.release(name);
+  const factor = await gptqFactor(gram, k, damp, actOrder);
+  return {
+    name,
+    factor,
+    gram: small,
+    async wCross(l, w) {
+      if (!hasCross) return undefined;
+      const f = formed.get(l);
+      formed.delete(l);
+      return f ?? weightTimesCross(w, l.outFeatures, k, cross!);
+    },
+  };
 }
 
 /**

@@ -8,7 +8,7 @@ import { Session } from '../runtime/session.js';
 import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
-import { choleskyJs, invertLowerJs, upperCholeskyOfInverse, upperCholeskyOfReversed } from './cholesky.js';
+import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import { fitGroupGrids } from './group-grid.js';
 import type { QuantizedWeight, WeightQuantSpec } from './weight-quantizer.js';
@@ -65,6 +65,11 @@ export interface GramStream {
    */
   cross(name: string): Float64Array | undefined;
   /**
+   * Lets go of the Gram and cross matrices of `name` before the stream moves on (each is k×k
+   * float64: 72 MiB for a 3072-wide input); taking them again is an error.
+   */
+  release(name: string): void;
+  /**
    * Whether the session of the segment holding `node` has been created (its weights read), or
    * will never be; false while a later `take` may still create it. Whole-model fallback: true.
    */
@@ -84,7 +89,14 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const plan = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
   if (!plan) {
     const all = await inputGrams(model, data, tensors, options);
-    return { order: tensors.map((t) => t.name), take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}'`)), cross: () => undefined, started: () => true, close: async () => {} };
+    return {
+      order: tensors.map((t) => t.name),
+      take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}' (not one of the tensors given, or released)`)),
+      cross: () => undefined,
+      release: (name) => void all.delete(name),
+      started: () => true,
+      close: async () => {},
+    };
   }
   const feeds: Record<string, ArrayTensor>[] = [];
   let seen = 0;
@@ -108,6 +120,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   plan.nodes.forEach((list, s) => list.forEach((n) => segmentOfNode.set(n, s)));
   let reached = -1;
   let done = false;
+  const released = new Set<string>();
   const finish = async (): Promise<void> => {
     if (done) return;
     done = true;
@@ -119,6 +132,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   return {
     order: plan.wanted.flat(),
     async take(name) {
+      if (released.has(name)) throw new Error(`Gram matrix of '${name}' was taken after it was released`);
       // asked in the model's order: a name not ready is in a later segment, and the matrices
       // of the earlier one are done with before the next segment's are summed (BERT-base: the
       // ~230 MiB of one segment's were held while the next segment's were accumulated)
@@ -164,6 +178,11 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       return ready.get(name)!;
     },
     cross: (name) => crossReady.get(name),
+    release(name) {
+      released.add(name);
+      ready.delete(name);
+      crossReady.delete(name);
+    },
     started: (node) => done || (segmentOfNode.get(node) ?? -1) <= reached,
     close: finish,
   };
@@ -209,36 +228,85 @@ function spdInverse(a: Float64Array, k: number): Float64Array {
   return inv;
 }
 
+/**
+ * GPTQ's factor of a layer input's damped Gram matrix H = XᵀX + λI (λ = `damp` · mean diag,
+ * dampedDiagonal): U upper triangular with (P H Pᵀ)⁻¹ = UᵀU, P the column order GPTQ goes
+ * through (`perm`: position i holds column perm[i]). One factor serves every layer reading the
+ * input, both for its float target weight (floatTargetWeight) and for GPTQ's updates
+ * (gptqLevelsWithFactor).
+ */
+export interface GptqFactor {
+  k: number;
+  U: Float64Array;
+  perm: number[];
+  /** Inputs that are always zero: their weights are zeroed. */
+  dead: Uint8Array;
+}
+
+/**
+ * The factor of the Gram matrix in `gram` (GptqFactor), taken over: the holder is cleared once
+ * J P H Pᵀ J (H damped, in GPTQ's column order, its elements reversed) is built from it, so a
+ * caller that keeps no other reference lets the Gram matrix go before the factorization; the
+ * k×k matrices alive while factoring are then that one (until its blocks are copied out) and U
+ * (72 MiB each for a 3072-wide layer). Not async: an async function would keep the matrix
+ * alive in its locals while it awaits.
+ */
+export function gptqFactor(gram: Handed, k: number, damp: number, actOrder: boolean): Promise<GptqFactor> {
+  const { diagonal, dead, perm } = dampedDiagonal(gram.a!, k, damp, actOrder);
+  const reversed: Handed = { a: reversedHessian(gram.a!, k, diagonal, perm) };
+  gram.a = undefined;
+  return factorOfReversed(reversed, k, perm, dead);
+}
+
+async function factorOfReversed(reversed: Handed, k: number, perm: number[], dead: Uint8Array): Promise<GptqFactor> {
+  const U = await upperCholeskyOfReversed(reversed, k);
+  traceMemory(`gptq: inverse factor (k ${k})`);
+  return { k, U, perm, dead };
+}
+
+let crossSessionF64: Promise<Session> | undefined;
 let targetSession: Promise<Session> | undefined;
+
+/**
+ * W·ΔCᵀ ([n, k], float64) for floatTargetWeight: all it needs of the k×k cross matrix ΔC
+ * (GramStream.cross), so that ΔC can be let go before the factor is made.
+ */
+export async function weightTimesCross(w: Float32Array, n: number, k: number, cross: Float64Array): Promise<Float64Array> {
+  // Gemm with transB: no transposed k×k copy inside onnxruntime
+  crossSessionF64 ??= float64Session('gptq_weight_cross', ['W', 'D'], (g, [wv, d]) => [g.addNode('Gemm', [wv!, d!], ['WD'], { attributes: { transB: { type: 'int', value: 1 } } }).output(0)]);
+  const r = await (await crossSessionF64).run({ W: f64(Float64Array.from(w), n, k), D: f64(cross, k, k) });
+  return r.WD!.data as Float64Array;
+}
 
 /**
  * The weight that, on the inputs X̃ a layer gets from the quantized layers before it, best
  * gives the outputs the float model gives on its inputs X: argmin ‖X̃Ŵᵀ − XWᵀ‖² =
- * W + W·ΔCᵀ·H̃⁻¹, with ΔC = X̃ᵀ(X − X̃) (GramStream.cross) and H̃ = X̃ᵀX̃ damped as GPTQ damps it.
- * GPTQ on this weight with H̃ then minimises the output error against the float model's
- * outputs rather than against this layer's float weight on the quantized inputs (GPTAQ's
- * asymmetric calibration, Li et al. 2025). Equal to `w` when X̃ = X.
+ * W + W·ΔCᵀ·H̃⁻¹, with ΔC = X̃ᵀ(X − X̃) (GramStream.cross; `wCross` = W·ΔCᵀ from
+ * weightTimesCross) and H̃ = X̃ᵀX̃ damped as GPTQ damps it: H̃⁻¹ = Pᵀ UᵀU P from GPTQ's own
+ * factor of the layer's input (GptqFactor), so no second k×k factor is made. GPTQ on this
+ * weight with H̃ then minimises the output error against the float model's outputs rather than
+ * against this layer's float weight on the quantized inputs (GPTAQ's asymmetric calibration,
+ * Li et al. 2025). Equal to `w` when X̃ = X.
  */
-export async function floatTargetWeight(w: Float32Array, n: number, k: number, gram: Float64Array, cross: Float64Array, damp: number): Promise<Float32Array> {
-  // damped as GPTQ's own factor is (dampedDiagonal), in the original column order
-  const { diagonal } = dampedDiagonal(gram, k, damp, false);
-  const h = Float64Array.from(gram);
-  for (let i = 0; i < k; i++) h[i * k + i] = diagonal[i]!;
-  const U = await upperCholeskyOfInverse(h, k);
-  // W + ((W·ΔCᵀ)·Uᵀ)·U, H̃⁻¹ = UᵀU
-  targetSession ??= float64Session('gptq_float_target', ['W', 'D', 'U'], (g, [wv, d, u]) => {
-    const wd = g.addNode('MatMul', [wv!, transposed(g, d!)], 1).output(0);
-    const wdu = g.addNode('MatMul', [g.addNode('MatMul', [wd, transposed(g, u!)], 1).output(0), u!], 1).output(0);
-    return [g.addNode('Add', [wv!, wdu], ['Wout']).output(0)];
+export async function floatTargetWeight(w: Float32Array, n: number, k: number, wCross: Float64Array, factor: GptqFactor): Promise<Float32Array> {
+  const { perm, U } = factor;
+  // W·ΔCᵀ with its columns in GPTQ's order, times Uᵀ then U: (W·ΔCᵀ·H̃⁻¹) in that order
+  const permuted = new Float64Array(n * k);
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) permuted[r * k + i] = wCross[r * k + perm[i]!]!;
+  targetSession ??= float64Session('gptq_float_target', ['M', 'U'], (g, [m, u]) => {
+    const mu = g.addNode('Gemm', [m!, u!], 1, { attributes: { transB: { type: 'int', value: 1 } } }).output(0);
+    return [g.addNode('MatMul', [mu, u!], ['T']).output(0)];
   });
-  const r = await (await targetSession).run({ W: f64(Float64Array.from(w), n, k), D: f64(cross, k, k), U: f64(U, k, k) });
-  return Float32Array.from(r.Wout!.data as Float64Array);
+  const t = (await (await targetSession).run({ M: f64(permuted, n, k), U: f64(U, k, k) })).T!.data as Float64Array;
+  const out = new Float32Array(n * k);
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) out[r * k + perm[i]!] = w[r * k + perm[i]!]! + t[r * k + i]!;
+  return out;
 }
 
 /** Columns quantized together before the rest of the weight is updated in one product. */
 const LAZY_BLOCK = 128;
-/** Below this many inputs the whole algorithm stays in JavaScript (no session overhead). */
-const SMALL_K = 256;
+/** Below this many inputs the whole algorithm stays in JavaScript (no session overhead): gptqLevels on the Gram matrix. */
+export const SMALL_K = 256;
 
 let updateSession: Promise<Session> | undefined;
 
@@ -276,14 +344,14 @@ export interface GroupRefit {
  */
 export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false, refit?: GroupRefit): Promise<QuantizedWeight> {
   if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder, refit);
+  return gptqLevelsWithFactor(w, q, await gptqFactor({ a: gram }, q.k, damp, actOrder), refit);
+}
+
+/** gptqLevelsAsync's lazy-batch GPTQ given the factor of the layer's input (gptqFactor). */
+export async function gptqLevelsWithFactor(w: Float32Array, q: QuantizedWeight, factor: GptqFactor, refit?: GroupRefit): Promise<QuantizedWeight> {
   const { n, k, groups, blockSize } = q;
   const padded = groups * blockSize;
-  const { diagonal, dead, perm } = dampedDiagonal(gram, k, damp, actOrder);
-  // U: upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), row-major, from J H J (H damped and in GPTQ's
-  // column order, its elements reversed) built straight from the Gram matrix: the only k×k
-  // matrices made are that one and U (prepare's copies, kept for the JavaScript path, were three
-  // more, 72 MiB each for a 3072-wide layer)
-  const U = await upperCholeskyOfReversed({ a: reversedHessian(gram, k, diagonal, perm) }, k);
+  const { U, perm, dead } = factor;
   // the weight column-major ([k, n]) in GPTQ's column order: a column is contiguous, the columns left are a tail
   const Wt = new Float64Array(k * n);
   for (let i = 0; i < k; i++) {

@@ -13,8 +13,9 @@ import { loadModel } from '../../src/onnx/index.js';
 import { gptq } from '../../src/passes/gptq.js';
 import type { QuantizeSummary } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
-import { floatTargetWeight, inputGrams, inputGramsBlockwise } from '../../src/quantize/gptq.js';
+import { floatTargetWeight, gptqFactor, inputGrams, inputGramsBlockwise, weightTimesCross } from '../../src/quantize/gptq.js';
 import { Session } from '../../src/runtime/session.js';
+import type { Model } from '../../src/ir/model.js';
 import { batches, bindDataset } from '../../src/data/bind.js';
 import { builtFixture } from './built-fixture.js';
 
@@ -35,6 +36,21 @@ function times(x: Float64Array, m: number, k: number, w: ArrayLike<number>, n: n
   return out;
 }
 
+/** X̃ᵀ(X − X̃) of input `name` from whole-model sessions exposing it (X̃ from `model`, X from `reference`). */
+async function wholeModelCross(model: Model, reference: Model, name: string, k: number): Promise<Float64Array> {
+  const want = new Float64Array(k * k);
+  const sq = await Session.create(model, { expose: [name] });
+  const sf = await Session.create(reference, { expose: [name] });
+  for (const batch of batches(bindDataset(calibration, model), 8)) {
+    const xq = (await sq.run(batch.feeds, [name]))[name]!.data as Float32Array;
+    const xf = (await sf.run(batch.feeds, [name]))[name]!.data as Float32Array;
+    for (let a = 0; a < xq.length / k; a++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) want[i * k + j] += xq[a * k + i]! * (xf[a * k + j]! - xq[a * k + j]!);
+  }
+  await sq.release();
+  await sf.release();
+  return want;
+}
+
 describe('sequential GPTQ', () => {
   it('the float target weight is the least-squares fit of the float outputs on the quantized inputs (normal equations), and the weight itself when the inputs agree', async () => {
     const rng = new Random(5);
@@ -52,7 +68,12 @@ describe('sequential GPTQ', () => {
       gram[i * k + j] += xq[a * k + i]! * xq[a * k + j]!;
       cross[i * k + j] += xq[a * k + i]! * (x[a * k + j]! - xq[a * k + j]!);
     }
-    const target = await floatTargetWeight(w, n, k, gram, cross, 1e-9);
+    // H̃⁻¹ from GPTQ's factor of the input, in its column order (activation order: permuted)
+    // and in the original one: the same target (float32 result: relative 1e-6)
+    const targetOf = async (actOrder: boolean, damp: number, c: Float64Array): Promise<Float32Array> => floatTargetWeight(w, n, k, await weightTimesCross(w, n, k, c), await gptqFactor({ a: gram.slice() }, k, damp, actOrder));
+    const target = await targetOf(true, 1e-9, cross);
+    const inOrder = await targetOf(false, 1e-9, cross);
+    expect(norm(target.map((v, i) => v - inOrder[i]!)) / norm(target)).toBeLessThan(1e-6);
     // normal equations of min ‖X̃Ŵᵀ − XWᵀ‖²: X̃ᵀ(X̃Ŵᵀ − XWᵀ) = 0 (float32 result: relative 1e-5)
     const residual = times(xq, m, k, target, n).map((v, i) => v - times(x, m, k, w, n)[i]!);
     const grad = new Float64Array(k * n);
@@ -65,7 +86,7 @@ describe('sequential GPTQ', () => {
     const plain = times(xq, m, k, w, n).map((v, i) => v - y[i]!);
     expect(norm(residual)).toBeLessThan(0.1 * norm(plain));
     // no input error: the weight comes back unchanged (damping or not)
-    expect(await floatTargetWeight(w, n, k, gram, new Float64Array(k * k), 0.01)).toEqual(w);
+    expect(await targetOf(true, 0.01, new Float64Array(k * k))).toEqual(w);
   });
 
   it('streamed in step with the float model: Gram and cross matrices of a later input are those of the model with the earlier weight changed (whole-model sessions)', async () => {
@@ -94,17 +115,7 @@ describe('sequential GPTQ', () => {
       // independent: whole-model sessions over the changed model and the float one
       const expected = (await inputGrams(model, calibration, [{ name, k: later.inFeatures }])).get(name)!;
       expect(norm(gram.map((v, i) => v - expected[i]!)) / norm(expected)).toBeLessThan(1e-5);
-      const k = later.inFeatures;
-      const want = new Float64Array(k * k);
-      const sq = await Session.create(model, { expose: [name] });
-      const sf = await Session.create(reference, { expose: [name] });
-      for (const batch of batches(bindDataset(calibration, model), 8)) {
-        const xq = (await sq.run(batch.feeds, [name]))[name]!.data as Float32Array;
-        const xf = (await sf.run(batch.feeds, [name]))[name]!.data as Float32Array;
-        for (let a = 0; a < xq.length / k; a++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) want[i * k + j] += xq[a * k + i]! * (xf[a * k + j]! - xq[a * k + j]!);
-      }
-      await sq.release();
-      await sf.release();
+      const want = await wholeModelCross(model, reference, name, later.inFeatures);
       expect(norm(want)).toBeGreaterThan(0);
       expect(norm(cross.map((v, i) => v - want[i]!)) / norm(want)).toBeLessThan(1e-4);
     } finally {
