@@ -11,6 +11,7 @@ import { traceMemory } from '../runtime/memory-trace.js';
 import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import { fitGroupGrids } from './group-grid.js';
+import { planForClone, recomputeWideInputs } from './gptq-segments.js';
 import type { QuantizedWeight, WeightQuantSpec } from './weight-quantizer.js';
 
 /**
@@ -82,11 +83,15 @@ export interface GramStream {
  * The same sums as inputGrams (which holds a session over the whole model and all matrices),
  * streamed segment by segment. Graphs the block runner does not cut (with If/Loop subgraphs)
  * fall back to inputGrams (then no cross matrices: `cross` gives undefined). `cutBefore`: nodes
- * that start a segment of their own (sequential GPTQ cuts before every linear); `reference`: the
- * same graph with other weights (the float model), run in step so that `cross` can be given.
+ * that start a segment of their own (sequential GPTQ cuts before every linear; the inputs wider
+ * than what they are computed from are then recomputed where they are read: recomputeWideInputs);
+ * `reference`: the same graph with other weights (the float model; with `cutBefore`, a
+ * Model.clone of `model`), run in step so that `cross` can be given.
  */
 export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model } = {}): Promise<GramStream> {
-  const plan = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
+  const cut = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
+  // a segment per linear: its wide inputs computed again where they are read instead of kept
+  const plan = cut && options.cutBefore ? recomputeWideInputs(model, cut, new Map(tensors.map((t) => [t.name, t.k]))) : cut;
   if (!plan) {
     const all = await inputGrams(model, data, tensors, options);
     return {
@@ -110,13 +115,14 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const partial = new Map<string, Float64Array>();
   const runs = runBlockwise(model, feeds, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal });
   // the reference runs in step, cut as this model is (same node names, same segments)
-  const refPlan = options.reference ? planSegments(options.reference, tensors.map((t) => t.name), 0, plan) : undefined;
+  const refPlan = options.reference ? (options.cutBefore ? planForClone(plan, model, options.reference) : planSegments(options.reference, tensors.map((t) => t.name), 0, plan)) : undefined;
   const refRuns = refPlan ? runBlockwise(options.reference!, feeds, tensors.map((t) => t.name), { plan: refPlan, threads: options.threads, signal: options.signal }) : undefined;
   const crossReady = new Map<string, Float64Array>();
   const crossPartial = new Map<string, Float64Array>();
   const gram = await Session.create(gramGraph());
   const crossSession = refRuns ? await Session.create(crossGraph()) : undefined;
   const segmentOfNode = new Map<Node, number>();
+  // a node recomputed in a later segment (recomputeWideInputs) counts as started with the last
   plan.nodes.forEach((list, s) => list.forEach((n) => segmentOfNode.set(n, s)));
   let reached = -1;
   let done = false;

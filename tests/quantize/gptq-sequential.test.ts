@@ -15,6 +15,8 @@ import type { QuantizeSummary } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
 import { floatTargetWeight, gptqFactor, inputGrams, inputGramsBlockwise, weightTimesCross } from '../../src/quantize/gptq.js';
 import { Session } from '../../src/runtime/session.js';
+import { defaultSegmentBytes, planSegments } from '../../src/runtime/block-runner.js';
+import { recomputeWideInputs } from '../../src/quantize/gptq-segments.js';
 import type { Model } from '../../src/ir/model.js';
 import { batches, bindDataset } from '../../src/data/bind.js';
 import { builtFixture } from './built-fixture.js';
@@ -118,6 +120,46 @@ describe('sequential GPTQ', () => {
       const want = await wholeModelCross(model, reference, name, later.inFeatures);
       expect(norm(want)).toBeGreaterThan(0);
       expect(norm(cross.map((v, i) => v - want[i]!)) / norm(want)).toBeLessThan(1e-4);
+    } finally {
+      await stream.close();
+    }
+  });
+
+  it("the MLP's wide input is computed again in the down projection's segment, not kept, and its matrices and those after it follow the changed up projection (whole-model sessions)", async () => {
+    const model = loadModel(modelFile);
+    const reference = model.clone();
+    const { linears } = discoverStructure(model);
+    const tensors = [...new Map(linears.map((l) => [l.node.input(0)!.name, { name: l.node.input(0)!.name, k: l.inFeatures }])).values()];
+    const cutBefore = new Set(linears.map((l) => l.node));
+    // hidden 64, MLP 128: the down projection's input is twice as wide as the up projection's
+    const up = linears.find((l) => l.outFeatures === 128)!;
+    const down = linears.find((l) => l.inFeatures === 128)!;
+    const wide = down.node.input(0)!.name;
+    const cut = planSegments(model, tensors.map((t) => t.name), defaultSegmentBytes(model), undefined, cutBefore)!;
+    expect(cut.inputs.some((list) => list.includes(wide))).toBe(true);
+    const plan = recomputeWideInputs(model, cut, new Map(tensors.map((t) => [t.name, t.k])));
+    expect(plan.inputs.some((list) => list.includes(wide))).toBe(false);
+    // the narrow inputs stay kept: only the down projections' inputs are recomputed
+    expect(plan.inputs.flat().filter((n) => !cut.inputs.flat().includes(n))).toEqual([]);
+    expect(plan.nodes.flat().filter((n) => n === up.node)).toHaveLength(2);
+    const stream = await inputGramsBlockwise(model, calibration, tensors, { cutBefore, reference });
+    try {
+      await stream.take(up.node.input(0)!.name);
+      const w = weightOutIn(up).map((v, i) => v * (1 + 0.3 * Math.sin(i)));
+      const stored = up.transB ? w : transpose(w, up.outFeatures, up.inFeatures);
+      up.weight.graph!.setInitializer(up.weight, Tensor.fromBytes(up.weight.name, DataType.FLOAT, [...up.weight.initializer!.dims], new Uint8Array(stored.buffer.slice(0))));
+      // the input of the down projection, then the first input after its segment, which recomputes the up projection
+      const next = stream.order[stream.order.indexOf(wide) + 1]!;
+      for (const name of [wide, next]) {
+        const k = tensors.find((t) => t.name === name)!.k;
+        const gram = Float64Array.from(await stream.take(name));
+        const cross = Float64Array.from(stream.cross(name)!);
+        const expected = (await inputGrams(model, calibration, [{ name, k }])).get(name)!;
+        expect(norm(gram.map((v, i) => v - expected[i]!)) / norm(expected)).toBeLessThan(1e-5);
+        const want = await wholeModelCross(model, reference, name, k);
+        expect(norm(want)).toBeGreaterThan(0);
+        expect(norm(cross.map((v, i) => v - want[i]!)) / norm(want)).toBeLessThan(1e-4);
+      }
     } finally {
       await stream.close();
     }
