@@ -65,11 +65,16 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   // Sequential: a segment starts at every linear, and is created once the layers before it are
   // quantized in `work`, so a layer's Gram matrix is of the inputs the quantized model gives it;
   // the float copy runs in step, so that each layer aims at the float model's outputs
-  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, ...(sequential ? { cutBefore: new Set(linears.map((l) => l.node)), reference: work.clone() } : {}) });
-  // the layers in the order their inputs' matrices come: with a segment per layer, the model's
-  // order of layers can ask for an input again after a later one (parallel attention and MLP)
   const byInput = new Map<string, LinearLayer[]>();
   for (const l of linears) byInput.set(l.node.input(0)!.name, [...(byInput.get(l.node.input(0)!.name) ?? []), l]);
+  // W·ΔCᵀ summed in place of ΔC where the layers reading an input have fewer rows in all than it is wide
+  const crossWeights = (name: string): Float32Array[] | undefined => {
+    const layers = byInput.get(name)!;
+    return layers.reduce((a, l) => a + l.outFeatures, 0) <= layers[0]!.inFeatures ? layers.map((l) => weightOutIn(l)) : undefined;
+  };
+  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, ...(sequential ? { cutBefore: new Set(linears.map((l) => l.node)), reference: work.clone(), crossWeights } : {}) });
+  // the layers in the order their inputs' matrices come: with a segment per layer, the model's
+  // order of layers can ask for an input again after a later one (parallel attention and MLP)
   const ordered = grams.order.flatMap((name) => byInput.get(name) ?? []);
   const standIns: { l: LinearLayer; original: Tensor }[] = [];
   const actOrder = options.gptqActOrder ?? true;
@@ -132,24 +137,22 @@ interface PreparedInput {
 }
 
 /**
- * Takes the Gram and cross matrices of input `name` from the stream and lets the stream drop
- * them at once: W·ΔCᵀ is formed for the layers reading the input while ΔC is there (when these
- * n×k products are smaller than ΔC; otherwise ΔC is kept until the last of them is formed) and
- * the Gram matrix goes into GPTQ's factor, which serves both the float target weight and GPTQ's
- * updates. BERT-base's 3072-wide input: the Gram and cross matrices (72 MiB each) are gone
- * before the factor's working set is made, where they were held with two factors' worth.
+ * Takes the Gram matrix of input `name` and what the stream summed of ΔC (W·ΔCᵀ of each layer
+ * reading it, or ΔC itself when they have more rows in all than the input is wide: then W·ΔCᵀ
+ * is formed here, ΔC kept until the last of them), and lets the stream drop them at once. The
+ * Gram matrix goes into GPTQ's factor, which serves both the float target weight and GPTQ's
+ * updates. BERT-base's 3072-wide input: no k×k cross matrix at all, and the Gram matrix becomes
+ * the factor's input in place.
  */
 async function prepareInput(grams: GramStream, name: string, layers: LinearLayer[], damp: number, actOrder: boolean): Promise<PreparedInput> {
   const k = layers[0]!.inFeatures;
   const gram: Handed = { a: await grams.take(name) };
-  let cross = grams.cross(name);
+  const cross = grams.cross(name);
   const formed = new Map<LinearLayer, Float64Array>();
-  if (cross && layers.reduce((a, l) => a + l.outFeatures, 0) <= k) {
-    for (const l of layers) formed.set(l, await weightTimesCross(weightOutIn(l), l.outFeatures, k, cross));
-    cross = undefined;
-  }
+  grams.weightCross(name)?.forEach((wc, i) => formed.set(layers[i]!, wc));
   const hasCross = cross !== undefined || formed.size > 0;
-  const small = k <= SMALL_K ? gram.a : undefined;
+  // the JavaScript path reads the Gram matrix itself; the factor is made over a copy then
+  const small = k <= SMALL_K ? gram.a!.slice() : undefined;
   grams.release(name);
   const factor = await gptqFactor(gram, k, damp, actOrder);
   return {

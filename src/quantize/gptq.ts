@@ -66,6 +66,11 @@ export interface GramStream {
    */
   cross(name: string): Float64Array | undefined;
   /**
+   * With a reference and `crossWeights` giving weights for `name`: W·ΔCᵀ ([n, k], float64) for
+   * each of them, in their order, summed instead of ΔC (`cross` then gives undefined).
+   */
+  weightCross(name: string): Float64Array[] | undefined;
+  /**
    * Lets go of the Gram and cross matrices of `name` before the stream moves on (each is k×k
    * float64: 72 MiB for a 3072-wide input); taking them again is an error.
    */
@@ -86,9 +91,13 @@ export interface GramStream {
  * that start a segment of their own (sequential GPTQ cuts before every linear; the inputs wider
  * than what they are computed from are then recomputed where they are read: recomputeWideInputs);
  * `reference`: the same graph with other weights (the float model; with `cutBefore`, a
- * Model.clone of `model`), run in step so that `cross` can be given.
+ * Model.clone of `model`), run in step so that `cross` can be given; `crossWeights`: for an
+ * input, the float weights ([n, k]) of the layers reading it when W·ΔCᵀ of each is all that is
+ * needed of ΔC (`weightCross`), read when the input's segment starts: summed instead of ΔC,
+ * they take Σn·k instead of k·k (BERT-base's MLP down projection: 18 MiB instead of 72, and a
+ * quarter of the per-batch products).
  */
-export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model } = {}): Promise<GramStream> {
+export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model; crossWeights?: (name: string) => Float32Array[] | undefined } = {}): Promise<GramStream> {
   const cut = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
   // a segment per linear: its wide inputs computed again where they are read instead of kept
   const plan = cut && options.cutBefore ? recomputeWideInputs(model, cut, new Map(tensors.map((t) => [t.name, t.k]))) : cut;
@@ -98,6 +107,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       order: tensors.map((t) => t.name),
       take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}' (not one of the tensors given, or released)`)),
       cross: () => undefined,
+      weightCross: () => undefined,
       release: (name) => void all.delete(name),
       started: () => true,
       close: async () => {},
@@ -121,6 +131,10 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const crossPartial = new Map<string, Float64Array>();
   const gram = await Session.create(gramGraph());
   const crossSession = refRuns ? await Session.create(crossGraph()) : undefined;
+  const weightCrossSession = refRuns && options.crossWeights ? await Session.create(weightCrossGraph()) : undefined;
+  // per input summed as W·ΔCᵀ: the weights stacked ([Σn, k]) and the row count of each
+  const stacked = new Map<string, { w: Float32Array; rows: number[] }>();
+  const weightCrossReady = new Map<string, Float64Array[]>();
   const segmentOfNode = new Map<Node, number>();
   // a node recomputed in a later segment (recomputeWideInputs) counts as started with the last
   plan.nodes.forEach((list, s) => list.forEach((n) => segmentOfNode.set(n, s)));
@@ -134,6 +148,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
     await refRuns?.return(undefined);
     await gram.release();
     await crossSession?.release();
+    await weightCrossSession?.release();
   };
   return {
     order: plan.wanted.flat(),
@@ -145,6 +160,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       if (!ready.has(name)) {
         ready.clear();
         crossReady.clear();
+        weightCrossReady.clear();
       }
       while (!ready.has(name)) {
         const next = done ? undefined : await runs.next();
@@ -163,7 +179,27 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
           let acc = partial.get(n);
           if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
           for (let i = 0; i < g.length; i++) acc[i] += g[i]!;
-          if (ref && !ref.done) {
+          if (ref && !ref.done && r.batch === 0 && options.crossWeights) {
+            const ws = options.crossWeights(n);
+            if (ws) {
+              const w = new Float32Array(ws.reduce((a, x) => a + x.length, 0));
+              let at = 0;
+              for (const x of ws) {
+                w.set(x, at);
+                at += x.length;
+              }
+              stacked.set(n, { w, rows: ws.map((x) => x.length / kk) });
+            }
+          }
+          const weights = stacked.get(n);
+          if (ref && !ref.done && weights) {
+            const xf = ref.value.tensors[n]!.data as Float32Array;
+            const rows = weights.w.length / kk;
+            const c = (await weightCrossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf }, W: { dtype: DataType.FLOAT, dims: [rows, kk], data: weights.w } })).C!.data as Float32Array;
+            let cacc = crossPartial.get(n);
+            if (!cacc) crossPartial.set(n, (cacc = new Float64Array(rows * kk)));
+            for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+          } else if (ref && !ref.done) {
             const xf = ref.value.tensors[n]!.data as Float32Array;
             const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
             let cacc = crossPartial.get(n);
@@ -175,8 +211,15 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
           for (const n of Object.keys(r.tensors)) {
             ready.set(n, partial.get(n)!);
             partial.delete(n);
-            if (crossPartial.has(n)) crossReady.set(n, crossPartial.get(n)!);
+            const summed = crossPartial.get(n);
+            const weights = stacked.get(n);
+            if (summed && weights) {
+              const kk = k.get(n)!;
+              let at = 0;
+              weightCrossReady.set(n, weights.rows.map((rows) => summed.subarray(at, (at += rows * kk))));
+            } else if (summed) crossReady.set(n, summed);
             crossPartial.delete(n);
+            stacked.delete(n);
           }
           traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
         }
@@ -184,10 +227,12 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       return ready.get(name)!;
     },
     cross: (name) => crossReady.get(name),
+    weightCross: (name) => weightCrossReady.get(name),
     release(name) {
       released.add(name);
       ready.delete(name);
       crossReady.delete(name);
+      weightCrossReady.delete(name);
     },
     started: (node) => done || (segmentOfNode.get(node) ?? -1) <= reached,
     close: finish,
@@ -202,6 +247,19 @@ function crossGraph(): Model {
   const xt = g.addNode('Transpose', [x], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
   const y = g.addNode('MatMul', [xt, g.addNode('Sub', [r, x], 1).output(0)], ['C']).output(0);
   g.outputs.push(y);
+  const m = new Model(g);
+  m.opsetImports = new Map([['', 17]]);
+  return m;
+}
+
+/** W·ΔCᵀ = ((R − X)·Wᵀ)ᵀ·X for stacked weights W [Σn, k], ΔC = Xᵀ(R − X) never formed. */
+function weightCrossGraph(): Model {
+  const g = new Graph('gram_weight_cross');
+  const x = g.addInput('X', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
+  const r = g.addInput('R', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
+  const w = g.addInput('W', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['m', 'k'] });
+  const d = g.addNode('Gemm', [g.addNode('Sub', [r, x], 1).output(0), w], 1, { attributes: { transB: { type: 'int', value: 1 } } }).output(0);
+  g.outputs.push(g.addNode('Gemm', [d, x], ['C'], { attributes: { transA: { type: 'int', value: 1 } } }).output(0));
   const m = new Model(g);
   m.opsetImports = new Map([['', 17]]);
   return m;
@@ -250,16 +308,15 @@ export interface GptqFactor {
 }
 
 /**
- * The factor of the Gram matrix in `gram` (GptqFactor), taken over: the holder is cleared once
- * J P H Pᵀ J (H damped, in GPTQ's column order, its elements reversed) is built from it, so a
- * caller that keeps no other reference lets the Gram matrix go before the factorization; the
- * k×k matrices alive while factoring are then that one (until its blocks are copied out) and U
- * (72 MiB each for a 3072-wide layer). Not async: an async function would keep the matrix
- * alive in its locals while it awaits.
+ * The factor of the Gram matrix in `gram` (GptqFactor), taken over: J P H Pᵀ J (H damped, in
+ * GPTQ's column order, its elements reversed) is written over the Gram matrix, in place, and
+ * the holder is cleared, so the only k×k matrices made are that one's blocks and U (72 MiB each
+ * for a 3072-wide layer; a separate J P H Pᵀ J was one more, made while the Gram matrix was
+ * still there). Not async: an async function would keep the matrix in its locals while it awaits.
  */
 export function gptqFactor(gram: Handed, k: number, damp: number, actOrder: boolean): Promise<GptqFactor> {
   const { diagonal, dead, perm } = dampedDiagonal(gram.a!, k, damp, actOrder);
-  const reversed: Handed = { a: reversedHessian(gram.a!, k, diagonal, perm) };
+  const reversed: Handed = { a: reverseHessianInPlace(gram.a!, k, diagonal, perm) };
   gram.a = undefined;
   return factorOfReversed(reversed, k, perm, dead);
 }
@@ -350,7 +407,8 @@ export interface GroupRefit {
  */
 export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false, refit?: GroupRefit): Promise<QuantizedWeight> {
   if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder, refit);
-  return gptqLevelsWithFactor(w, q, await gptqFactor({ a: gram }, q.k, damp, actOrder), refit);
+  // the factor is made over a copy: the caller's Gram matrix stays as it was
+  return gptqLevelsWithFactor(w, q, await gptqFactor({ a: gram.slice() }, q.k, damp, actOrder), refit);
 }
 
 /** gptqLevelsAsync's lazy-batch GPTQ given the factor of the layer's input (gptqFactor). */
@@ -484,17 +542,36 @@ function dampedDiagonal(gram: Float64Array, k: number, damp: number, actOrder: b
   return { diagonal, dead, perm };
 }
 
-/** J H J: the damped H in GPTQ's column order (`perm`), its row-major elements reversed. */
-function reversedHessian(gram: Float64Array, k: number, diagonal: Float64Array, perm: readonly number[]): Float64Array {
-  const out = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) {
-    const pi = perm[k - 1 - i]!;
-    for (let j = 0; j < k; j++) {
-      const pj = perm[k - 1 - j]!;
-      out[i * k + j] = pi === pj ? diagonal[pi]! : gram[pi * k + pj]!;
+/**
+ * J P H Pᵀ J written over the Gram matrix `a`, in place: element (i, j) becomes H's at columns
+ * q[i], q[j] with q[i] = perm[k − 1 − i] (GPTQ's column order, reversed), the diagonal the damped
+ * one. Rows are moved along the permutation's cycles, then each row's elements, with one row
+ * of scratch. Returns `a`.
+ */
+function reverseHessianInPlace(a: Float64Array, k: number, diagonal: Float64Array, perm: readonly number[]): Float64Array {
+  const q = Int32Array.from({ length: k }, (_, i) => perm[k - 1 - i]!);
+  const row = new Float64Array(k);
+  const moved = new Uint8Array(k);
+  for (let start = 0; start < k; start++) {
+    if (moved[start]) continue;
+    // row i takes row q[i]: follow the cycle from `start`, its first row saved
+    row.set(a.subarray(start * k, (start + 1) * k));
+    let i = start;
+    while (q[i] !== start) {
+      a.copyWithin(i * k, q[i]! * k, (q[i]! + 1) * k);
+      moved[i] = 1;
+      i = q[i]!;
     }
+    a.set(row, i * k);
+    moved[i] = 1;
   }
-  return out;
+  for (let i = 0; i < k; i++) {
+    const r = a.subarray(i * k, (i + 1) * k);
+    row.set(r);
+    for (let j = 0; j < k; j++) r[j] = row[q[j]!]!;
+    r[i] = diagonal[q[i]!]!;
+  }
+  return a;
 }
 
 /** Damped Gram matrix and weight, both in the column order GPTQ goes through. */
