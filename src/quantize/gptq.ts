@@ -2,6 +2,7 @@ import { batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import { DataType } from '../ir/dtype.js';
 import { Graph } from '../ir/graph.js';
+import { Tensor } from '../ir/tensor.js';
 import { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import { Session } from '../runtime/session.js';
@@ -32,13 +33,11 @@ export async function inputGrams(model: Model, data: Dataset, tensors: { name: s
       for (const t of tensors) {
         const a = acts[t.name]!;
         const x = a.data as Float32Array;
-        const r = await gram.run({ X: { dtype: DataType.FLOAT, dims: [x.length / t.k, t.k], data: x } });
-        const g = r.G!.data as Float32Array;
-        const acc = out.get(t.name)!;
-        for (let i = 0; i < g.length; i++) acc[i] += g[i]!;
+        await addGram(gram, x, t.k, out.get(t.name)!);
       }
       seen += batch.count;
     }
+    for (const t of tensors) completeGram(out.get(t.name)!, t.k);
   } finally {
     await session.release();
     await gram.release();
@@ -175,10 +174,9 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         for (const [n, a] of Object.entries(r.tensors)) {
           const kk = k.get(n)!;
           const x = a.data as Float32Array;
-          const g = (await gram.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x } })).G!.data as Float32Array;
           let acc = partial.get(n);
           if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
-          for (let i = 0; i < g.length; i++) acc[i] += g[i]!;
+          await addGram(gram, x, kk, acc);
           if (ref && !ref.done && r.batch === 0 && options.crossWeights) {
             const ws = options.crossWeights(n);
             if (ws) {
@@ -209,7 +207,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         }
         if (r.lastOfSegment) {
           for (const n of Object.keys(r.tensors)) {
-            ready.set(n, partial.get(n)!);
+            ready.set(n, completeGram(partial.get(n)!, k.get(n)!));
             partial.delete(n);
             const summed = crossPartial.get(n);
             const weights = stacked.get(n);
@@ -265,11 +263,47 @@ function weightCrossGraph(): Model {
   return m;
 }
 
+/** Above this width the Gram matrix is summed a band of rows at a time, upper triangle only. */
+const GRAM_FULL_K = 2048;
+const GRAM_BAND = 512;
+
+/**
+ * Adds XᵀX of `x` ([tokens, k]) to `acc` (k×k). Wide inputs go a band of GRAM_BAND rows at a
+ * time, each from its diagonal on (rows c0..c1, columns c0..k): per-batch products of at most
+ * 512×k float32 instead of one k×k (36 MiB for k = 3072, with onnxruntime's own copy beside it)
+ * and half the work; completeGram mirrors the upper triangle once the sum is done.
+ */
+async function addGram(session: Session, x: Float32Array, k: number, acc: Float64Array): Promise<void> {
+  const band = k > GRAM_FULL_K ? GRAM_BAND : k;
+  const int64 = (v: number): ArrayTensor => ({ dtype: DataType.INT64, dims: [1], data: BigInt64Array.of(BigInt(v)) });
+  for (let c0 = 0; c0 < k; c0 += band) {
+    const c1 = Math.min(k, c0 + band);
+    const g = (await session.run({ X: { dtype: DataType.FLOAT, dims: [x.length / k, k], data: x }, S: int64(c0), E: int64(c1), K: int64(k) })).G!.data as Float32Array;
+    const w = band === k ? k : k - c0;
+    for (let r = 0; r < c1 - c0; r++) {
+      const at = (c0 + r) * k + (band === k ? 0 : c0);
+      for (let j = 0; j < w; j++) acc[at + j] += g[r * w + j]!;
+    }
+  }
+}
+
+/** A Gram matrix summed by bands (addGram, wide inputs): its lower triangle from the upper. Returns `acc`. */
+function completeGram(acc: Float64Array, k: number): Float64Array {
+  if (k <= GRAM_FULL_K) return acc;
+  for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) acc[j * k + i] = acc[i * k + j]!;
+  return acc;
+}
+
+/** Rows S..E of XᵀX from column S on (S = 0, E = k: all of it, when the band is the whole width). */
 function gramGraph(): Model {
   const g = new Graph('gram');
   const x = g.addInput('X', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
-  const xt = g.addNode('Transpose', [x], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
-  const y = g.addNode('MatMul', [xt, x], ['G']).output(0);
+  const [s, e, k] = ['S', 'E', 'K'].map((name) => g.addInput(name, { kind: 'tensor', dtype: DataType.INT64, shape: [1] }));
+  const axes = g.addInitializer(Tensor.fromBytes('axes', DataType.INT64, [1], new Uint8Array(BigInt64Array.of(1n).buffer)));
+  const rows = g.addNode('Slice', [x, s!, e!, axes], 1).output(0);
+  // the whole width from the band's first column: its diagonal block and what is right of it
+  const right = g.addNode('Slice', [x, s!, k!, axes], 1).output(0);
+  const y = g.addNode('Gemm', [rows, right], ['G'], { attributes: { transA: { type: 'int', value: 1 } } }).output(0);
   g.outputs.push(y);
   const m = new Model(g);
   m.opsetImports = new Map([['', 17]]);
