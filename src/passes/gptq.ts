@@ -11,7 +11,7 @@ import { Tensor } from '../ir/tensor.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
 import { traceMemory } from '../runtime/memory-trace.js';
-import { floatTargetWeight, gptqFactor, gptqLevels, gptqLevelsWithFactor, inputGramsBlockwise, SMALL_K, weightTimesCross, type GptqFactor, type GramStream } from '../quantize/gptq.js';
+import { floatTargetWeight, gptqFactor, gptqLevels, gptqLevelsWithFactor, inputGramsBlockwise, SMALL_K, weightTimesCross, WIDE_INPUT, type GptqFactor, type GramStream } from '../quantize/gptq.js';
 import type { Handed } from '../quantize/cholesky.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
@@ -67,10 +67,14 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   // the float copy runs in step, so that each layer aims at the float model's outputs
   const byInput = new Map<string, LinearLayer[]>();
   for (const l of linears) byInput.set(l.node.input(0)!.name, [...(byInput.get(l.node.input(0)!.name) ?? []), l]);
-  // W·ΔCᵀ summed in place of ΔC where the layers reading an input have fewer rows in all than it is wide
+  // W·ΔCᵀ summed in place of ΔC for a wide input whose layers have fewer rows in all than it is
+  // wide (an MLP's down projection): n×k instead of k×k. The float32 products round differently,
+  // and error feedback moves levels from that (zoo llama_moby, GPTQ's generation agreement in
+  // kv-layouts: 0.3516 against 0.3984), so narrower inputs keep ΔC, where it costs little
   const crossWeights = (name: string): Float32Array[] | undefined => {
     const layers = byInput.get(name)!;
-    return layers.reduce((a, l) => a + l.outFeatures, 0) <= layers[0]!.inFeatures ? layers.map((l) => weightOutIn(l)) : undefined;
+    const k = layers[0]!.inFeatures;
+    return k > WIDE_INPUT && layers.reduce((a, l) => a + l.outFeatures, 0) <= k ? layers.map((l) => weightOutIn(l)) : undefined;
   };
   const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, ...(sequential ? { cutBefore: new Set(linears.map((l) => l.node)), reference: work.clone(), crossWeights } : {}) });
   // the layers in the order their inputs' matrices come: with a segment per layer, the model's

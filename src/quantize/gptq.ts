@@ -263,8 +263,13 @@ function weightCrossGraph(): Model {
   return m;
 }
 
-/** Above this width the Gram matrix is summed a band of rows at a time, upper triangle only. */
-const GRAM_FULL_K = 2048;
+/**
+ * Inputs wider than this are "wide": their Gram matrix is summed a band of rows at a time (upper
+ * triangle only), and sequential GPTQ sums W·ΔCᵀ for their layers instead of ΔC (crossWeights),
+ * where the k×k matrices cost most; narrower inputs keep the previous numerics exactly.
+ */
+export const WIDE_INPUT = 2048;
+const GRAM_FULL_K = WIDE_INPUT;
 const GRAM_BAND = 512;
 
 /**
