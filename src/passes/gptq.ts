@@ -9,7 +9,9 @@ import { weightOutIn } from '../export/linear-weight.js';
 import type { Tensor } from '../ir/tensor.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
-import { floatTargetWeight, gptqLevelsAsync, inputGramsBlockwise } from '../quantize/gptq.js';
+import { traceMemory } from '../runtime/memory-trace.js';
+import { floatTargetWeight, gptqFactor, gptqLevels, gptqLevelsWithFactor, inputGramsBlockwise, SMALL_K, weightTimesCross, WIDE_INPUT, type GptqFactor, type GramStream } from '../quantize/gptq.js';
+import type { Handed } from '../quantize/cholesky.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
 import { standInQuantized } from '../quantize/stand-in.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
@@ -63,13 +65,24 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   // Sequential: a segment starts at every linear, and is created once the layers before it are
   // quantized in `work`, so a layer's Gram matrix is of the inputs the quantized model gives it;
   // the float copy runs in step, so that each layer aims at the float model's outputs
-  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, ...(sequential ? { cutBefore: new Set(linears.map((l) => l.node)), reference: work.clone() } : {}) });
-  // the layers in the order their inputs' matrices come: with a segment per layer, the model's
-  // order of layers can ask for an input again after a later one (parallel attention and MLP)
   const byInput = new Map<string, LinearLayer[]>();
   for (const l of linears) byInput.set(l.node.input(0)!.name, [...(byInput.get(l.node.input(0)!.name) ?? []), l]);
+  // W·ΔCᵀ summed in place of ΔC for a wide input whose layers have fewer rows in all than it is
+  // wide (an MLP's down projection): n×k instead of k×k. The float32 products round differently,
+  // and error feedback moves levels from that (zoo llama_moby, GPTQ's generation agreement in
+  // kv-layouts: 0.3516 against 0.3984), so narrower inputs keep ΔC, where it costs little
+  const crossWeights = (name: string): Float32Array[] | undefined => {
+    const layers = byInput.get(name)!;
+    const k = layers[0]!.inFeatures;
+    return k > WIDE_INPUT && layers.reduce((a, l) => a + l.outFeatures, 0) <= k ? layers.map((l) => weightOutIn(l)) : undefined;
+  };
+  const grams = await inputGramsBlockwise(work, ctx.calibration, tensors, { batchSize: options.batchSize, threads: ctx.threads, signal: ctx.signal, ...(sequential ? { cutBefore: new Set(linears.map((l) => l.node)), reference: work.clone(), crossWeights } : {}) });
+  // the layers in the order their inputs' matrices come: with a segment per layer, the model's
+  // order of layers can ask for an input again after a later one (parallel attention and MLP)
   const ordered = grams.order.flatMap((name) => byInput.get(name) ?? []);
   const standIns: { l: LinearLayer; original: Tensor }[] = [];
+  const actOrder = options.gptqActOrder ?? true;
+  let input: PreparedInput | undefined;
   await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
     for (const [i, l] of ordered.entries()) {
       ctx.signal.throwIfAborted();
@@ -79,10 +92,16 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
       const refit = dynamicGroups && !grid.perTensor ? { search: grid.search } : undefined;
       let q;
       try {
-        const gram = await grams.take(l.node.input(0)!.name);
-        const cross = grams.cross(l.node.input(0)!.name);
-        const target = cross ? await floatTargetWeight(w, l.outFeatures, l.inFeatures, gram, cross, damp) : w;
-        q = await gptqLevelsAsync(target, await rtnWeight(l, target, grid), gram, damp, options.gptqActOrder ?? true, refit);
+        // the layers reading one input come one after another: its factor is made once for them
+        const name = l.node.input(0)!.name;
+        if (input?.name !== name) {
+          input = undefined;
+          input = await prepareInput(grams, name, byInput.get(name)!, damp, actOrder);
+        }
+        const wCross = await input.wCross(l, w);
+        const target = wCross ? await floatTargetWeight(w, l.outFeatures, l.inFeatures, wCross, input.factor) : w;
+        const rtn = await rtnWeight(l, target, grid);
+        q = input.gram ? gptqLevels(target, rtn, input.gram, damp, actOrder, refit) : await gptqLevelsWithFactor(target, rtn, input.factor, refit);
       } catch (e) {
         // a damped Gram matrix is positive definite in exact arithmetic; rounding can still
         // break that when the input's scales span many orders of magnitude
@@ -91,6 +110,7 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         }
         throw e;
       }
+      traceMemory(`gptq ${l.name}: levels`);
       plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
       if (sequential) {
         const original = standInQuantized(l, q);
@@ -108,4 +128,46 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   ctx.report.info(pass, `GPTQ (damping ${damp}${options.gptqActOrder ?? true ? ', activation order' : ''}${dynamicGroups ? ', grids fitted group by group on the updated weights' : ''}${sequential ? ', sequential: inputs from the quantized layers before, outputs of the float model' : ''}) of ${linears.length} weight(s) on the Gram matrices of ${tensors.length} input tensor(s)`);
   plan.chain.push('gptq');
   return summary;
+}
+
+/** One layer input's share of GPTQ, made once for the layers reading it (prepareInput). */
+interface PreparedInput {
+  name: string;
+  factor: GptqFactor;
+  /** The Gram matrix, kept only where GPTQ runs in JavaScript on it (k <= SMALL_K). */
+  gram: Float64Array | undefined;
+  /** W·ΔCᵀ of a layer reading the input (sequential GPTQ), undefined without a cross matrix. */
+  wCross(l: LinearLayer, w: Float32Array): Promise<Float64Array | undefined>;
+}
+
+/**
+ * Takes the Gram matrix of input `name` and what the stream summed of ΔC (W·ΔCᵀ of each layer
+ * reading it, or ΔC itself when they have more rows in all than the input is wide: then W·ΔCᵀ
+ * is formed here, ΔC kept until the last of them), and lets the stream drop them at once. The
+ * Gram matrix goes into GPTQ's factor, which serves both the float target weight and GPTQ's
+ * updates. BERT-base's 3072-wide input: no k×k cross matrix at all, and the Gram matrix becomes
+ * the factor's input in place.
+ */
+async function prepareInput(grams: GramStream, name: string, layers: LinearLayer[], damp: number, actOrder: boolean): Promise<PreparedInput> {
+  const k = layers[0]!.inFeatures;
+  const gram: Handed = { a: await grams.take(name) };
+  const cross = grams.cross(name);
+  const formed = new Map<LinearLayer, Float64Array>();
+  grams.weightCross(name)?.forEach((wc, i) => formed.set(layers[i]!, wc));
+  const hasCross = cross !== undefined || formed.size > 0;
+  // the JavaScript path reads the Gram matrix itself; the factor is made over a copy then
+  const small = k <= SMALL_K ? gram.a!.slice() : undefined;
+  grams.release(name);
+  const factor = await gptqFactor(gram, k, damp, actOrder);
+  return {
+    name,
+    factor,
+    gram: small,
+    async wCross(l, w) {
+      if (!hasCross) return undefined;
+      const f = formed.get(l);
+      formed.delete(l);
+      return f ?? weightTimesCross(w, l.outFeatures, k, cross!);
+    },
+  };
 }

@@ -2,15 +2,17 @@ import { batches, bindDataset } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import { DataType } from '../ir/dtype.js';
 import { Graph } from '../ir/graph.js';
+import { Tensor } from '../ir/tensor.js';
 import { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import { Session } from '../runtime/session.js';
 import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
-import { choleskyJs, invertLowerJs, upperCholeskyOfInverse, upperCholeskyOfReversed } from './cholesky.js';
+import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import { fitGroupGrids } from './group-grid.js';
+import { planForClone, recomputeWideInputs } from './gptq-segments.js';
 import type { QuantizedWeight, WeightQuantSpec } from './weight-quantizer.js';
 
 /**
@@ -31,13 +33,11 @@ export async function inputGrams(model: Model, data: Dataset, tensors: { name: s
       for (const t of tensors) {
         const a = acts[t.name]!;
         const x = a.data as Float32Array;
-        const r = await gram.run({ X: { dtype: DataType.FLOAT, dims: [x.length / t.k, t.k], data: x } });
-        const g = r.G!.data as Float32Array;
-        const acc = out.get(t.name)!;
-        for (let i = 0; i < g.length; i++) acc[i] += g[i]!;
+        await addGram(gram, x, t.k, out.get(t.name)!);
       }
       seen += batch.count;
     }
+    for (const t of tensors) completeGram(out.get(t.name)!, t.k);
   } finally {
     await session.release();
     await gram.release();
@@ -65,6 +65,16 @@ export interface GramStream {
    */
   cross(name: string): Float64Array | undefined;
   /**
+   * With a reference and `crossWeights` giving weights for `name`: W·ΔCᵀ ([n, k], float64) for
+   * each of them, in their order, summed instead of ΔC (`cross` then gives undefined).
+   */
+  weightCross(name: string): Float64Array[] | undefined;
+  /**
+   * Lets go of the Gram and cross matrices of `name` before the stream moves on (each is k×k
+   * float64: 72 MiB for a 3072-wide input); taking them again is an error.
+   */
+  release(name: string): void;
+  /**
    * Whether the session of the segment holding `node` has been created (its weights read), or
    * will never be; false while a later `take` may still create it. Whole-model fallback: true.
    */
@@ -77,14 +87,30 @@ export interface GramStream {
  * The same sums as inputGrams (which holds a session over the whole model and all matrices),
  * streamed segment by segment. Graphs the block runner does not cut (with If/Loop subgraphs)
  * fall back to inputGrams (then no cross matrices: `cross` gives undefined). `cutBefore`: nodes
- * that start a segment of their own (sequential GPTQ cuts before every linear); `reference`: the
- * same graph with other weights (the float model), run in step so that `cross` can be given.
+ * that start a segment of their own (sequential GPTQ cuts before every linear; the inputs wider
+ * than what they are computed from are then recomputed where they are read: recomputeWideInputs);
+ * `reference`: the same graph with other weights (the float model; with `cutBefore`, a
+ * Model.clone of `model`), run in step so that `cross` can be given; `crossWeights`: for an
+ * input, the float weights ([n, k]) of the layers reading it when W·ΔCᵀ of each is all that is
+ * needed of ΔC (`weightCross`), read when the input's segment starts: summed instead of ΔC,
+ * they take Σn·k instead of k·k (BERT-base's MLP down projection: 18 MiB instead of 72, and a
+ * quarter of the per-batch products).
  */
-export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model } = {}): Promise<GramStream> {
-  const plan = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
+export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model; crossWeights?: (name: string) => Float32Array[] | undefined } = {}): Promise<GramStream> {
+  const cut = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
+  // a segment per linear: its wide inputs computed again where they are read instead of kept
+  const plan = cut && options.cutBefore ? recomputeWideInputs(model, cut, new Map(tensors.map((t) => [t.name, t.k]))) : cut;
   if (!plan) {
     const all = await inputGrams(model, data, tensors, options);
-    return { order: tensors.map((t) => t.name), take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}'`)), cross: () => undefined, started: () => true, close: async () => {} };
+    return {
+      order: tensors.map((t) => t.name),
+      take: async (name) => all.get(name) ?? Promise.reject(new Error(`no Gram matrix for '${name}' (not one of the tensors given, or released)`)),
+      cross: () => undefined,
+      weightCross: () => undefined,
+      release: (name) => void all.delete(name),
+      started: () => true,
+      close: async () => {},
+    };
   }
   const feeds: Record<string, ArrayTensor>[] = [];
   let seen = 0;
@@ -98,16 +124,22 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const partial = new Map<string, Float64Array>();
   const runs = runBlockwise(model, feeds, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal });
   // the reference runs in step, cut as this model is (same node names, same segments)
-  const refPlan = options.reference ? planSegments(options.reference, tensors.map((t) => t.name), 0, plan) : undefined;
+  const refPlan = options.reference ? (options.cutBefore ? planForClone(plan, model, options.reference) : planSegments(options.reference, tensors.map((t) => t.name), 0, plan)) : undefined;
   const refRuns = refPlan ? runBlockwise(options.reference!, feeds, tensors.map((t) => t.name), { plan: refPlan, threads: options.threads, signal: options.signal }) : undefined;
   const crossReady = new Map<string, Float64Array>();
   const crossPartial = new Map<string, Float64Array>();
   const gram = await Session.create(gramGraph());
   const crossSession = refRuns ? await Session.create(crossGraph()) : undefined;
+  const weightCrossSession = refRuns && options.crossWeights ? await Session.create(weightCrossGraph()) : undefined;
+  // per input summed as W·ΔCᵀ: the weights stacked ([Σn, k]) and the row count of each
+  const stacked = new Map<string, { w: Float32Array; rows: number[] }>();
+  const weightCrossReady = new Map<string, Float64Array[]>();
   const segmentOfNode = new Map<Node, number>();
+  // a node recomputed in a later segment (recomputeWideInputs) counts as started with the last
   plan.nodes.forEach((list, s) => list.forEach((n) => segmentOfNode.set(n, s)));
   let reached = -1;
   let done = false;
+  const released = new Set<string>();
   const finish = async (): Promise<void> => {
     if (done) return;
     done = true;
@@ -115,16 +147,19 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
     await refRuns?.return(undefined);
     await gram.release();
     await crossSession?.release();
+    await weightCrossSession?.release();
   };
   return {
     order: plan.wanted.flat(),
     async take(name) {
+      if (released.has(name)) throw new Error(`Gram matrix of '${name}' was taken after it was released`);
       // asked in the model's order: a name not ready is in a later segment, and the matrices
       // of the earlier one are done with before the next segment's are summed (BERT-base: the
       // ~230 MiB of one segment's were held while the next segment's were accumulated)
       if (!ready.has(name)) {
         ready.clear();
         crossReady.clear();
+        weightCrossReady.clear();
       }
       while (!ready.has(name)) {
         const next = done ? undefined : await runs.next();
@@ -139,11 +174,30 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         for (const [n, a] of Object.entries(r.tensors)) {
           const kk = k.get(n)!;
           const x = a.data as Float32Array;
-          const g = (await gram.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x } })).G!.data as Float32Array;
           let acc = partial.get(n);
           if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
-          for (let i = 0; i < g.length; i++) acc[i] += g[i]!;
-          if (ref && !ref.done) {
+          await addGram(gram, x, kk, acc);
+          if (ref && !ref.done && r.batch === 0 && options.crossWeights) {
+            const ws = options.crossWeights(n);
+            if (ws) {
+              const w = new Float32Array(ws.reduce((a, x) => a + x.length, 0));
+              let at = 0;
+              for (const x of ws) {
+                w.set(x, at);
+                at += x.length;
+              }
+              stacked.set(n, { w, rows: ws.map((x) => x.length / kk) });
+            }
+          }
+          const weights = stacked.get(n);
+          if (ref && !ref.done && weights) {
+            const xf = ref.value.tensors[n]!.data as Float32Array;
+            const rows = weights.w.length / kk;
+            const c = (await weightCrossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf }, W: { dtype: DataType.FLOAT, dims: [rows, kk], data: weights.w } })).C!.data as Float32Array;
+            let cacc = crossPartial.get(n);
+            if (!cacc) crossPartial.set(n, (cacc = new Float64Array(rows * kk)));
+            for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+          } else if (ref && !ref.done) {
             const xf = ref.value.tensors[n]!.data as Float32Array;
             const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
             let cacc = crossPartial.get(n);
@@ -153,10 +207,17 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         }
         if (r.lastOfSegment) {
           for (const n of Object.keys(r.tensors)) {
-            ready.set(n, partial.get(n)!);
+            ready.set(n, completeGram(partial.get(n)!, k.get(n)!));
             partial.delete(n);
-            if (crossPartial.has(n)) crossReady.set(n, crossPartial.get(n)!);
+            const summed = crossPartial.get(n);
+            const weights = stacked.get(n);
+            if (summed && weights) {
+              const kk = k.get(n)!;
+              let at = 0;
+              weightCrossReady.set(n, weights.rows.map((rows) => summed.subarray(at, (at += rows * kk))));
+            } else if (summed) crossReady.set(n, summed);
             crossPartial.delete(n);
+            stacked.delete(n);
           }
           traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
         }
@@ -164,6 +225,13 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       return ready.get(name)!;
     },
     cross: (name) => crossReady.get(name),
+    weightCross: (name) => weightCrossReady.get(name),
+    release(name) {
+      released.add(name);
+      ready.delete(name);
+      crossReady.delete(name);
+      weightCrossReady.delete(name);
+    },
     started: (node) => done || (segmentOfNode.get(node) ?? -1) <= reached,
     close: finish,
   };
@@ -182,11 +250,65 @@ function crossGraph(): Model {
   return m;
 }
 
+/** W·ΔCᵀ = ((R − X)·Wᵀ)ᵀ·X for stacked weights W [Σn, k], ΔC = Xᵀ(R − X) never formed. */
+function weightCrossGraph(): Model {
+  const g = new Graph('gram_weight_cross');
+  const x = g.addInput('X', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
+  const r = g.addInput('R', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
+  const w = g.addInput('W', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['m', 'k'] });
+  const d = g.addNode('Gemm', [g.addNode('Sub', [r, x], 1).output(0), w], 1, { attributes: { transB: { type: 'int', value: 1 } } }).output(0);
+  g.outputs.push(g.addNode('Gemm', [d, x], ['C'], { attributes: { transA: { type: 'int', value: 1 } } }).output(0));
+  const m = new Model(g);
+  m.opsetImports = new Map([['', 17]]);
+  return m;
+}
+
+/**
+ * Inputs wider than this are "wide": their Gram matrix is summed a band of rows at a time (upper
+ * triangle only), and sequential GPTQ sums W·ΔCᵀ for their layers instead of ΔC (crossWeights),
+ * where the k×k matrices cost most; narrower inputs keep the previous numerics exactly.
+ */
+export const WIDE_INPUT = 2048;
+const GRAM_FULL_K = WIDE_INPUT;
+const GRAM_BAND = 512;
+
+/**
+ * Adds XᵀX of `x` ([tokens, k]) to `acc` (k×k). Wide inputs go a band of GRAM_BAND rows at a
+ * time, each from its diagonal on (rows c0..c1, columns c0..k): per-batch products of at most
+ * 512×k float32 instead of one k×k (36 MiB for k = 3072, with onnxruntime's own copy beside it)
+ * and half the work; completeGram mirrors the upper triangle once the sum is done.
+ */
+async function addGram(session: Session, x: Float32Array, k: number, acc: Float64Array): Promise<void> {
+  const band = k > GRAM_FULL_K ? GRAM_BAND : k;
+  const int64 = (v: number): ArrayTensor => ({ dtype: DataType.INT64, dims: [1], data: BigInt64Array.of(BigInt(v)) });
+  for (let c0 = 0; c0 < k; c0 += band) {
+    const c1 = Math.min(k, c0 + band);
+    const g = (await session.run({ X: { dtype: DataType.FLOAT, dims: [x.length / k, k], data: x }, S: int64(c0), E: int64(c1), K: int64(k) })).G!.data as Float32Array;
+    const w = band === k ? k : k - c0;
+    for (let r = 0; r < c1 - c0; r++) {
+      const at = (c0 + r) * k + (band === k ? 0 : c0);
+      for (let j = 0; j < w; j++) acc[at + j] += g[r * w + j]!;
+    }
+  }
+}
+
+/** A Gram matrix summed by bands (addGram, wide inputs): its lower triangle from the upper. Returns `acc`. */
+function completeGram(acc: Float64Array, k: number): Float64Array {
+  if (k <= GRAM_FULL_K) return acc;
+  for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) acc[j * k + i] = acc[i * k + j]!;
+  return acc;
+}
+
+/** Rows S..E of XᵀX from column S on (S = 0, E = k: all of it, when the band is the whole width). */
 function gramGraph(): Model {
   const g = new Graph('gram');
   const x = g.addInput('X', { kind: 'tensor', dtype: DataType.FLOAT, shape: ['n', 'k'] });
-  const xt = g.addNode('Transpose', [x], 1, { attributes: { perm: { type: 'ints', value: [1, 0] } } }).output(0);
-  const y = g.addNode('MatMul', [xt, x], ['G']).output(0);
+  const [s, e, k] = ['S', 'E', 'K'].map((name) => g.addInput(name, { kind: 'tensor', dtype: DataType.INT64, shape: [1] }));
+  const axes = g.addInitializer(Tensor.fromBytes('axes', DataType.INT64, [1], new Uint8Array(BigInt64Array.of(1n).buffer)));
+  const rows = g.addNode('Slice', [x, s!, e!, axes], 1).output(0);
+  // the whole width from the band's first column: its diagonal block and what is right of it
+  const right = g.addNode('Slice', [x, s!, k!, axes], 1).output(0);
+  const y = g.addNode('Gemm', [rows, right], ['G'], { attributes: { transA: { type: 'int', value: 1 } } }).output(0);
   g.outputs.push(y);
   const m = new Model(g);
   m.opsetImports = new Map([['', 17]]);
@@ -209,36 +331,84 @@ function spdInverse(a: Float64Array, k: number): Float64Array {
   return inv;
 }
 
+/**
+ * GPTQ's factor of a layer input's damped Gram matrix H = XᵀX + λI (λ = `damp` · mean diag,
+ * dampedDiagonal): U upper triangular with (P H Pᵀ)⁻¹ = UᵀU, P the column order GPTQ goes
+ * through (`perm`: position i holds column perm[i]). One factor serves every layer reading the
+ * input, both for its float target weight (floatTargetWeight) and for GPTQ's updates
+ * (gptqLevelsWithFactor).
+ */
+export interface GptqFactor {
+  k: number;
+  U: Float64Array;
+  perm: number[];
+  /** Inputs that are always zero: their weights are zeroed. */
+  dead: Uint8Array;
+}
+
+/**
+ * The factor of the Gram matrix in `gram` (GptqFactor), taken over: J P H Pᵀ J (H damped, in
+ * GPTQ's column order, its elements reversed) is written over the Gram matrix, in place, and
+ * the holder is cleared, so the only k×k matrices made are that one's blocks and U (72 MiB each
+ * for a 3072-wide layer; a separate J P H Pᵀ J was one more, made while the Gram matrix was
+ * still there). Not async: an async function would keep the matrix in its locals while it awaits.
+ */
+export function gptqFactor(gram: Handed, k: number, damp: number, actOrder: boolean): Promise<GptqFactor> {
+  const { diagonal, dead, perm } = dampedDiagonal(gram.a!, k, damp, actOrder);
+  const reversed: Handed = { a: reverseHessianInPlace(gram.a!, k, diagonal, perm) };
+  gram.a = undefined;
+  return factorOfReversed(reversed, k, perm, dead);
+}
+
+async function factorOfReversed(reversed: Handed, k: number, perm: number[], dead: Uint8Array): Promise<GptqFactor> {
+  const U = await upperCholeskyOfReversed(reversed, k);
+  traceMemory(`gptq: inverse factor (k ${k})`);
+  return { k, U, perm, dead };
+}
+
+let crossSessionF64: Promise<Session> | undefined;
 let targetSession: Promise<Session> | undefined;
+
+/**
+ * W·ΔCᵀ ([n, k], float64) for floatTargetWeight: all it needs of the k×k cross matrix ΔC
+ * (GramStream.cross), so that ΔC can be let go before the factor is made.
+ */
+export async function weightTimesCross(w: Float32Array, n: number, k: number, cross: Float64Array): Promise<Float64Array> {
+  // Gemm with transB: no transposed k×k copy inside onnxruntime
+  crossSessionF64 ??= float64Session('gptq_weight_cross', ['W', 'D'], (g, [wv, d]) => [g.addNode('Gemm', [wv!, d!], ['WD'], { attributes: { transB: { type: 'int', value: 1 } } }).output(0)]);
+  const r = await (await crossSessionF64).run({ W: f64(Float64Array.from(w), n, k), D: f64(cross, k, k) });
+  return r.WD!.data as Float64Array;
+}
 
 /**
  * The weight that, on the inputs X̃ a layer gets from the quantized layers before it, best
  * gives the outputs the float model gives on its inputs X: argmin ‖X̃Ŵᵀ − XWᵀ‖² =
- * W + W·ΔCᵀ·H̃⁻¹, with ΔC = X̃ᵀ(X − X̃) (GramStream.cross) and H̃ = X̃ᵀX̃ damped as GPTQ damps it.
- * GPTQ on this weight with H̃ then minimises the output error against the float model's
- * outputs rather than against this layer's float weight on the quantized inputs (GPTAQ's
- * asymmetric calibration, Li et al. 2025). Equal to `w` when X̃ = X.
+ * W + W·ΔCᵀ·H̃⁻¹, with ΔC = X̃ᵀ(X − X̃) (GramStream.cross; `wCross` = W·ΔCᵀ from
+ * weightTimesCross) and H̃ = X̃ᵀX̃ damped as GPTQ damps it: H̃⁻¹ = Pᵀ UᵀU P from GPTQ's own
+ * factor of the layer's input (GptqFactor), so no second k×k factor is made. GPTQ on this
+ * weight with H̃ then minimises the output error against the float model's outputs rather than
+ * against this layer's float weight on the quantized inputs (GPTAQ's asymmetric calibration,
+ * Li et al. 2025). Equal to `w` when X̃ = X.
  */
-export async function floatTargetWeight(w: Float32Array, n: number, k: number, gram: Float64Array, cross: Float64Array, damp: number): Promise<Float32Array> {
-  // damped as GPTQ's own factor is (dampedDiagonal), in the original column order
-  const { diagonal } = dampedDiagonal(gram, k, damp, false);
-  const h = Float64Array.from(gram);
-  for (let i = 0; i < k; i++) h[i * k + i] = diagonal[i]!;
-  const U = await upperCholeskyOfInverse(h, k);
-  // W + ((W·ΔCᵀ)·Uᵀ)·U, H̃⁻¹ = UᵀU
-  targetSession ??= float64Session('gptq_float_target', ['W', 'D', 'U'], (g, [wv, d, u]) => {
-    const wd = g.addNode('MatMul', [wv!, transposed(g, d!)], 1).output(0);
-    const wdu = g.addNode('MatMul', [g.addNode('MatMul', [wd, transposed(g, u!)], 1).output(0), u!], 1).output(0);
-    return [g.addNode('Add', [wv!, wdu], ['Wout']).output(0)];
+export async function floatTargetWeight(w: Float32Array, n: number, k: number, wCross: Float64Array, factor: GptqFactor): Promise<Float32Array> {
+  const { perm, U } = factor;
+  // W·ΔCᵀ with its columns in GPTQ's order, times Uᵀ then U: (W·ΔCᵀ·H̃⁻¹) in that order
+  const permuted = new Float64Array(n * k);
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) permuted[r * k + i] = wCross[r * k + perm[i]!]!;
+  targetSession ??= float64Session('gptq_float_target', ['M', 'U'], (g, [m, u]) => {
+    const mu = g.addNode('Gemm', [m!, u!], 1, { attributes: { transB: { type: 'int', value: 1 } } }).output(0);
+    return [g.addNode('MatMul', [mu, u!], ['T']).output(0)];
   });
-  const r = await (await targetSession).run({ W: f64(Float64Array.from(w), n, k), D: f64(cross, k, k), U: f64(U, k, k) });
-  return Float32Array.from(r.Wout!.data as Float64Array);
+  const t = (await (await targetSession).run({ M: f64(permuted, n, k), U: f64(U, k, k) })).T!.data as Float64Array;
+  const out = new Float32Array(n * k);
+  for (let r = 0; r < n; r++) for (let i = 0; i < k; i++) out[r * k + perm[i]!] = w[r * k + perm[i]!]! + t[r * k + i]!;
+  return out;
 }
 
 /** Columns quantized together before the rest of the weight is updated in one product. */
 const LAZY_BLOCK = 128;
-/** Below this many inputs the whole algorithm stays in JavaScript (no session overhead). */
-const SMALL_K = 256;
+/** Below this many inputs the whole algorithm stays in JavaScript (no session overhead): gptqLevels on the Gram matrix. */
+export const SMALL_K = 256;
 
 let updateSession: Promise<Session> | undefined;
 
@@ -276,14 +446,15 @@ export interface GroupRefit {
  */
 export async function gptqLevelsAsync(w: Float32Array, q: QuantizedWeight, gram: Float64Array, damp = 0.01, actOrder = false, refit?: GroupRefit): Promise<QuantizedWeight> {
   if (q.k <= SMALL_K) return gptqLevels(w, q, gram, damp, actOrder, refit);
+  // the factor is made over a copy: the caller's Gram matrix stays as it was
+  return gptqLevelsWithFactor(w, q, await gptqFactor({ a: gram.slice() }, q.k, damp, actOrder), refit);
+}
+
+/** gptqLevelsAsync's lazy-batch GPTQ given the factor of the layer's input (gptqFactor). */
+export async function gptqLevelsWithFactor(w: Float32Array, q: QuantizedWeight, factor: GptqFactor, refit?: GroupRefit): Promise<QuantizedWeight> {
   const { n, k, groups, blockSize } = q;
   const padded = groups * blockSize;
-  const { diagonal, dead, perm } = dampedDiagonal(gram, k, damp, actOrder);
-  // U: upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), row-major, from J H J (H damped and in GPTQ's
-  // column order, its elements reversed) built straight from the Gram matrix: the only k×k
-  // matrices made are that one and U (prepare's copies, kept for the JavaScript path, were three
-  // more, 72 MiB each for a 3072-wide layer)
-  const U = await upperCholeskyOfReversed({ a: reversedHessian(gram, k, diagonal, perm) }, k);
+  const { U, perm, dead } = factor;
   // the weight column-major ([k, n]) in GPTQ's column order: a column is contiguous, the columns left are a tail
   const Wt = new Float64Array(k * n);
   for (let i = 0; i < k; i++) {
@@ -410,17 +581,36 @@ function dampedDiagonal(gram: Float64Array, k: number, damp: number, actOrder: b
   return { diagonal, dead, perm };
 }
 
-/** J H J: the damped H in GPTQ's column order (`perm`), its row-major elements reversed. */
-function reversedHessian(gram: Float64Array, k: number, diagonal: Float64Array, perm: readonly number[]): Float64Array {
-  const out = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) {
-    const pi = perm[k - 1 - i]!;
-    for (let j = 0; j < k; j++) {
-      const pj = perm[k - 1 - j]!;
-      out[i * k + j] = pi === pj ? diagonal[pi]! : gram[pi * k + pj]!;
+/**
+ * J P H Pᵀ J written over the Gram matrix `a`, in place: element (i, j) becomes H's at columns
+ * q[i], q[j] with q[i] = perm[k − 1 − i] (GPTQ's column order, reversed), the diagonal the damped
+ * one. Rows are moved along the permutation's cycles, then each row's elements, with one row
+ * of scratch. Returns `a`.
+ */
+function reverseHessianInPlace(a: Float64Array, k: number, diagonal: Float64Array, perm: readonly number[]): Float64Array {
+  const q = Int32Array.from({ length: k }, (_, i) => perm[k - 1 - i]!);
+  const row = new Float64Array(k);
+  const moved = new Uint8Array(k);
+  for (let start = 0; start < k; start++) {
+    if (moved[start]) continue;
+    // row i takes row q[i]: follow the cycle from `start`, its first row saved
+    row.set(a.subarray(start * k, (start + 1) * k));
+    let i = start;
+    while (q[i] !== start) {
+      a.copyWithin(i * k, q[i]! * k, (q[i]! + 1) * k);
+      moved[i] = 1;
+      i = q[i]!;
     }
+    a.set(row, i * k);
+    moved[i] = 1;
   }
-  return out;
+  for (let i = 0; i < k; i++) {
+    const r = a.subarray(i * k, (i + 1) * k);
+    row.set(r);
+    for (let j = 0; j < k; j++) r[j] = row[q[j]!]!;
+    r[i] = diagonal[q[i]!]!;
+  }
+  return a;
 }
 
 /** Damped Gram matrix and weight, both in the column order GPTQ goes through. */

@@ -6,7 +6,7 @@ import { loadModel, saveModel } from '../../src/onnx/index.js';
 import { gptq } from '../../src/passes/flexround.js';
 import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
-import { gptqLevels, gptqLevelsAsync } from '../../src/quantize/gptq.js';
+import { gptqFactor, gptqLevels, gptqLevelsAsync } from '../../src/quantize/gptq.js';
 import { dequantizeWeight, quantizeWeight } from '../../src/quantize/weight-quantizer.js';
 import { Random } from '../../src/autodiff/random.js';
 import { cli } from '../helpers/cli.js';
@@ -60,13 +60,49 @@ describe('GPTQ as a method', () => {
     for (let a = 0; a < m; a++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) gram[i * k + j] += x[a * k + i]! * x[a * k + j]!;
     const w = Float32Array.from({ length: n * k }, () => 0.1 * rng.normal());
     const q = await quantizeWeight(w, n, k, { bits: 4, symmetric: true, blockSize: 32, search: 'mse' });
+    const given = gram.slice();
     for (const actOrder of [false, true]) {
       const a = await gptqLevelsAsync(w, q, gram, 0.01, actOrder);
+      expect(gram).toEqual(given);
       const b = gptqLevels(w, q, gram, 0.01, actOrder);
       const same = Array.from(a.levels).reduce((s, v, i) => s + (v === b.levels[i] ? 1 : 0), 0) / a.levels.length;
       expect(same).toBeGreaterThan(0.995);
       expect(outputError(x, m, k, w, dequantizeWeight(a), n)).toBeLessThan(0.8 * outputError(x, m, k, w, dequantizeWeight(q), n));
     }
+  });
+
+  it('gptqFactor: U with U·(P H Pᵀ)·Uᵀ = I for the damped Gram matrix in activation order (J P H Pᵀ J written over the Gram matrix in place)', async () => {
+    const rng = new Random(3);
+    const k = 300;
+    const m = 500;
+    const x = Float64Array.from({ length: m * k }, () => rng.normal() * (1 + (rng.normal() > 0 ? 2 : 0)));
+    const gram = new Float64Array(k * k);
+    for (let a = 0; a < m; a++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) gram[i * k + j] += x[a * k + i]! * x[a * k + j]!;
+    // one input always zero: GPTQ's damping gives it 1 before λ
+    for (let i = 0; i < k; i++) gram[7 * k + i] = gram[i * k + 7] = 0;
+    const { U, perm, dead } = await gptqFactor({ a: gram.slice() }, k, 0.01, true);
+    expect(dead[7]).toBe(1);
+    let mean = 0;
+    for (let i = 0; i < k; i++) mean += gram[i * k + i]! / k;
+    const h = (a: number, b: number): number => (a === b ? (gram[a * k + a] || 1) + 0.01 * mean : gram[a * k + b]!);
+    // descending damped diagonal
+    for (let i = 1; i < k; i++) expect(h(perm[i - 1]!, perm[i - 1]!)).toBeGreaterThanOrEqual(h(perm[i]!, perm[i]!));
+    // (U P H Pᵀ Uᵀ)[a][b] = Σ_{i,j} U[a][i] H[perm i][perm j] U[b][j], U upper
+    let worst = 0;
+    for (let a = 0; a < k; a += 13) {
+      const uh = new Float64Array(k);
+      for (let i = a; i < k; i++) {
+        const u = U[a * k + i]!;
+        for (let j = 0; j < k; j++) uh[j] += u * h(perm[i]!, perm[j]!);
+      }
+      for (let b = 0; b < k; b += 7) {
+        let sum = 0;
+        for (let j = b; j < k; j++) sum += uh[j]! * U[b * k + j]!;
+        worst = Math.max(worst, Math.abs(sum - (a === b ? 1 : 0)));
+      }
+      for (let j = 0; j < a; j++) expect(U[a * k + j]).toBe(0);
+    }
+    expect(worst).toBeLessThan(1e-9);
   });
 
   for (const [label, make] of [
