@@ -239,7 +239,9 @@ async function calibrateBlockwise(source: Model, model: Model, batchList: () => 
   // with `follow`): cut on its own, the statistics graph's reductions, appended after every node
   // of the model, all fell in the last segment, and every calibrated activation of every batch
   // was carried to it (BERT-base w8a8: ~1 GB)
-  const base = planSegments(source, [...needs.keys()], segmentBytes);
+  // at half the budget: beside a segment's session run the statistics graph's reductions and
+  // the boundary values of every batch (BERT-base w8a8: the calibration's peak 502 -> 461 MiB)
+  const base = planSegments(source, [...needs.keys()], segmentBytes / 2);
   const plan = base && (model === source ? base : planSegments(model, fetch, 0, base));
   if (!plan) return false;
   const list = batchList();
