@@ -34,13 +34,10 @@ const ENTER: Record<Schema, ReadonlyMap<number, Schema>> = {
   attribute: new Map<number, Schema>([[5, 'tensor'], [6, 'graph'], [10, 'tensor'], [11, 'graph']]), // t, g, tensors, graphs
   tensor: new Map(),
 };
-const TENSOR_RAW_DATA = 9;
-const TENSOR_EXTERNAL_DATA = 13;
-const TENSOR_DATA_LOCATION = 14;
-const WIRE_VARINT = 0;
-const WIRE_FIXED64 = 1;
-const WIRE_BYTES = 2;
-const WIRE_FIXED32 = 5;
+// TensorProto's fields that say where its data is
+const TENSOR = { rawData: 9, externalData: 13, dataLocation: 14 } as const;
+// protobuf wire types
+const WIRE = { varint: 0, fixed64: 1, bytes: 2, fixed32: 5 } as const;
 
 /** Byte ranges of a file, read through a small window (one read per 64 KiB of headers). */
 class FileBytes {
@@ -95,10 +92,10 @@ function fieldAt(bytes: FileBytes, pos: number, end: number): Field {
   try {
     tag = r.uint32();
     const wire = tag & 7;
-    if (wire === WIRE_VARINT) r.skip();
-    else if (wire === WIRE_FIXED64) length = 8;
-    else if (wire === WIRE_FIXED32) length = 4;
-    else if (wire === WIRE_BYTES) length = r.uint32();
+    if (wire === WIRE.varint) r.skip();
+    else if (wire === WIRE.fixed64) length = 8;
+    else if (wire === WIRE.fixed32) length = 4;
+    else if (wire === WIRE.bytes) length = r.uint32();
     else throw new Corrupt(`wire type ${wire} at byte ${pos}`);
   } catch (e) {
     throw e instanceof Corrupt ? e : new Corrupt(`a field at byte ${pos} runs past its message`);
@@ -112,7 +109,7 @@ function fieldAt(bytes: FileBytes, pos: number, end: number): Field {
 
 /** Tag and length of a length-delimited field. */
 function bytesHeader(field: number, length: number): Uint8Array {
-  return protobuf.Writer.create().uint32((field << 3) | WIRE_BYTES).uint32(length).finish();
+  return protobuf.Writer.create().uint32((field << 3) | WIRE.bytes).uint32(length).finish();
 }
 
 export function readModelSkeleton(file: string, minBytes: number): ModelSkeleton {
@@ -129,11 +126,11 @@ export function readModelSkeleton(file: string, minBytes: number): ModelSkeleton
       for (let pos = start; pos < end; ) {
         const f = fieldAt(bytes, pos, end);
         pos = f.end;
-        const inner = f.wire === WIRE_BYTES ? ENTER[schema].get(f.field) : undefined;
+        const inner = f.wire === WIRE.bytes ? ENTER[schema].get(f.field) : undefined;
         if (inner) {
           const pieces = walk(inner, f.payload, f.end);
           out.push(bytesHeader(f.field, pieces.reduce((a, p) => a + p.byteLength, 0)), ...pieces);
-        } else if (schema === 'tensor' && f.field === TENSOR_RAW_DATA && f.wire === WIRE_BYTES && f.end - f.payload >= minBytes) {
+        } else if (schema === 'tensor' && f.field === TENSOR.rawData && f.wire === WIRE.bytes && f.end - f.payload >= minBytes) {
           dropped = { offset: f.payload, length: f.end - f.payload };
         } else {
           out.push(bytes.copy(f.start, f.end - f.start));
@@ -143,7 +140,7 @@ export function readModelSkeleton(file: string, minBytes: number): ModelSkeleton
         leftInFile++;
         // the tensor's data stays where it is: it becomes external data in the model file itself
         // (in place of any data_location or external_data the tensor said it had)
-        const kept = out.filter((p) => ![TENSOR_DATA_LOCATION, TENSOR_EXTERNAL_DATA].includes(protobuf.Reader.create(p).uint32() >>> 3));
+        const kept = out.filter((p) => !([TENSOR.dataLocation, TENSOR.externalData] as number[]).includes(protobuf.Reader.create(p).uint32() >>> 3));
         const extra = onnx.TensorProto.encode({ dataLocation: DATA_LOCATION_EXTERNAL, externalData: externalDataEntries(location, dropped.offset, dropped.length) }).finish();
         return [...kept, extra];
       }
