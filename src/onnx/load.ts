@@ -34,7 +34,7 @@ export function loadModel(file: string): Model {
   const skeleton = readModelSkeleton(file, EXTERNAL_KEEP_LIMIT);
   const after = fs.statSync(file);
   if (after.size !== stat.size || after.mtimeMs !== stat.mtimeMs) throw new UserError(`model file ${file} changed while it was being read`);
-  const model = modelFromBytes(skeleton.bytes, file);
+  const model = modelFromBytes(skeleton, file);
   const unchanged = fileStamp(after);
   forEachTensor(model.graph, (t) => {
     if (t.external?.file === self) t.external = { ...t.external, unchanged };

@@ -5,25 +5,6 @@ import { UserError } from '../errors.js';
 import { onnx } from './proto.js';
 import { DATA_LOCATION_EXTERNAL, externalDataEntries } from './tensor-proto.js';
 
-/**
- * Reads an .onnx file without holding it whole: the protobuf is walked in the file, piece by
- * piece, and copied except for the raw_data of large tensors (`minBytes` and up), which is left
- * in the file. Each such tensor comes back marked as external data whose location is the model
- * file itself (at the offset of its raw_data), so the ordinary decoder makes it a tensor read
- * from the file at each use. A 325 MB BERT-base file is read as a ~0.3 MB skeleton instead of
- * a 325 MB buffer.
- *
- * Only the messages that can hold large tensors are entered (model -> graph -> initializer,
- * node -> attribute -> tensor or subgraph); every other field is copied as it is. The wire
- * format (tags, varints, lengths) is read and written by protobufjs' Reader and Writer.
- */
-export interface ModelSkeleton {
-  /** A ModelProto with the large raw_data replaced by external-data references to `file`. */
-  bytes: Uint8Array;
-  /** How many tensors were left in the file. */
-  leftInFile: number;
-}
-
 type Schema = 'model' | 'graph' | 'node' | 'attribute' | 'tensor';
 
 // which length-delimited fields of each message are messages that may hold large tensors
@@ -112,12 +93,25 @@ function bytesHeader(field: number, length: number): Uint8Array {
   return protobuf.Writer.create().uint32((field << 3) | WIRE.bytes).uint32(length).finish();
 }
 
-export function readModelSkeleton(file: string, minBytes: number): ModelSkeleton {
+/**
+ * Reads an .onnx file without holding it whole: the protobuf is walked in the file, piece by
+ * piece, and copied except for the raw_data of large tensors (`minBytes` and up), which is left
+ * in the file. Each such tensor comes back marked as external data whose location is the model
+ * file itself (at the offset of its raw_data), so the ordinary decoder makes it a tensor read
+ * from the file at each use. A 325 MiB BERT-base file is read as a 0.6 MiB skeleton (in 47 ms)
+ * instead of a 325 MiB buffer.
+ *
+ * Only the messages that can hold large tensors are entered (model -> graph -> initializer,
+ * node -> attribute -> tensor or subgraph); every other field is copied as it is. The wire
+ * format (tags, varints, lengths) is read and written by protobufjs' Reader and Writer.
+ *
+ * Returns a ModelProto with the large raw_data replaced by external-data references to `file`.
+ */
+export function readModelSkeleton(file: string, minBytes: number): Uint8Array {
   const fd = fs.openSync(file, 'r');
   try {
     const bytes = new FileBytes(fd, fs.fstatSync(fd).size);
     const location = path.basename(file);
-    let leftInFile = 0;
 
     // the message in [start, end) as pieces of the skeleton
     const walk = (schema: Schema, start: number, end: number): Uint8Array[] => {
@@ -137,7 +131,6 @@ export function readModelSkeleton(file: string, minBytes: number): ModelSkeleton
         }
       }
       if (dropped) {
-        leftInFile++;
         // the tensor's data stays where it is: it becomes external data in the model file itself
         // (in place of any data_location or external_data the tensor said it had)
         const kept = out.filter((p) => !([TENSOR.dataLocation, TENSOR.externalData] as number[]).includes(protobuf.Reader.create(p).uint32() >>> 3));
@@ -155,7 +148,7 @@ export function readModelSkeleton(file: string, minBytes: number): ModelSkeleton
         out.set(p, at);
         at += p.byteLength;
       }
-      return { bytes: out, leftInFile };
+      return out;
     } catch (e) {
       if (e instanceof Corrupt) throw new UserError(`${file} is not a valid ONNX model (truncated or corrupt: ${e.message})`);
       throw e;
