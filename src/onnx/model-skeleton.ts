@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import protobuf from 'protobufjs/minimal.js';
-import { UserError } from '../errors.js';
 import { onnx } from './proto.js';
 import { DATA_LOCATION_EXTERNAL, externalDataEntries } from './tensor-proto.js';
 
@@ -122,7 +121,7 @@ export function readModelSkeleton(file: string, minBytes: number): Uint8Array {
         pos = f.end;
         const inner = f.wire === WIRE.bytes ? ENTER[schema].get(f.field) : undefined;
         if (inner) {
-          const pieces = walk(inner, f.payload, f.end);
+          const pieces = walkOrCopy(inner, f.payload, f.end);
           out.push(bytesHeader(f.field, pieces.reduce((a, p) => a + p.byteLength, 0)), ...pieces);
         } else if (schema === 'tensor' && f.field === TENSOR.rawData && f.wire === WIRE.bytes && f.end - f.payload >= minBytes) {
           dropped = { offset: f.payload, length: f.end - f.payload };
@@ -140,19 +139,26 @@ export function readModelSkeleton(file: string, minBytes: number): Uint8Array {
       return out;
     };
 
-    try {
-      const pieces = walk('model', 0, bytes.size);
-      const out = new Uint8Array(pieces.reduce((a, p) => a + p.byteLength, 0));
-      let at = 0;
-      for (const p of pieces) {
-        out.set(p, at);
-        at += p.byteLength;
+    // a message the walk cannot read (a wire type protobufjs' decoder reads leniently, a length
+    // past its end) is copied whole, so that the decoder reports it as it would have: the
+    // tensor and node it belongs to where it can, or a truncated or corrupt file
+    const walkOrCopy = (schema: Schema, start: number, end: number): Uint8Array[] => {
+      try {
+        return walk(schema, start, end);
+      } catch (e) {
+        if (e instanceof Corrupt) return [bytes.copy(start, end - start)];
+        throw e;
       }
-      return out;
-    } catch (e) {
-      if (e instanceof Corrupt) throw new UserError(`${file} is not a valid ONNX model (truncated or corrupt: ${e.message})`);
-      throw e;
+    };
+
+    const pieces = walkOrCopy('model', 0, bytes.size);
+    const out = new Uint8Array(pieces.reduce((a, p) => a + p.byteLength, 0));
+    let at = 0;
+    for (const p of pieces) {
+      out.set(p, at);
+      at += p.byteLength;
     }
+    return out;
   } finally {
     fs.closeSync(fd);
   }
