@@ -151,14 +151,7 @@ export function readModelSkeleton(file: string, minBytes: number): Uint8Array {
       }
     };
 
-    const pieces = walkOrCopy('model', 0, bytes.size);
-    const out = new Uint8Array(pieces.reduce((a, p) => a + p.byteLength, 0));
-    let at = 0;
-    for (const p of pieces) {
-      out.set(p, at);
-      at += p.byteLength;
-    }
-    return out;
+    return Buffer.concat(walkOrCopy('model', 0, bytes.size));
   } finally {
     fs.closeSync(fd);
   }
