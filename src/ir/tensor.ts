@@ -12,6 +12,18 @@ export interface ExternalLocation {
   file: string;
   offset: number;
   length: number;
+  /**
+   * The file as it was when the location was taken (a model's inline weights read from the
+   * .onnx file itself): a read from a file that differs fails instead of returning other bytes.
+   */
+  unchanged?: FileStamp;
+}
+
+/** What identifies one version of a file: its inode, size and modification time. */
+export interface FileStamp {
+  ino: number;
+  size: number;
+  mtimeMs: number;
 }
 
 export type TypedArray =

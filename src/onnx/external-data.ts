@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors.js';
-import type { ExternalLocation } from '../ir/tensor.js';
+import type { ExternalLocation, FileStamp } from '../ir/tensor.js';
 
 export interface ResolvedLocation {
   file: string;
@@ -47,7 +47,12 @@ export function readExternalBytes(loc: ExternalLocation): Uint8Array {
     throw new UserError(`external data file ${loc.file} cannot be opened (missing or unreadable)`);
   }
   try {
-    const size = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    const size = stat.size;
+    const was = loc.unchanged;
+    if (was && (stat.ino !== was.ino || size !== was.size || stat.mtimeMs !== was.mtimeMs)) {
+      throw new UserError(`${loc.file} changed after the model was loaded (its weights are read from it when used); load the model again`);
+    }
     if (loc.offset + loc.length > size) {
       throw new UserError(`external data file ${loc.file} is truncated: needs bytes ${loc.offset}..${loc.offset + loc.length}, file has ${size}`);
     }
@@ -62,4 +67,9 @@ export function readExternalBytes(loc: ExternalLocation): Uint8Array {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** The stamp of a file as it is now (ExternalLocation.unchanged). */
+export function fileStamp(stat: fs.Stats): FileStamp {
+  return { ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs };
 }

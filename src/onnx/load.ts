@@ -3,16 +3,16 @@ import * as path from 'node:path';
 import { UserError } from '../errors.js';
 import type { Model } from '../ir/model.js';
 import type { Graph } from '../ir/graph.js';
-import { DataType } from '../ir/dtype.js';
-import { EXTERNAL_KEEP_LIMIT, Tensor } from '../ir/tensor.js';
+import { EXTERNAL_KEEP_LIMIT, type Tensor } from '../ir/tensor.js';
 import { modelFromProto } from './deserialize.js';
-import { readExternalBytes } from './external-data.js';
+import { fileStamp, readExternalBytes } from './external-data.js';
+import { readModelSkeleton } from './model-skeleton.js';
 import { onnx, type ModelProto } from './proto.js';
 
 /**
- * Reads an ONNX model file. Weights stored inline stay views into the file's buffer (no
- * copy); weights in external data files are read on first use. Errors name the file and say
- * what is wrong in one sentence.
+ * Reads an ONNX model file. Weights of 1 MiB and more, inline or in external data files, are
+ * read from their file when used; smaller ones are held. Errors name the file and say what is
+ * wrong in one sentence.
  */
 export function loadModel(file: string): Model {
   let stat: fs.Stats;
@@ -26,42 +26,33 @@ export function loadModel(file: string): Model {
   if (stat.size > 2 ** 31 - 1) {
     throw new UserError(`model file ${file} is over 2 GB, which a protobuf message cannot be; large models keep their weights in external data files`);
   }
-  const buffer = fs.readFileSync(file);
-  const model = modelFromBytes(buffer, file);
-  readInlineWeightsOnUse(model, buffer, path.resolve(file));
+  // the file is walked, not read whole: large inline weights stay in it and are read from it at
+  // each use (like external data, Tensor.bytes), so loading a 325 MB BERT-base file no longer
+  // puts all 325 MB of it in memory. The input is never written; a change to it afterwards is
+  // noticed when a weight is read (readExternalBytes), not silently read as other weights.
+  const self = path.resolve(file);
+  const skeleton = readModelSkeleton(file, EXTERNAL_KEEP_LIMIT);
+  const after = fs.statSync(file);
+  if (after.size !== stat.size || after.mtimeMs !== stat.mtimeMs) throw new UserError(`model file ${file} changed while it was being read`);
+  const model = modelFromBytes(skeleton, file);
+  const unchanged = fileStamp(after);
+  forEachTensor(model.graph, (t) => {
+    if (t.external?.file === self) t.external = { ...t.external, unchanged };
+  });
+  model.loadedWithExternalData = model.graph.initializers.some((v) => v.initializer?.isExternal && v.initializer.external!.file !== self);
   return model;
 }
 
-/**
- * Large weights stored inline become tensors read from the file at each use (like external
- * data, Tensor.bytes): the file's buffer is then let go, and quantizing a model inline in a
- * 325 MB file no longer starts with all 325 MB of it resident. The input is never written, so
- * reading it again gives the same bytes.
- */
-function readInlineWeightsOnUse(model: Model, buffer: Buffer, file: string): void {
-  // what still points into the buffer keeps all of it alive: small tensors get their own copy
-  const own = (t: Tensor): Tensor => {
-    if (t.isExternal || t.dtype === DataType.STRING) return t;
-    const b = t.bytes;
-    if (b.buffer !== buffer.buffer) return t;
-    const out =
-      t.byteLength >= EXTERNAL_KEEP_LIMIT
-        ? Tensor.external(t.name, t.dtype, t.dims, { file, offset: b.byteOffset - buffer.byteOffset, length: b.byteLength }, readExternalBytes)
-        : Tensor.fromBytes(t.name, t.dtype, t.dims, new Uint8Array(b)); // a copy (Buffer.slice would be a view)
-    out.docString = t.docString;
-    return out;
-  };
-  const visit = (g: Graph): void => {
-    for (const v of g.initializers) if (v.initializer) v.initializer = own(v.initializer);
-    for (const n of g.nodes) {
-      for (const [k, a] of n.attributes) {
-        if (a.type === 'tensor') n.attributes.set(k, { ...a, value: own(a.value) });
-        else if (a.type === 'tensors') n.attributes.set(k, { ...a, value: a.value.map(own) });
-      }
-      for (const sub of n.subgraphs()) visit(sub);
+/** Every constant tensor of a graph and its subgraphs: initializers and tensor attributes. */
+function forEachTensor(g: Graph, visit: (t: Tensor) => void): void {
+  for (const v of g.initializers) if (v.initializer) visit(v.initializer);
+  for (const n of g.nodes) {
+    for (const a of n.attributes.values()) {
+      if (a.type === 'tensor') visit(a.value);
+      else if (a.type === 'tensors') a.value.forEach(visit);
     }
-  };
-  visit(model.graph);
+    for (const sub of n.subgraphs()) forEachTensor(sub, visit);
+  }
 }
 
 /** Parses model bytes; `file` names the source in messages and anchors external data paths. */

@@ -7,6 +7,7 @@ import { UserError } from '../errors.js';
 import { onnx } from './proto.js';
 import { graphToProto, modelHeaderToProto } from './serialize.js';
 import { DATA_LOCATION_EXTERNAL, encodeTensorHeader, externalDataEntries } from './tensor-proto.js';
+import { fileStamp } from './external-data.js';
 
 /** Protobuf messages cannot exceed 2 GB; keep a margin for the graph structure. */
 export const PROTOBUF_LIMIT = 2 ** 31 - 1;
@@ -142,9 +143,11 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     ];
     const fd = fs.openSync(tmpModel, 'w');
     let bytes = 0;
+    const inlineAt = new Map<Tensor, number>();
     try {
       for (const p of pieces) {
         const b = p instanceof Uint8Array ? p : p.tensor.readBytesUncached();
+        if (!(p instanceof Uint8Array)) inlineAt.set(p.tensor, bytes);
         writeAll(fd, b);
         bytes += b.byteLength;
       }
@@ -156,7 +159,16 @@ export function saveModel(model: Model, file: string, options: SaveOptions = {})
     if (tmpData && dataPath) fs.renameSync(tmpData, dataPath);
     fs.renameSync(tmpModel, file);
     // tensors not read yet now live in the file just written (the old one may be gone)
-    if (!options.scratch) for (const [t, where] of externalAt) if (t.isExternal && dataPath) t.external = { file: dataPath, ...where };
+    if (!options.scratch && dataPath) {
+      const unchanged = fileStamp(fs.statSync(dataPath));
+      for (const [t, where] of externalAt) if (t.isExternal) t.external = { file: dataPath, ...where, unchanged };
+    }
+    // so do the inline weights of a model saved over the file they are read from
+    const self = path.resolve(file);
+    if (!options.scratch && [...inlineAt.keys()].some((t) => t.external?.file === self)) {
+      const unchanged = fileStamp(fs.statSync(self));
+      for (const [t, offset] of inlineAt) if (t.external?.file === self) t.external = { file: self, offset, length: t.byteLength, unchanged };
+    }
     return { path: file, dataPath, bytes };
   } catch (e) {
     cleanup();

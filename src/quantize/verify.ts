@@ -6,7 +6,7 @@ import { DataType } from '../ir/dtype.js';
 import { float16BitsToFloat } from '../ir/float-bits.js';
 import { Session } from '../runtime/session.js';
 import { traceMemory } from '../runtime/memory-trace.js';
-import { defaultSegmentBytes, visitPairsBlockwise } from '../runtime/block-runner.js';
+import { defaultSegmentBytes, pairBatchSize, visitPairsBlockwise } from '../runtime/block-runner.js';
 
 function floatData(t: ArrayTensor): ArrayLike<number> {
   return t.dtype === DataType.FLOAT16 ? Float32Array.from(t.data as Uint16Array, float16BitsToFloat) : (t.data as Float32Array);
@@ -61,7 +61,7 @@ export async function compareModels(float: Model, quantized: Model, dataset: Dat
   if (weightBytes > 2 * segmentBytes) {
     // a large model: both run a segment at a time side by side, never whole in a session
     const feeds: Record<string, ArrayTensor>[] = [];
-    for (const batch of batches(bindDataset(dataset, float), batchSize)) {
+    for (const batch of batches(bindDataset(dataset, float), options.batchSize ?? pairBatchSize(quantized, 4))) {
       if (seen >= options.samples) break;
       feeds.push(batch.feeds);
       seen += batch.count;

@@ -8,7 +8,7 @@ import { batches, bindDataset, fitEmptyInputs } from '../data/bind.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../ir/model.js';
 import { Session } from '../runtime/session.js';
-import { defaultSegmentBytes, visitPairsBlockwise } from '../runtime/block-runner.js';
+import { defaultSegmentBytes, pairBatchSize, visitPairsBlockwise } from '../runtime/block-runner.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { ComparisonAccumulator } from './comparison.js';
 
@@ -85,7 +85,7 @@ export async function measureQuality(original: Model, candidate: Model, dataset:
     // a large model: both run a segment at a time side by side (runtime/block-runner.ts)
     const feedsA: Record<string, ArrayTensor>[] = [];
     const feedsB: Record<string, ArrayTensor>[] = [];
-    for (const batch of batches(bindDataset(dataset, original), Math.min(4, want))) {
+    for (const batch of batches(bindDataset(dataset, original), Math.min(pairBatchSize(candidate, 4), want))) {
       if (seen >= want) break;
       feedsA.push(batch.feeds);
       feedsB.push(fitEmptyInputs(batch.feeds, candidate));

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Random } from '../../src/autodiff/random.js';
 import { openDataset } from '../../src/data/dataset.js';
 import { discoverStructure } from '../../src/discover/index.js';
-import { planSegments } from '../../src/runtime/block-runner.js';
+import { pairBatchSize, planSegments } from '../../src/runtime/block-runner.js';
 import { inputGrams, inputGramsBlockwise } from '../../src/quantize/gptq.js';
 import { quantize, type QuantizeSummary } from '../../src/passes/quantize.js';
 import { pipeline } from '../../src/pipeline/pipeline.js';
@@ -79,7 +79,7 @@ describe('block-wise verification', () => {
   const rng = new Random(4);
   writeSamples(dir, () => ({ x: { dtype: built.feeds(1).x!.dtype, dims: [1, 8, 32], data: Float32Array.from({ length: 8 * 32 }, () => rng.normal()) } }), 6);
 
-  async function quantized(scheme: 'w4' | 'w8a8', method: 'rtn' | 'gptq', segmentBytes: string | undefined) {
+  async function quantized(scheme: 'w4' | 'w8a8' | 'dynamic', method: 'rtn' | 'gptq', segmentBytes: string | undefined) {
     if (segmentBytes) process.env.SLIMFORMER_SEGMENT_BYTES = segmentBytes;
     try {
       const { model, report } = await pipeline([quantize({ scheme, method, ...(scheme === 'w4' ? { blockSize: 16 } : {}), outerBits: 'scheme' })]).apply(built.model, { calibration: openDataset(dir) });
@@ -89,7 +89,9 @@ describe('block-wise verification', () => {
     }
   }
 
-  for (const [scheme, method] of [['w4', 'rtn'], ['w4', 'gptq'], ['w8a8', 'rtn']] as const) {
+  // block-wise, the static schemes are verified one sample at a time (pairBatchSize) and dynamic
+  // int8, whose activation scales span a batch, in batches of 4 as whole-model sessions run
+  for (const [scheme, method] of [['w4', 'rtn'], ['w4', 'gptq'], ['w8a8', 'rtn'], ['dynamic', 'rtn']] as const) {
     it(`${scheme} ${method}: the layer and output SQNRs and the quality floor figures of whole-model sessions (within 0.01 dB)`, async () => {
       const whole = await quantized(scheme, method, undefined);
       const cut = await quantized(scheme, method, String(16 * 1024));
@@ -104,6 +106,7 @@ describe('block-wise verification', () => {
       expect(cut.summary.verifiedSamples).toBe(whole.summary.verifiedSamples);
       expect(Math.abs(cut.quality.sqnr - whole.quality.sqnr)).toBeLessThan(0.01);
       expect(cut.quality.agreement).toBeCloseTo(whole.quality.agreement, 6);
+      expect(pairBatchSize(cut.model, 4)).toBe(scheme === 'dynamic' ? 4 : 1);
       // the quantized model is cut like the float one: a weight's DequantizeLinear (w8a8) sits
       // with the MatMul that reads it, not in segment 0 with its output carried along
       const floatPlan = planSegments(built.model, [], 16 * 1024)!;
