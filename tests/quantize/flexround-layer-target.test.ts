@@ -52,7 +52,7 @@ describe.skipIf(!present)('FlexRound after the blocks: the sequential-GPTQ targe
   it("the head's starting error is that of the GPTQ model's logits against the float model's", async () => {
     const data = openDataset(calib);
     // embedding tables left float: the head's inputs then differ from the float model's through the quantized blocks alone
-    const opts = { bits: 3, embeddings: false, cacheDir: false as const, verifySamples: 2 };
+    const opts = { bits: 3 as const, embeddings: false, cacheDir: false as const, verifySamples: 2 };
     const fr = await pipeline([flexRound({ ...opts, iters: 20 })]).apply(loadModel(file), { calibration: data });
     const head = fr.report.summaryOf('flexround')!.flexround!.units.find((u) => u.unit === 'lm.lm_head')!;
     const quantized = await pipeline([gptq(opts)]).apply(loadModel(file), { calibration: data });
