@@ -217,7 +217,9 @@ export function registerQuantize(program: Command): void {
         if (summary.flexround) {
           const fr = summary.flexround;
           const learned = fr.units.filter((u) => u.kept === 'learned').length;
-          lines.push(`flexround   ${fr.mode}-wise, ${fr.iters} steps at lr ${fr.lr}: ${learned} of ${fr.units.length} ${fr.mode === 'layer' ? 'layers' : 'units'} improved on calibration data${fr.activations.length ? `, ${fr.activations.length} activation step sizes learned` : ''} (${fr.seconds.toFixed(1)} s)`);
+          const short = fr.units.filter((u) => u.notLearned).length;
+          const why = short ? `; ${short} kept the start, too little calibration data to learn them (--flexround-min-tokens; the report names each)` : '';
+          lines.push(`flexround   ${fr.mode}-wise, ${fr.iters} steps at lr ${fr.lr}: ${learned} of ${fr.units.length} ${fr.mode === 'layer' ? 'layers' : 'units'} improved on calibration data${why}${fr.activations.length ? `, ${fr.activations.length} activation step sizes learned` : ''} (${fr.seconds.toFixed(1)} s)`);
         }
         if (summary.softmax) {
           const sm = summary.softmax;

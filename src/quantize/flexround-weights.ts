@@ -132,7 +132,7 @@ export async function flexRoundWeights(
     // After the blocks (heads, shared weights), a layer is fitted as sequential GPTQ fits it: on
     // the inputs the quantized model gives it, against the float model's outputs. Measured
     // against its own float inputs, learning undid what the start (GPTQ's levels) was fitted for:
-    // the heads' error fell ten-fold while the model's KL to float rose (docs/flexround.md).
+    // phi_moby's head error fell twelve-fold while the model's KL to float rose (docs/flexround.md).
     if (quantized) for (const i of layerWise) standInQuantized(quantizedLinear(quantized, linears[i]!), start[i]!);
     const capture = (m: Model, of = tensors): Promise<RowStream> => captureRowsBlockwise(m, calibration, of, { tokens: settings.tokens ?? 4096, samples: settings.samples, batchSize: run.batchSize, threads: run.threads, signal: run.signal });
     const rows = await capture(model);
@@ -234,7 +234,7 @@ async function blockWise(
         for (const n of names) {
           const i = index.get(n)!;
           kept.add(i);
-          standInQuantized({ ...linears[i]!, weight: reconstructed.graph.value(n)! }, start[i]!);
+          standInQuantized(quantizedLinear(reconstructed, linears[i]!), start[i]!);
         }
         notLearned.push({ unit: `block ${span.index}`, lossBefore: NaN, lossAfter: NaN, kept: 'initial', seconds: 0, notLearned: short });
         return undefined;

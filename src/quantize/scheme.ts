@@ -205,7 +205,7 @@ export interface FlexRoundSettings {
    * learning moves it away from an earlier decision (GPTQ's levels, the default start), counted
    * against the widest input of its linears (default 8). With fewer, the per-weight scales fit
    * the calibration tokens rather than the model: on the zoo's decoders, 1024 tokens (4-6 per
-   * input) left FlexRound's KL above GPTQ's on held-out text, 3072 (12-17) below it
+   * input) left FlexRound's KL above GPTQ's on held-out text, 3072 (12-17) below or equal to it
    * (docs/flexround.md). Such a unit keeps the decision, and the report says so. Learning from
    * round to nearest is not held back (it is far above the start however little data there is).
    */

@@ -28,4 +28,12 @@ describe('FlexRound output through the gate', () => {
     const fail = cli('gate', '--baseline', vit.model, '--candidate', out, '--data', vit.dataset, '--metric', 'top1,sqnr', '--min', `sqnr=${Math.ceil(sqnr + 10)}`);
     expect(fail.code, fail.stderr + fail.stdout).toBe(1);
   });
+
+  it("says in its summary when units kept GPTQ's levels for too little calibration data", () => {
+    // the zoo Llama's 16 samples of 64 tokens: 5.8 tokens per input of the blocks' widest linear (176), 16 for the head's 64
+    const llama = path.join(import.meta.dirname, '../../fixtures/zoo/llama_moby.onnx');
+    const q = cli('quantize', llama, '-o', path.join(dir, 'llama.fr.onnx'), '--calib', path.join(import.meta.dirname, '../../calibration/zoo/llama_moby/calib'), '--no-cache', '--scheme', 'w3', '--method', 'flexround', '--iters', '20');
+    expect(q.code, q.stderr).toBe(0);
+    expect(q.stdout).toMatch(/^flexround {3}block-wise, 20 steps at lr 0\.003: \d of 3 units improved on calibration data; 2 kept the start, too little calibration data to learn them \(--flexround-min-tokens; the report names each\)/m);
+  });
 });
