@@ -135,13 +135,17 @@ export async function inverseCholeskyFactor(input: Handed, k: number, base = JS_
   input.a = undefined;
   const topInv = await inverseCholeskyFactor(a11, h, base);
   let schurred: { l21: Float64Array; s: Float64Array } | undefined = await schur(take(a21), topInv, take(a22), m, h);
-  const l21 = schurred.l21;
+  let l21: Float64Array | undefined = schurred.l21;
   const complement: Handed = { a: schurred.s };
   schurred = undefined;
   const bottomInv = await inverseCholeskyFactor(complement, m, base);
+  // the lower-left block before the result is made: L21 is not alive beside it (a 3072-wide
+  // layer's peak here: the result and four 1536-square blocks, 144 MiB, now three)
+  const lowerLeft = await offDiagonalInverse(bottomInv, l21, topInv, m, h);
+  l21 = undefined;
   const inv = new Float64Array(k * k);
   place(inv, k, topInv, h, 0, 0);
-  place(inv, k, await offDiagonalInverse(bottomInv, l21, topInv, m, h), m, h, 0);
+  place(inv, k, lowerLeft, m, h, 0);
   place(inv, k, bottomInv, m, h, h);
   return inv;
 }

@@ -412,10 +412,10 @@ export const SMALL_K = 256;
 
 let updateSession: Promise<Session> | undefined;
 
-/** Wtail − Aᵀ·E in onnxruntime (float64): the lazy-batch update of the columns not yet quantized. */
-async function trailingUpdate(wTail: Float64Array, a: Float64Array, e: Float64Array, m: number, b: number, n: number): Promise<Float64Array> {
+/** W − Aᵀ·E in onnxruntime (float64): a lazy block's columns updated for the errors of the columns quantized before it. */
+async function trailingUpdate(w: Float64Array, a: Float64Array, e: Float64Array, m: number, b: number, n: number): Promise<Float64Array> {
   updateSession ??= float64Session('gptq_update', ['W', 'A', 'E'], (g, [w, at, e]) => [g.addNode('Sub', [w!, g.addNode('MatMul', [transposed(g, at!), e!], 1).output(0)], ['Wout']).output(0)]);
-  const r = await (await updateSession).run({ W: f64(wTail, m, n), A: f64(a, b, m), E: f64(e, b, n) });
+  const r = await (await updateSession).run({ W: f64(w, m, n), A: f64(a, b, m), E: f64(e, b, n) });
   return r.Wout!.data as Float64Array;
 }
 
@@ -467,22 +467,31 @@ export async function gptqLevelsWithFactor(w: Float32Array, q: QuantizedWeight, 
   const levels = q.levels.slice();
   const grids = new GroupGrids(q, perm, refit);
   const err = new Float64Array(n);
+  // every column's scaled error, row i for column i. Left-looking lazy batches: a block's
+  // columns take the updates of all earlier blocks when GPTQ reaches them, one [128, n] product,
+  // instead of each block updating the whole tail ([k - i2, n]: 430 MiB of float64 products
+  // coming back from onnxruntime per 3072-wide layer, against 18 MiB so); the same sums
+  const E = new Float64Array(k * n);
   for (let i1 = 0; i1 < k; i1 += LAZY_BLOCK) {
     const i2 = Math.min(k, i1 + LAZY_BLOCK);
     const b = i2 - i1;
-    const E = new Float64Array(b * n);
+    if (i1 > 0) {
+      const A = new Float64Array(i1 * b);
+      for (let t = 0; t < i1; t++) A.set(U.subarray(t * k + i1, t * k + i2), t * b);
+      Wt.set(await trailingUpdate(Wt.subarray(i1 * n, i2 * n), A, E.subarray(0, i1 * n), b, i1, n), i1 * n);
+    }
     for (let i = i1; i < i2; i++) {
       const d = U[i * k + i]!;
       const col = perm[i]!;
       const gi = Math.floor(col / blockSize);
-      // a column past this lazy block still lacks the updates of this block's columns so far
+      // a column past this lazy block still lacks the updates of every column quantized so far
       grids.reach(gi, (p, out) => {
         out.set(Wt.subarray(p * n, (p + 1) * n));
         if (p < i2) return;
-        for (let t = i1; t < i; t++) {
+        for (let t = 0; t < i; t++) {
           const u = U[t * k + p]!;
           if (u === 0) continue;
-          const e = E.subarray((t - i1) * n, (t - i1 + 1) * n);
+          const e = E.subarray(t * n, (t + 1) * n);
           for (let r = 0; r < n; r++) out[r] -= e[r]! * u;
         }
       });
@@ -494,20 +503,13 @@ export async function gptqLevelsWithFactor(w: Float32Array, q: QuantizedWeight, 
         levels[r * padded + col] = level;
         err[r] = (x - (level - z) * s) / d;
       }
-      E.set(err, (i - i1) * n);
+      E.set(err, i * n);
       for (let j = i + 1; j < i2; j++) {
         const u = U[i * k + j]!;
         if (u === 0) continue;
         const base = j * n;
         for (let r = 0; r < n; r++) Wt[base + r] -= err[r]! * u;
       }
-    }
-    if (i2 < k) {
-      const m = k - i2;
-      const A = new Float64Array(b * m);
-      for (let i = i1; i < i2; i++) A.set(U.subarray(i * k + i2, (i + 1) * k), (i - i1) * m);
-      // in place: a fresh k x n copy per block of 128 columns was ~450 MB of garbage for a 3072-wide layer
-      Wt.set(await trailingUpdate(Wt.subarray(i2 * n), A, E, m, b, n), i2 * n);
     }
   }
   return { ...q, levels, scales: grids.scales, zeroPoints: grids.zeroPoints };
