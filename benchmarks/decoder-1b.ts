@@ -86,11 +86,15 @@ interface ChildRun {
   stderr: string;
 }
 
-/** Runs node with `argv`, polling its RSS; kills it past LIMIT_BYTES. */
-function watched(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildRun> {
+/**
+ * Runs `command` (an executable and its arguments), polling its RSS; kills it past LIMIT_BYTES.
+ * The CLI runs as bin/slimformer.js itself, as the installed `slimformer` command does: its
+ * first line sets glibc's allocator for it (docs/scale.md), which `node bin/slimformer.js` skips.
+ */
+function watched(command: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildRun> {
   return new Promise((resolve) => {
     const t0 = Date.now();
-    const c = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const c = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -180,7 +184,7 @@ async function main(): Promise<void> {
   try {
     console.log(`decoder: ${layers} layers, hidden 2048, 32 heads / 4 kv heads, MLP 5632 (SwiGLU), vocabulary 32000, RMSNorm, rotary; ${(params / 1e9).toFixed(3)}B parameters; calibration ${samples} samples x ${seq} tokens; ${os.availableParallelism()} cores, load ${load()}`);
     for (const variant of variants) {
-      const b = await watched([SELF, '--build', dir, String(layers), String(seq), String(samples), variant]);
+      const b = await watched([process.execPath, SELF, '--build', dir, String(layers), String(seq), String(samples), variant]);
       if (b.status !== 0) throw new Error(`building the ${variant} decoder failed: ${b.killed ? 'killed above 12 GB' : b.stderr}`);
       const model = path.join(dir, `${variant}.onnx`);
       const modelBytes = size(`${model}.data`);

@@ -114,13 +114,17 @@ function writeSamples(dir: string, template: Record<string, ArrayTensor>, count:
   }
 }
 
-/** Polls /proc/<pid>/status for VmHWM (peak RSS) while the command runs. */
+/**
+ * Polls /proc/<pid>/status for VmHWM (peak RSS) while the command runs. The CLI runs as
+ * bin/slimformer.js itself, as the installed `slimformer` command does: its first line sets
+ * glibc's allocator for it (docs/scale.md), which `node bin/slimformer.js` skips.
+ */
 function peakRss(script: string, argv: string[]): { seconds: number; maxRssBytes: number } {
   const code = `
     const { spawn } = require('child_process');
     const fs = require('fs');
     const t = Date.now();
-    const c = spawn(process.execPath, ${JSON.stringify([script, ...argv])}, { stdio: ['ignore', 'ignore', 'inherit'] });
+    const c = spawn(${JSON.stringify(script)}, ${JSON.stringify(argv)}, { stdio: ['ignore', 'ignore', 'inherit'] });
     let peak = 0;
     const poll = setInterval(() => { try { const m = /VmHWM:\\s+(\\d+) kB/.exec(fs.readFileSync('/proc/' + c.pid + '/status', 'utf8')); if (m) peak = Math.max(peak, Number(m[1]) * 1024); } catch {} }, 50);
     c.on('exit', (status) => { clearInterval(poll); process.stdout.write(JSON.stringify({ status, seconds: (Date.now() - t) / 1000, peak })); });

@@ -1,5 +1,6 @@
-#!/usr/bin/env node
-// Thin launcher: the CLI lives in src/cli (compiled to dist/ by `npm run build`, which `npm ci` runs).
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=1048576 node
+// Thin launcher (its first line: glibc hands buffers of a MiB and more back to the system when
+// freed, src/runtime/allocator.ts): the CLI lives in src/cli (compiled to dist/ by `npm run build`, which `npm ci` runs).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

@@ -3,6 +3,7 @@ import { Graph } from '../ir/graph.js';
 import { Model } from '../ir/model.js';
 import { Node } from '../ir/node.js';
 import { Value } from '../ir/value.js';
+import { freedBuffersReturned } from './allocator.js';
 import { collectGarbage } from './collect-garbage.js';
 import { Session } from './session.js';
 
@@ -283,7 +284,10 @@ export async function* runBlockwise(model: Model, batches: Record<string, ArrayT
     // nothing later reads and nothing wanted (the head after the last wanted tensor): not run
     if (plan.nodes[s]!.length === 0 || (plan.outputs[s]!.length === 0 && plan.wanted[s]!.length === 0)) continue;
     const first = Object.fromEntries(plan.inputs[s]!.map((n) => [n, kept[0]!.get(n)!]));
-    const session = await Session.create(segmentModel(model, plan, s, first), { threads: options.threads, memoryArena: false });
+    // onnxruntime's arena where freed buffers go back to the system (allocator.ts): w8a8 on the
+    // BERT-base-sized encoder 381 -> 371 MiB and 91 -> 72 s of CPU, each activation no longer
+    // a fresh mapping per run; without it the arena's chunks stayed in glibc's heap (834 against 774 MiB)
+    const session = await Session.create(segmentModel(model, plan, s, first), { threads: options.threads, memoryArena: freedBuffersReturned() });
     try {
       for (let b = 0; b < batches.length; b++) {
         options.signal?.throwIfAborted();

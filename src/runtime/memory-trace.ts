@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { allocatorSetting } from './allocator.js';
 
 /**
  * Resident memory of this process now and at its peak (VmHWM), in bytes; the peak is 0 where
@@ -20,6 +21,10 @@ export function residentMemory(): { rss: number; peak: number } {
  */
 export function traceMemory(phase: string): void {
   if (!process.env.SLIMFORMER_MEMTRACE) return;
+  if (!allocatorTraced) {
+    allocatorTraced = true;
+    process.stderr.write(`[memory] allocator: ${allocatorSetting()}\n`);
+  }
   // with --expose-gc (SLIMFORMER_MEMTRACE=gc): what is still reachable, garbage collected first
   const gc = (globalThis as { gc?: () => void }).gc;
   if (process.env.SLIMFORMER_MEMTRACE === 'gc' && gc) gc();
@@ -37,3 +42,5 @@ export function traceMemory(phase: string): void {
   const js = process.memoryUsage();
   process.stderr.write(`[memory] ${phase}: rss ${mib(rss)} MiB${split}, peak ${mib(peak)} MiB; js heap ${mib(js.heapUsed)} MiB, array buffers ${mib(js.arrayBuffers)} MiB\n`);
 }
+
+let allocatorTraced = false;

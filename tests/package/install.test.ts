@@ -118,8 +118,10 @@ describe('the packed package installed into an empty folder', () => {
       { args: ['./vit-folder', '--dtype', 'q4,q8', '--calib-images', 'images'], folder: 'vit-folder', samples: 16 },
     ];
     for (const c of cases) {
-      const r = run('npx', ['--no', '--', 'slimformer', 'quantize', ...c.args], work);
+      const r = run('npx', ['--no', '--', 'slimformer', 'quantize', ...c.args], work, { SLIMFORMER_MEMTRACE: '1' });
       expect(r.status, r.stderr).toBe(0);
+      // the bin's first line set glibc's allocator (src/runtime/allocator.ts)
+      expect(r.stderr).toContain('[memory] allocator: MALLOC_MMAP_THRESHOLD_=1048576');
       expect(r.stderr).toContain(`model folder ./${c.folder}: using onnx/model.onnx`);
       expect(r.stdout).toContain(`${c.folder}/onnx/model.onnx (`);
       expect(r.stdout).toContain(`2 variants, each checked against it on ${c.samples} calibration samples`);
