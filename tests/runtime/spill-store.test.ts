@@ -48,7 +48,7 @@ describe('spill store', () => {
       expect(store.get('h', 2).data).toEqual(hidden(2).data);
       store.drop('h', 2);
       expect(fs.existsSync(path.join(store.dir!, '0.bin'))).toBe(false);
-      expect(store.has('h', 2)).toBe(false);
+      expect(() => store.get('h', 2)).toThrow(/no batch 2 of 'h'/);
     } finally {
       const dir = store.dir;
       store.close();
