@@ -6,7 +6,8 @@ import { Tensor } from '../ir/tensor.js';
 import { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import { Session } from '../runtime/session.js';
-import { defaultSegmentBytes, planSegments, runBlockwise } from '../runtime/block-runner.js';
+import { defaultSegmentBytes, planSegments, runBlockwise, type BatchSource } from '../runtime/block-runner.js';
+import { SpillStore } from '../runtime/spill-store.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
 import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed } from './cholesky.js';
@@ -94,9 +95,10 @@ export interface GramStream {
  * input, the float weights ([n, k]) of the layers reading it when W·ΔCᵀ of each is all that is
  * needed of ΔC (`weightCross`), read when the input's segment starts: summed instead of ΔC,
  * they take Σn·k instead of k·k (BERT-base's MLP down projection: 18 MiB instead of 72, and a
- * quarter of the per-batch products).
+ * quarter of the per-batch products). `spill` (default true): the feeds and the values crossing
+ * segments on disk (runtime/spill-store.ts); false holds them in memory (the same sums, bit for bit).
  */
-export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model; crossWeights?: (name: string) => Float32Array[] | undefined } = {}): Promise<GramStream> {
+export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: { name: string; k: number }[], options: { batchSize?: number; threads?: number; signal?: AbortSignal; samples?: number; maxSegmentBytes?: number; cutBefore?: ReadonlySet<Node>; reference?: Model; crossWeights?: (name: string) => Float32Array[] | undefined; spill?: boolean } = {}): Promise<GramStream> {
   const cut = planSegments(model, tensors.map((t) => t.name), options.maxSegmentBytes ?? defaultSegmentBytes(model), undefined, options.cutBefore);
   // a segment per linear: its wide inputs computed again where they are read instead of kept
   const plan = cut && options.cutBefore ? recomputeWideInputs(model, cut, new Map(tensors.map((t) => [t.name, t.k]))) : cut;
@@ -112,25 +114,35 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       close: async () => {},
     };
   }
-  const feeds: Record<string, ArrayTensor>[] = [];
-  let seen = 0;
-  for (const batch of batches(bindDataset(data, model), options.batchSize ?? 8)) {
-    if (options.samples !== undefined && seen >= options.samples) break;
-    feeds.push(batch.feeds);
-    seen += batch.count;
+  // the reference runs in step, cut as this model is (same node names, same segments)
+  const refPlan = options.reference ? (options.cutBefore ? planForClone(plan, model, options.reference) : planSegments(options.reference, tensors.map((t) => t.name), 0, plan)) : undefined;
+  const gram = await Session.create(gramGraph());
+  const crossSession = refPlan ? await Session.create(crossGraph()) : undefined;
+  const weightCrossSession = refPlan && options.crossWeights ? await Session.create(weightCrossGraph()) : undefined;
+  const releaseSessions = async (): Promise<void> => {
+    await gram.release();
+    await crossSession?.release();
+    await weightCrossSession?.release();
+  };
+  // the calibration feeds and the values crossing segments go to disk (SpillStore), so that
+  // neither the samples of all batches nor the boundary values of all batches are held while
+  // GPTQ's k x k work runs (BERT-base-sized encoder: 48 MiB of samples and 2 x 48 MiB of hidden
+  // state); the model and the reference read one store of feeds
+  const spill = options.spill ?? true;
+  let feeds: StoredFeeds;
+  try {
+    feeds = storeFeeds(model, data, options.batchSize ?? 8, options.samples, spill);
+  } catch (e) {
+    await releaseSessions();
+    throw e;
   }
   const k = new Map(tensors.map((t) => [t.name, t.k]));
   const ready = new Map<string, Float64Array>();
   const partial = new Map<string, Float64Array>();
-  const runs = runBlockwise(model, feeds, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal });
-  // the reference runs in step, cut as this model is (same node names, same segments)
-  const refPlan = options.reference ? (options.cutBefore ? planForClone(plan, model, options.reference) : planSegments(options.reference, tensors.map((t) => t.name), 0, plan)) : undefined;
-  const refRuns = refPlan ? runBlockwise(options.reference!, feeds, tensors.map((t) => t.name), { plan: refPlan, threads: options.threads, signal: options.signal }) : undefined;
+  const runs = runBlockwise(model, feeds.source, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal, spill });
+  const refRuns = refPlan ? runBlockwise(options.reference!, feeds.source, tensors.map((t) => t.name), { plan: refPlan, threads: options.threads, signal: options.signal, spill }) : undefined;
   const crossReady = new Map<string, Float64Array>();
   const crossPartial = new Map<string, Float64Array>();
-  const gram = await Session.create(gramGraph());
-  const crossSession = refRuns ? await Session.create(crossGraph()) : undefined;
-  const weightCrossSession = refRuns && options.crossWeights ? await Session.create(weightCrossGraph()) : undefined;
   // per input summed as W·ΔCᵀ: the weights stacked ([Σn, k]) and the row count of each
   const stacked = new Map<string, { w: Float32Array; rows: number[] }>();
   const weightCrossReady = new Map<string, Float64Array[]>();
@@ -143,11 +155,13 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   const finish = async (): Promise<void> => {
     if (done) return;
     done = true;
-    await runs.return(undefined);
-    await refRuns?.return(undefined);
-    await gram.release();
-    await crossSession?.release();
-    await weightCrossSession?.release();
+    try {
+      await runs.return(undefined);
+      await refRuns?.return(undefined);
+      await releaseSessions();
+    } finally {
+      feeds.store.close();
+    }
   };
   return {
     order: plan.wanted.flat(),
@@ -161,66 +175,72 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
         crossReady.clear();
         weightCrossReady.clear();
       }
-      while (!ready.has(name)) {
-        const next = done ? undefined : await runs.next();
-        if (!next || next.done) {
-          await finish();
-          throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order, as 'order' lists them), or it is not one of the tensors given`);
-        }
-        const r = next.value;
-        reached = r.segment;
-        const ref = refRuns ? await refRuns.next() : undefined;
-        if (ref && (ref.done || ref.value.segment !== r.segment || ref.value.batch !== r.batch)) throw new Error('Gram matrices: the reference model did not run in step');
-        for (const [n, a] of Object.entries(r.tensors)) {
-          const kk = k.get(n)!;
-          const x = a.data as Float32Array;
-          let acc = partial.get(n);
-          if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
-          await addGram(gram, x, kk, acc);
-          if (ref && !ref.done && r.batch === 0 && options.crossWeights) {
-            const ws = options.crossWeights(n);
-            if (ws) {
-              const w = new Float32Array(ws.reduce((a, x) => a + x.length, 0));
-              let at = 0;
-              for (const x of ws) {
-                w.set(x, at);
-                at += x.length;
+      // an abort or an error ends the stream: its sessions and temporary files go with it
+      try {
+        while (!ready.has(name)) {
+          const next = done ? undefined : await runs.next();
+          if (!next || next.done) {
+            await finish();
+            throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order, as 'order' lists them), or it is not one of the tensors given`);
+          }
+          const r = next.value;
+          reached = r.segment;
+          const ref = refRuns ? await refRuns.next() : undefined;
+          if (ref && (ref.done || ref.value.segment !== r.segment || ref.value.batch !== r.batch)) throw new Error('Gram matrices: the reference model did not run in step');
+          for (const [n, a] of Object.entries(r.tensors)) {
+            const kk = k.get(n)!;
+            const x = a.data as Float32Array;
+            let acc = partial.get(n);
+            if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
+            await addGram(gram, x, kk, acc);
+            if (ref && !ref.done && r.batch === 0 && options.crossWeights) {
+              const ws = options.crossWeights(n);
+              if (ws) {
+                const w = new Float32Array(ws.reduce((a, x) => a + x.length, 0));
+                let at = 0;
+                for (const x of ws) {
+                  w.set(x, at);
+                  at += x.length;
+                }
+                stacked.set(n, { w, rows: ws.map((x) => x.length / kk) });
               }
-              stacked.set(n, { w, rows: ws.map((x) => x.length / kk) });
+            }
+            const weights = stacked.get(n);
+            if (ref && !ref.done && weights) {
+              const xf = ref.value.tensors[n]!.data as Float32Array;
+              const rows = weights.w.length / kk;
+              const c = (await weightCrossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf }, W: { dtype: DataType.FLOAT, dims: [rows, kk], data: weights.w } })).C!.data as Float32Array;
+              let cacc = crossPartial.get(n);
+              if (!cacc) crossPartial.set(n, (cacc = new Float64Array(rows * kk)));
+              for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+            } else if (ref && !ref.done) {
+              const xf = ref.value.tensors[n]!.data as Float32Array;
+              const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
+              let cacc = crossPartial.get(n);
+              if (!cacc) crossPartial.set(n, (cacc = new Float64Array(kk * kk)));
+              for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
             }
           }
-          const weights = stacked.get(n);
-          if (ref && !ref.done && weights) {
-            const xf = ref.value.tensors[n]!.data as Float32Array;
-            const rows = weights.w.length / kk;
-            const c = (await weightCrossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf }, W: { dtype: DataType.FLOAT, dims: [rows, kk], data: weights.w } })).C!.data as Float32Array;
-            let cacc = crossPartial.get(n);
-            if (!cacc) crossPartial.set(n, (cacc = new Float64Array(rows * kk)));
-            for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
-          } else if (ref && !ref.done) {
-            const xf = ref.value.tensors[n]!.data as Float32Array;
-            const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
-            let cacc = crossPartial.get(n);
-            if (!cacc) crossPartial.set(n, (cacc = new Float64Array(kk * kk)));
-            for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+          if (r.lastOfSegment) {
+            for (const n of Object.keys(r.tensors)) {
+              ready.set(n, completeGram(partial.get(n)!, k.get(n)!));
+              partial.delete(n);
+              const summed = crossPartial.get(n);
+              const weights = stacked.get(n);
+              if (summed && weights) {
+                const kk = k.get(n)!;
+                let at = 0;
+                weightCrossReady.set(n, weights.rows.map((rows) => summed.subarray(at, (at += rows * kk))));
+              } else if (summed) crossReady.set(n, summed);
+              crossPartial.delete(n);
+              stacked.delete(n);
+            }
+            traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
           }
         }
-        if (r.lastOfSegment) {
-          for (const n of Object.keys(r.tensors)) {
-            ready.set(n, completeGram(partial.get(n)!, k.get(n)!));
-            partial.delete(n);
-            const summed = crossPartial.get(n);
-            const weights = stacked.get(n);
-            if (summed && weights) {
-              const kk = k.get(n)!;
-              let at = 0;
-              weightCrossReady.set(n, weights.rows.map((rows) => summed.subarray(at, (at += rows * kk))));
-            } else if (summed) crossReady.set(n, summed);
-            crossPartial.delete(n);
-            stacked.delete(n);
-          }
-          traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
-        }
+      } catch (e) {
+        await finish();
+        throw e;
       }
       return ready.get(name)!;
     },
@@ -235,6 +255,31 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
     started: (node) => done || (segmentOfNode.get(node) ?? -1) <= reached,
     close: finish,
   };
+}
+
+/** The calibration batches in a SpillStore, and the source the block runner reads them from. */
+interface StoredFeeds {
+  store: SpillStore;
+  source: BatchSource;
+}
+
+/** Reads the dataset's batches (up to `samples` samples) into a store: on disk with `spill`, else in memory. */
+function storeFeeds(model: Model, data: Dataset, batchSize: number, samples: number | undefined, spill: boolean): StoredFeeds {
+  const store = new SpillStore(spill ? undefined : Infinity);
+  let count = 0;
+  try {
+    let seen = 0;
+    for (const batch of batches(bindDataset(data, model), batchSize)) {
+      if (samples !== undefined && seen >= samples) break;
+      for (const [n, t] of Object.entries(batch.feeds)) store.put(n, count, t);
+      count++;
+      seen += batch.count;
+    }
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+  return { store, source: { count, get: (b, names) => Object.fromEntries(names.map((n) => [n, store.get(n, b)])) } };
 }
 
 /** Xᵀ(R − X): the cross term of an input X against the reference's R. */

@@ -6,6 +6,7 @@ import { Value } from '../ir/value.js';
 import { freedBuffersReturned } from './allocator.js';
 import { collectGarbage } from './collect-garbage.js';
 import { Session } from './session.js';
+import { SpillStore } from './spill-store.js';
 
 /**
  * Runs a model over many batches one piece of the graph at a time, so that only one piece's
@@ -253,6 +254,28 @@ export interface BlockRunOptions {
   plan?: SegmentPlan;
   threads?: number;
   signal?: AbortSignal;
+  /**
+   * Keep the values later segments read on disk (SpillStore), not in memory: each is written
+   * as its segment runs and read back a batch at a time by its readers (sequential GPTQ on
+   * BERT-base: the hidden state of 128 samples, 48 MiB per model, no longer held).
+   */
+  spill?: boolean;
+}
+
+/**
+ * Batches handed out one at a time, so that the caller need not hold all of them (a SpillStore
+ * of the calibration feeds). `get` gives the tensors `names` of batch `b`; a graph input read by
+ * several segments is asked for again by each.
+ */
+export interface BatchSource {
+  count: number;
+  get(b: number, names: readonly string[]): Record<string, ArrayTensor>;
+}
+
+/** The batches as a source (those given as an array are held by the caller anyway). */
+function batchSource(batches: Record<string, ArrayTensor>[] | BatchSource): BatchSource {
+  if (!Array.isArray(batches)) return batches;
+  return { count: batches.length, get: (b, names) => Object.fromEntries(names.map((n) => [n, batches[b]![n]!])) };
 }
 
 /**
@@ -271,36 +294,49 @@ export function defaultSegmentBytes(model: Model): number {
  * SegmentPlan) and yields, per segment and batch, the `wanted` tensors produced there. The
  * consumer must finish with a batch's tensors before asking for the next (they are not kept).
  */
-export async function* runBlockwise(model: Model, batches: Record<string, ArrayTensor>[], wanted: readonly string[], options: BlockRunOptions = {}): AsyncGenerator<SegmentBatch> {
+export async function* runBlockwise(model: Model, batches: Record<string, ArrayTensor>[] | BatchSource, wanted: readonly string[], options: BlockRunOptions = {}): AsyncGenerator<SegmentBatch> {
   const plan = options.plan ?? planSegments(model, wanted, options.maxSegmentBytes ?? defaultSegmentBytes(model));
   if (!plan) throw new Error('block runner: graphs with subgraphs are run whole');
-  // the values later segments read, per batch (the graph inputs are the batches themselves)
-  const kept = batches.map((b) => new Map<string, ArrayTensor>(Object.entries(b)));
+  const source = batchSource(batches);
+  const graphInputs = new Set(model.graph.inputs.map((v) => v.name));
+  // the values later segments read, per batch (the graph inputs come from `source`); in memory
+  // unless spilled (a store that never spills makes no folder)
+  const kept = new SpillStore(options.spill ? undefined : Infinity);
   const lastReader = new Map<string, number>();
   plan.inputs.forEach((names, s) => names.forEach((n) => lastReader.set(n, s)));
+  const feedsOf = (s: number, b: number): Record<string, ArrayTensor> => {
+    const names = plan.inputs[s]!;
+    return { ...source.get(b, names.filter((n) => graphInputs.has(n))), ...Object.fromEntries(names.filter((n) => !graphInputs.has(n)).map((n) => [n, kept.get(n, b)])) };
+  };
   const segments = plan.nodes.length;
-  for (let s = 0; s < segments; s++) {
-    options.signal?.throwIfAborted();
-    // nothing later reads and nothing wanted (the head after the last wanted tensor): not run
-    if (plan.nodes[s]!.length === 0 || (plan.outputs[s]!.length === 0 && plan.wanted[s]!.length === 0)) continue;
-    const first = Object.fromEntries(plan.inputs[s]!.map((n) => [n, kept[0]!.get(n)!]));
-    // onnxruntime's arena where freed buffers go back to the system (allocator.ts): w8a8 on the
-    // BERT-base-sized encoder 381 -> 371 MiB and 91 -> 72 s of CPU, each activation no longer
-    // a fresh mapping per run; without it the arena's chunks stayed in glibc's heap (834 against 774 MiB)
-    const session = await Session.create(segmentModel(model, plan, s, first), { threads: options.threads, memoryArena: freedBuffersReturned() });
-    try {
-      for (let b = 0; b < batches.length; b++) {
-        options.signal?.throwIfAborted();
-        const feeds = Object.fromEntries(plan.inputs[s]!.map((n) => [n, kept[b]!.get(n)!]));
-        const out = await session.run(feeds, plan.outputs[s]!);
-        for (const [n, t] of Object.entries(out)) if ((lastReader.get(n) ?? -1) > s) kept[b]!.set(n, t);
-        // what no later segment reads is let go
-        for (const n of plan.inputs[s]!) if (lastReader.get(n) === s) kept[b]!.delete(n);
-        yield { segment: s, segments, batch: b, tensors: Object.fromEntries(plan.wanted[s]!.map((n) => [n, out[n] ?? batches[b]![n]!])), lastOfSegment: b === batches.length - 1 };
+  try {
+    for (let s = 0; s < segments; s++) {
+      options.signal?.throwIfAborted();
+      // nothing later reads and nothing wanted (the head after the last wanted tensor): not run
+      if (plan.nodes[s]!.length === 0 || (plan.outputs[s]!.length === 0 && plan.wanted[s]!.length === 0)) continue;
+      // onnxruntime's arena where freed buffers go back to the system (allocator.ts): w8a8 on the
+      // BERT-base-sized encoder 381 -> 371 MiB and 91 -> 72 s of CPU, each activation no longer
+      // a fresh mapping per run; without it the arena's chunks stayed in glibc's heap (834 against 774 MiB)
+      const session = await Session.create(segmentModel(model, plan, s, feedsOf(s, 0)), { threads: options.threads, memoryArena: freedBuffersReturned() });
+      try {
+        for (let b = 0; b < source.count; b++) {
+          options.signal?.throwIfAborted();
+          const feeds = feedsOf(s, b);
+          const out = await session.run(feeds, plan.outputs[s]!);
+          for (const [n, t] of Object.entries(out)) if ((lastReader.get(n) ?? -1) > s) kept.put(n, b, t);
+          // what no later segment reads is let go
+          for (const n of plan.inputs[s]!) if (lastReader.get(n) === s && !graphInputs.has(n)) kept.drop(n, b);
+          // a wanted graph input is handed out as fed, or read from the source for this
+          const given = plan.wanted[s]!.filter((n) => !(n in out));
+          const inputs = given.length ? { ...feeds, ...source.get(b, given.filter((n) => !(n in feeds))) } : {};
+          yield { segment: s, segments, batch: b, tensors: Object.fromEntries(plan.wanted[s]!.map((n) => [n, out[n] ?? inputs[n]!])), lastOfSegment: b === source.count - 1 };
+        }
+      } finally {
+        await session.release();
       }
-    } finally {
-      await session.release();
     }
+  } finally {
+    kept.close();
   }
 }
 
