@@ -6,10 +6,11 @@ import { Tensor } from '../ir/tensor.js';
 import { Model } from '../ir/model.js';
 import type { Node } from '../ir/node.js';
 import { Session } from '../runtime/session.js';
-import { defaultSegmentBytes, planSegments, runBlockwise, type BatchSource } from '../runtime/block-runner.js';
+import { defaultSegmentBytes, planSegments, runBlockwise, type BatchSource, type SegmentBatch } from '../runtime/block-runner.js';
 import { SpillStore } from '../runtime/spill-store.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
+import { collectGarbage } from '../runtime/collect-garbage.js';
 import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import { fitGroupGrids } from './group-grid.js';
@@ -163,6 +164,59 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       feeds.store.close();
     }
   };
+  // a batch of both models crosses from the runners to addBatch through `holder` alone, and is let
+  // go there: an async function keeps its locals while it awaits (take awaits the next batch),
+  // and the last batch's wide inputs (BERT-base's MLP: 12 MiB a model) stayed alive beside the
+  // next batch's, and through GPTQ's work on the segment
+  const holder: { pair?: { r: SegmentBatch; ref: SegmentBatch | undefined } } = {};
+  // the next batch of both models into `holder`; what take needs of it comes back
+  const pull = async (): Promise<{ lastOfSegment: boolean; segment: number; segments: number; names: string[] } | undefined> => {
+    const next = await runs.next();
+    if (next.done) return undefined;
+    const ref = refRuns ? await refRuns.next() : undefined;
+    if (ref && (ref.done || ref.value.segment !== next.value.segment || ref.value.batch !== next.value.batch)) throw new Error('Gram matrices: the reference model did not run in step');
+    holder.pair = { r: next.value, ref: ref && !ref.done ? ref.value : undefined };
+    const { lastOfSegment, segment, segments, tensors } = next.value;
+    return { lastOfSegment, segment, segments, names: Object.keys(tensors) };
+  };
+  const addBatch = async (h: typeof holder): Promise<void> => {
+    const { r, ref } = h.pair!;
+    h.pair = undefined;
+    for (const [n, a] of Object.entries(r.tensors)) {
+      const kk = k.get(n)!;
+      const x = a.data as Float32Array;
+      let acc = partial.get(n);
+      if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
+      await addGram(gram, x, kk, acc);
+      if (ref && r.batch === 0 && options.crossWeights) {
+        const ws = options.crossWeights(n);
+        if (ws) {
+          const w = new Float32Array(ws.reduce((a, x) => a + x.length, 0));
+          let at = 0;
+          for (const x of ws) {
+            w.set(x, at);
+            at += x.length;
+          }
+          stacked.set(n, { w, rows: ws.map((x) => x.length / kk) });
+        }
+      }
+      const weights = stacked.get(n);
+      if (ref && weights) {
+        const xf = ref.tensors[n]!.data as Float32Array;
+        const rows = weights.w.length / kk;
+        const c = (await weightCrossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf }, W: { dtype: DataType.FLOAT, dims: [rows, kk], data: weights.w } })).C!.data as Float32Array;
+        let cacc = crossPartial.get(n);
+        if (!cacc) crossPartial.set(n, (cacc = new Float64Array(rows * kk)));
+        for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+      } else if (ref) {
+        const xf = ref.tensors[n]!.data as Float32Array;
+        const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
+        let cacc = crossPartial.get(n);
+        if (!cacc) crossPartial.set(n, (cacc = new Float64Array(kk * kk)));
+        for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
+      }
+    }
+  };
   return {
     order: plan.wanted.flat(),
     async take(name) {
@@ -178,51 +232,18 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       // an abort or an error ends the stream: its sessions and temporary files go with it
       try {
         while (!ready.has(name)) {
-          const next = done ? undefined : await runs.next();
-          if (!next || next.done) {
+          const batch = done ? undefined : await pull();
+          if (!batch) {
             await finish();
             throw new Error(`Gram matrix of '${name}' was asked for after a later segment's (take them in the model's order, as 'order' lists them), or it is not one of the tensors given`);
           }
-          const r = next.value;
-          reached = r.segment;
-          const ref = refRuns ? await refRuns.next() : undefined;
-          if (ref && (ref.done || ref.value.segment !== r.segment || ref.value.batch !== r.batch)) throw new Error('Gram matrices: the reference model did not run in step');
-          for (const [n, a] of Object.entries(r.tensors)) {
-            const kk = k.get(n)!;
-            const x = a.data as Float32Array;
-            let acc = partial.get(n);
-            if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
-            await addGram(gram, x, kk, acc);
-            if (ref && !ref.done && r.batch === 0 && options.crossWeights) {
-              const ws = options.crossWeights(n);
-              if (ws) {
-                const w = new Float32Array(ws.reduce((a, x) => a + x.length, 0));
-                let at = 0;
-                for (const x of ws) {
-                  w.set(x, at);
-                  at += x.length;
-                }
-                stacked.set(n, { w, rows: ws.map((x) => x.length / kk) });
-              }
-            }
-            const weights = stacked.get(n);
-            if (ref && !ref.done && weights) {
-              const xf = ref.value.tensors[n]!.data as Float32Array;
-              const rows = weights.w.length / kk;
-              const c = (await weightCrossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf }, W: { dtype: DataType.FLOAT, dims: [rows, kk], data: weights.w } })).C!.data as Float32Array;
-              let cacc = crossPartial.get(n);
-              if (!cacc) crossPartial.set(n, (cacc = new Float64Array(rows * kk)));
-              for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
-            } else if (ref && !ref.done) {
-              const xf = ref.value.tensors[n]!.data as Float32Array;
-              const c = (await crossSession!.run({ X: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: x }, R: { dtype: DataType.FLOAT, dims: [x.length / kk, kk], data: xf } })).C!.data as Float32Array;
-              let cacc = crossPartial.get(n);
-              if (!cacc) crossPartial.set(n, (cacc = new Float64Array(kk * kk)));
-              for (let i = 0; i < c.length; i++) cacc[i] += c[i]!;
-            }
-          }
-          if (r.lastOfSegment) {
-            for (const n of Object.keys(r.tensors)) {
+          const { lastOfSegment, segment, segments, names } = batch;
+          reached = segment;
+          const wide = names.some((n) => k.get(n)! > WIDE_INPUT);
+          await addBatch(holder);
+          if (wide) collectGarbage();
+          if (lastOfSegment) {
+            for (const n of names) {
               ready.set(n, completeGram(partial.get(n)!, k.get(n)!));
               partial.delete(n);
               const summed = crossPartial.get(n);
@@ -235,7 +256,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
               crossPartial.delete(n);
               stacked.delete(n);
             }
-            traceMemory(`Gram matrices of segment ${r.segment + 1}/${r.segments} accumulated`);
+            traceMemory(`Gram matrices of segment ${segment + 1}/${segments} accumulated`);
           }
         }
       } catch (e) {

@@ -308,6 +308,22 @@ export async function* runBlockwise(model: Model, batches: Record<string, ArrayT
     const names = plan.inputs[s]!;
     return { ...source.get(b, names.filter((n) => graphInputs.has(n))), ...Object.fromEntries(names.filter((n) => !graphInputs.has(n)).map((n) => [n, kept.get(n, b)])) };
   };
+  // one batch of a segment, in a function of its own: a suspended generator keeps the values its
+  // frame held (V8 does not clear them), and the last batch's feeds and outputs (BERT-base's MLP:
+  // 12 MiB a tensor, for the model and the float reference) stayed alive through GPTQ's work on
+  // the segment; only the handed-over batch crosses the yield, through `handed`
+  const runBatch = async (session: Session, s: number, b: number): Promise<SegmentBatch> => {
+    const feeds = feedsOf(s, b);
+    const out = await session.run(feeds, plan.outputs[s]!);
+    for (const [n, t] of Object.entries(out)) if ((lastReader.get(n) ?? -1) > s) kept.put(n, b, t);
+    // what no later segment reads is let go
+    for (const n of plan.inputs[s]!) if (lastReader.get(n) === s && !graphInputs.has(n)) kept.drop(n, b);
+    // a wanted graph input is handed out as fed, or read from the source for this
+    const given = plan.wanted[s]!.filter((n) => !(n in out));
+    const inputs = given.length ? { ...feeds, ...source.get(b, given.filter((n) => !(n in feeds))) } : {};
+    return { segment: s, segments, batch: b, tensors: Object.fromEntries(plan.wanted[s]!.map((n) => [n, out[n] ?? inputs[n]!])), lastOfSegment: b === source.count - 1 };
+  };
+  const handed: { batch?: SegmentBatch } = {};
   const segments = plan.nodes.length;
   try {
     for (let s = 0; s < segments; s++) {
@@ -317,27 +333,34 @@ export async function* runBlockwise(model: Model, batches: Record<string, ArrayT
       // onnxruntime's arena where freed buffers go back to the system (allocator.ts): w8a8 on the
       // BERT-base-sized encoder 381 -> 371 MiB and 91 -> 72 s of CPU, each activation no longer
       // a fresh mapping per run; without it the arena's chunks stayed in glibc's heap (834 against 774 MiB)
-      const session = await Session.create(segmentModel(model, plan, s, feedsOf(s, 0)), { threads: options.threads, memoryArena: freedBuffersReturned() });
+      let session: Session | undefined = await Session.create(segmentModel(model, plan, s, feedsOf(s, 0)), { threads: options.threads, memoryArena: freedBuffersReturned() });
       try {
         for (let b = 0; b < source.count; b++) {
           options.signal?.throwIfAborted();
-          const feeds = feedsOf(s, b);
-          const out = await session.run(feeds, plan.outputs[s]!);
-          for (const [n, t] of Object.entries(out)) if ((lastReader.get(n) ?? -1) > s) kept.put(n, b, t);
-          // what no later segment reads is let go
-          for (const n of plan.inputs[s]!) if (lastReader.get(n) === s && !graphInputs.has(n)) kept.drop(n, b);
-          // a wanted graph input is handed out as fed, or read from the source for this
-          const given = plan.wanted[s]!.filter((n) => !(n in out));
-          const inputs = given.length ? { ...feeds, ...source.get(b, given.filter((n) => !(n in feeds))) } : {};
-          yield { segment: s, segments, batch: b, tensors: Object.fromEntries(plan.wanted[s]!.map((n) => [n, out[n] ?? inputs[n]!])), lastOfSegment: b === source.count - 1 };
+          handed.batch = await runBatch(session!, s, b);
+          // the segment's weights and arena go before its last batch is handed out: the consumer
+          // works on it while this generator waits (sequential GPTQ: the down projection's factor
+          // and levels, beside the sessions of both models' MLP, 60-100 MiB, before)
+          if (b === source.count - 1) {
+            await session!.release();
+            session = undefined;
+          }
+          yield handOver(handed);
         }
       } finally {
-        await session.release();
+        await session?.release();
       }
     }
   } finally {
     kept.close();
   }
+}
+
+/** The batch in `holder`, taken out of it (runBlockwise: nothing of it stays in the generator). */
+function handOver(holder: { batch?: SegmentBatch }): SegmentBatch {
+  const batch = holder.batch!;
+  holder.batch = undefined;
+  return batch;
 }
 
 /** Ops whose activation scale spans the whole batch: their results depend on the batch size. */
