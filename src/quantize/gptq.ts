@@ -117,9 +117,11 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
   }
   // the reference runs in step, cut as this model is (same node names, same segments)
   const refPlan = options.reference ? (options.cutBefore ? planForClone(plan, model, options.reference) : planSegments(options.reference, tensors.map((t) => t.name), 0, plan)) : undefined;
-  const gram = await Session.create(gramGraph());
-  const crossSession = refPlan ? await Session.create(crossGraph()) : undefined;
-  const weightCrossSession = refPlan && options.crossWeights ? await Session.create(weightCrossGraph()) : undefined;
+  // no arena: these sessions live through the whole stream, and an arena would keep their largest
+  // temporaries (a 3072-wide input's slices and products: ~45 MiB for the three) all along
+  const gram = await Session.create(gramGraph(), { memoryArena: false });
+  const crossSession = refPlan ? await Session.create(crossGraph(), { memoryArena: false }) : undefined;
+  const weightCrossSession = refPlan && options.crossWeights ? await Session.create(weightCrossGraph(), { memoryArena: false }) : undefined;
   const releaseSessions = async (): Promise<void> => {
     await gram.release();
     await crossSession?.release();
