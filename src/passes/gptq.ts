@@ -10,9 +10,11 @@ import type { Tensor } from '../ir/tensor.js';
 import type { Model } from '../ir/model.js';
 import { inStep } from '../progress.js';
 import { traceMemory } from '../runtime/memory-trace.js';
+import { collectGarbage } from '../runtime/collect-garbage.js';
 import { floatTargetWeight, gptqFactor, gptqLevels, gptqLevelsWithFactor, inputGramsBlockwise, SMALL_K, weightTimesCross, WIDE_INPUT, type GptqFactor, type GramStream } from '../quantize/gptq.js';
 import type { Handed } from '../quantize/cholesky.js';
 import { layerSetup, rtnWeight } from '../quantize/layer-setup.js';
+import { LevelShelf } from '../quantize/level-shelf.js';
 import { standInQuantized } from '../quantize/stand-in.js';
 import { weightFingerprint, type DecisionSummary, type QuantizationPlan } from '../quantize/plan.js';
 import type { QuantizedWeight } from '../quantize/weight-quantizer.js';
@@ -83,6 +85,8 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
   const standIns: { l: LinearLayer; original: Tensor }[] = [];
   const actOrder = options.gptqActOrder ?? true;
   let input: PreparedInput | undefined;
+  // the levels of the layers done wait on disk until the writer or a later pass reads them
+  const shelf = new LevelShelf();
   await inStep(ctx.progress, 'gptq', linears.length, async (tick) => {
     for (const [i, l] of ordered.entries()) {
       ctx.signal.throwIfAborted();
@@ -95,7 +99,11 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         // the layers reading one input come one after another: its factor is made once for them
         const name = l.node.input(0)!.name;
         if (input?.name !== name) {
+          // a wide input's factor (72 MiB for k = 3072) and its layers' work are collected before
+          // the next segment's sessions are made, not whenever V8 next counts its external memory
+          const wide = input !== undefined && input.factor.k > WIDE_INPUT;
           input = undefined;
+          if (wide) collectGarbage();
           input = await prepareInput(grams, name, byInput.get(name)!, damp, actOrder);
         }
         const wCross = await input.wCross(l, w);
@@ -111,11 +119,11 @@ export async function decideGptq(model: Model, ctx: PassContext, options: Quanti
         throw e;
       }
       traceMemory(`gptq ${l.name}: levels`);
-      plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q, fingerprint: weightFingerprint(w) });
       if (sequential) {
         const original = standInQuantized(l, q);
         if (original) standIns.push({ l, original });
       }
+      plan.weights.set(l.name, { layer: l.name, weight: l.weight.name, method: 'gptq', pass, grid, q: shelf.shelve(q), fingerprint: weightFingerprint(w) });
       // a dequantized stand-in is needed until its segment's session has read it: then the
       // float (possibly file-backed) weight goes back, so at most a few float copies are held
       for (const s of standIns.filter((x) => grams.started(x.l.node))) {
@@ -156,7 +164,7 @@ async function prepareInput(grams: GramStream, name: string, layers: LinearLayer
   grams.weightCross(name)?.forEach((wc, i) => formed.set(layers[i]!, wc));
   const hasCross = cross !== undefined || formed.size > 0;
   // the JavaScript path reads the Gram matrix itself; the factor is made over a copy then
-  const small = k <= SMALL_K ? gram.a!.slice() : undefined;
+  const small = k <= SMALL_K ? Float64Array.from(gram.a!) : undefined;
   grams.release(name);
   const factor = await gptqFactor(gram, k, damp, actOrder);
   return {

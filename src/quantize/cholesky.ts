@@ -4,14 +4,18 @@
 // run by onnxruntime in float64. Blocks of at most `base` rows are done in JavaScript, where
 // products are too small to pay for a session run. (As one JavaScript loop, the Cholesky factor
 // of a 3072×3072 matrix took 6.6 s, and onnxruntime's general Inverse of it 5.1 s.)
+import { collectGarbage } from '../runtime/collect-garbage.js';
 import type { Session } from '../runtime/session.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
+
+/** From this many rows on, garbage is collected between the steps of inverseCholeskyFactor. */
+const COLLECT_K = 2048;
 
 /** Blocks up to this many rows are factored and inverted in JavaScript. */
 export const JS_BLOCK = 256;
 
 /** Lower Cholesky factor L (A = L Lᵀ) of a symmetric positive definite k×k matrix, in JavaScript. */
-export function choleskyJs(a: Float64Array, k: number): Float64Array {
+export function choleskyJs(a: InputMatrix, k: number): Float64Array {
   const l = new Float64Array(k * k);
   for (let i = 0; i < k; i++) {
     for (let j = 0; j <= i; j++) {
@@ -41,7 +45,7 @@ export function invertLowerJs(l: Float64Array, k: number): Float64Array {
 }
 
 /** Rows [r0, r1) and columns [c0, c1) of a row-major matrix with `k` columns. */
-function block(a: Float64Array, k: number, r0: number, r1: number, c0: number, c1: number): Float64Array {
+function block(a: InputMatrix, k: number, r0: number, r1: number, c0: number, c1: number): Float64Array {
   const w = c1 - c0;
   const out = new Float64Array((r1 - r0) * w);
   for (let r = r0; r < r1; r++) out.set(a.subarray(r * k + c0, r * k + c1), (r - r0) * w);
@@ -106,12 +110,18 @@ export async function choleskyWithInverse(a: Float64Array, k: number, base = JS_
   return { l, inv };
 }
 
+/**
+ * A symmetric matrix given to the factor: float64, or float32 where it is a wide input's Gram
+ * matrix summed in float32 (gptq.ts, WIDE_INPUT); its blocks are copied out in float64.
+ */
+export type InputMatrix = Float64Array | Float32Array;
+
 /** A matrix handed over: the callee clears `a` once it has read it (see inverseCholeskyFactor). */
 export interface Handed {
-  a: Float64Array | undefined;
+  a: InputMatrix | undefined;
 }
 
-function take(h: Handed): Float64Array {
+function take<T extends InputMatrix>(h: { a: T | undefined }): T {
   const a = h.a!;
   h.a = undefined;
   return a;
@@ -130,19 +140,26 @@ export async function inverseCholeskyFactor(input: Handed, k: number, base = JS_
   const h = k >= 128 ? Math.round(k / 128) * 64 : Math.ceil(k / 2);
   const m = k - h;
   const a11: Handed = { a: block(input.a!, k, 0, h, 0, h) };
-  const a21: Handed = { a: block(input.a!, k, h, k, 0, h) };
-  const a22: Handed = { a: block(input.a!, k, h, k, h, k) };
+  const a21: { a: Float64Array | undefined } = { a: block(input.a!, k, h, k, 0, h) };
+  const a22: { a: Float64Array | undefined } = { a: block(input.a!, k, h, k, h, k) };
   input.a = undefined;
+  // for wide matrices, what was let go is collected before more is made: V8 runs its collector
+  // when external memory grows by its own measure, and the input (72 MiB for k = 3072) and each
+  // level's blocks and products otherwise piled up as garbage until the factor was done
+  const collect = k >= COLLECT_K ? collectGarbage : () => {};
+  collect();
   const topInv = await inverseCholeskyFactor(a11, h, base);
   let schurred: { l21: Float64Array; s: Float64Array } | undefined = await schur(take(a21), topInv, take(a22), m, h);
   let l21: Float64Array | undefined = schurred.l21;
   const complement: Handed = { a: schurred.s };
   schurred = undefined;
+  collect();
   const bottomInv = await inverseCholeskyFactor(complement, m, base);
   // the lower-left block before the result is made: L21 is not alive beside it (a 3072-wide
   // layer's peak here: the result and four 1536-square blocks, 144 MiB, now three)
   const lowerLeft = await offDiagonalInverse(bottomInv, l21, topInv, m, h);
   l21 = undefined;
+  collect();
   const inv = new Float64Array(k * k);
   place(inv, k, topInv, h, 0, 0);
   place(inv, k, lowerLeft, m, h, 0);

@@ -11,7 +11,7 @@ import { SpillStore } from '../runtime/spill-store.js';
 import type { ArrayTensor } from '../ir/array-tensor.js';
 import { traceMemory } from '../runtime/memory-trace.js';
 import { collectGarbage } from '../runtime/collect-garbage.js';
-import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed } from './cholesky.js';
+import { choleskyJs, invertLowerJs, upperCholeskyOfReversed, type Handed, type InputMatrix } from './cholesky.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
 import { fitGroupGrids } from './group-grid.js';
 import { planForClone, recomputeWideInputs } from './gptq-segments.js';
@@ -60,7 +60,7 @@ export async function inputGrams(model: Model, data: Dataset, tensors: { name: s
 export interface GramStream {
   /** The names in the order their matrices come (taking them in this order never fails). */
   order: string[];
-  take(name: string): Promise<Float64Array>;
+  take(name: string): Promise<InputMatrix>;
   /**
    * With a `reference` model: X̃ᵀ(X − X̃) of the input last taken under `name`, X̃ the input this
    * model gives and X the one the reference gives (undefined without a reference).
@@ -140,8 +140,8 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
     throw e;
   }
   const k = new Map(tensors.map((t) => [t.name, t.k]));
-  const ready = new Map<string, Float64Array>();
-  const partial = new Map<string, Float64Array>();
+  const ready = new Map<string, InputMatrix>();
+  const partial = new Map<string, InputMatrix>();
   const runs = runBlockwise(model, feeds.source, tensors.map((t) => t.name), { plan, threads: options.threads, signal: options.signal, spill });
   const refRuns = refPlan ? runBlockwise(options.reference!, feeds.source, tensors.map((t) => t.name), { plan: refPlan, threads: options.threads, signal: options.signal, spill }) : undefined;
   const crossReady = new Map<string, Float64Array>();
@@ -188,7 +188,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
       const kk = k.get(n)!;
       const x = a.data as Float32Array;
       let acc = partial.get(n);
-      if (!acc) partial.set(n, (acc = new Float64Array(kk * kk)));
+      if (!acc) partial.set(n, (acc = gramAccumulator(kk)));
       await addGram(gram, x, kk, acc);
       if (ref && r.batch === 0 && options.crossWeights) {
         const ws = options.crossWeights(n);
@@ -346,7 +346,7 @@ const GRAM_BAND = 512;
  * 512×k float32 instead of one k×k (36 MiB for k = 3072, with onnxruntime's own copy beside it)
  * and half the work; completeGram mirrors the upper triangle once the sum is done.
  */
-async function addGram(session: Session, x: Float32Array, k: number, acc: Float64Array): Promise<void> {
+async function addGram(session: Session, x: Float32Array, k: number, acc: InputMatrix): Promise<void> {
   const band = k > GRAM_FULL_K ? GRAM_BAND : k;
   const int64 = (v: number): ArrayTensor => ({ dtype: DataType.INT64, dims: [1], data: BigInt64Array.of(BigInt(v)) });
   for (let c0 = 0; c0 < k; c0 += band) {
@@ -360,8 +360,20 @@ async function addGram(session: Session, x: Float32Array, k: number, acc: Float6
   }
 }
 
+/**
+ * The k×k sum a Gram matrix is accumulated in: float64, or float32 for inputs wider than
+ * WIDE_INPUT, where the matrix is largest when held with everything else of a segment (72 MiB in
+ * float64 for k = 3072, beside both models' sessions running the MLP: the peak of sequential
+ * GPTQ on BERT-base). Each batch's product is float32 from onnxruntime either way; the sum of
+ * the batches then rounds to float32 too (relative 6e-8 a batch), and the factor is made in
+ * float64 from it.
+ */
+function gramAccumulator(k: number): InputMatrix {
+  return k > WIDE_INPUT ? new Float32Array(k * k) : new Float64Array(k * k);
+}
+
 /** A Gram matrix summed by bands (addGram, wide inputs): its lower triangle from the upper. Returns `acc`. */
-function completeGram(acc: Float64Array, k: number): Float64Array {
+function completeGram(acc: InputMatrix, k: number): InputMatrix {
   if (k <= GRAM_FULL_K) return acc;
   for (let i = 0; i < k; i++) for (let j = i + 1; j < k; j++) acc[j * k + i] = acc[i * k + j]!;
   return acc;
@@ -633,7 +645,7 @@ class GroupGrids {
  * gets 1 there and its weights are zeroed: `dead`), and GPTQ's column order. The same numbers
  * as `prepare`'s, without copying the k×k matrix.
  */
-function dampedDiagonal(gram: Float64Array, k: number, damp: number, actOrder: boolean): { diagonal: Float64Array; dead: Uint8Array; perm: number[] } {
+function dampedDiagonal(gram: InputMatrix, k: number, damp: number, actOrder: boolean): { diagonal: Float64Array; dead: Uint8Array; perm: number[] } {
   const diagonal = new Float64Array(k);
   const dead = new Uint8Array(k);
   let mean = 0;
@@ -657,7 +669,7 @@ function dampedDiagonal(gram: Float64Array, k: number, damp: number, actOrder: b
  * one. Rows are moved along the permutation's cycles, then each row's elements, with one row
  * of scratch. Returns `a`.
  */
-function reverseHessianInPlace(a: Float64Array, k: number, diagonal: Float64Array, perm: readonly number[]): Float64Array {
+function reverseHessianInPlace(a: InputMatrix, k: number, diagonal: Float64Array, perm: readonly number[]): InputMatrix {
   const q = Int32Array.from({ length: k }, (_, i) => perm[k - 1 - i]!);
   const row = new Float64Array(k);
   const moved = new Uint8Array(k);
