@@ -22,8 +22,9 @@ export class LevelShelf {
 
   /** `q` with its levels on the shelf, read back when first used; `q` itself is left as it was. */
   shelve(q: QuantizedWeight): QuantizedWeight {
-    const key = String(this.count++);
-    this.store.put(key, 0, { dtype: q.levels instanceof Int8Array ? DataType.INT8 : DataType.UINT8, dims: [q.levels.length], data: q.levels });
+    // one value whose batches are the weights: one file and one descriptor for all of them
+    const at = this.count++;
+    this.store.put('levels', at, { dtype: q.levels instanceof Int8Array ? DataType.INT8 : DataType.UINT8, dims: [q.levels.length], data: q.levels });
     this.unread++;
     let levels: Levels | undefined;
     const { levels: _, ...rest } = q;
@@ -31,8 +32,8 @@ export class LevelShelf {
       enumerable: true,
       get: (): Levels => {
         if (!levels) {
-          levels = this.store.get(key, 0).data as Levels;
-          this.store.drop(key, 0);
+          levels = this.store.get('levels', at).data as Levels;
+          this.store.drop('levels', at);
           if (--this.unread === 0) this.store.close();
         }
         return levels;
