@@ -566,20 +566,25 @@ export async function gptqLevelsWithFactor(w: Float32Array, q: QuantizedWeight, 
   for (let i1 = 0; i1 < k; i1 += LAZY_BLOCK) {
     const i2 = Math.min(k, i1 + LAZY_BLOCK);
     const b = i2 - i1;
-    if (i1 > 0) {
-      const A = new Float64Array(i1 * b);
-      for (let t = 0; t < i1; t++) A.set(U.subarray(t * k + i1, t * k + i2), t * b);
-      Wt.set(await trailingUpdate(Wt.subarray(i1 * n, i2 * n), A, E.subarray(0, i1 * n), b, i1, n), i1 * n);
-    }
+    if (i1 > 0) Wt.set(await trailingUpdate(Wt.subarray(i1 * n, i2 * n), columnsOf(U, k, 0, i1, range(i1, i2)), E.subarray(0, i1 * n), b, i1, n), i1 * n);
+    // with refit, the columns past this block of the groups first reached in it, brought up to
+    // date with the earlier blocks' errors in one product (rows in the order of `ahead`)
+    const ahead = grids.unfittedAhead(i1, i2);
+    const aheadAt = new Map(ahead.map((p, a) => [p, a]));
+    const aheadRows = ahead.length === 0 ? undefined : i1 > 0 ? await trailingUpdate(gatherRows(Wt, n, ahead), columnsOf(U, k, 0, i1, ahead), E.subarray(0, i1 * n), ahead.length, i1, n) : gatherRows(Wt, n, ahead);
     for (let i = i1; i < i2; i++) {
       const d = U[i * k + i]!;
       const col = perm[i]!;
       const gi = Math.floor(col / blockSize);
-      // a column past this lazy block still lacks the updates of every column quantized so far
+      // a column past this lazy block still lacks the updates of this block's columns so far
       grids.reach(gi, (p, out) => {
-        out.set(Wt.subarray(p * n, (p + 1) * n));
-        if (p < i2) return;
-        for (let t = 0; t < i; t++) {
+        if (p < i2) {
+          out.set(Wt.subarray(p * n, (p + 1) * n));
+          return;
+        }
+        const a = aheadAt.get(p)!;
+        out.set(aheadRows!.subarray(a * n, (a + 1) * n));
+        for (let t = i1; t < i; t++) {
           const u = U[t * k + p]!;
           if (u === 0) continue;
           const e = E.subarray(t * n, (t + 1) * n);
@@ -606,6 +611,22 @@ export async function gptqLevelsWithFactor(w: Float32Array, q: QuantizedWeight, 
   return { ...q, levels, scales: grids.scales, zeroPoints: grids.zeroPoints };
 }
 
+/** Rows r0..r1 of the row-major k-column matrix `u`, at the given columns: [r1 - r0, columns.length]. */
+function columnsOf(u: Float64Array, k: number, r0: number, r1: number, columns: readonly number[]): Float64Array {
+  const out = new Float64Array((r1 - r0) * columns.length);
+  for (let r = r0; r < r1; r++) for (let j = 0; j < columns.length; j++) out[(r - r0) * columns.length + j] = u[r * k + columns[j]!]!;
+  return out;
+}
+
+/** The given rows of the row-major n-column matrix `w`, stacked. */
+function gatherRows(w: Float64Array, n: number, rows: readonly number[]): Float64Array {
+  const out = new Float64Array(rows.length * n);
+  rows.forEach((r, i) => out.set(w.subarray(r * n, (r + 1) * n), i * n));
+  return out;
+}
+
+const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
+
 /** The grids GPTQ quantizes on: those of the round-to-nearest weight, or refitted group by group (GroupRefit). */
 class GroupGrids {
   readonly scales: Float32Array;
@@ -624,6 +645,23 @@ class GroupGrids {
     this.fitted = new Uint8Array(q.groups);
     this.position = new Int32Array(q.k);
     perm.forEach((col, i) => (this.position[col] = i));
+  }
+
+  /**
+   * With `refit`: the positions from `i2` on of the columns of groups not yet fitted that have a
+   * column at positions i1..i2 (those groups are fitted in that lazy block, on these columns too).
+   */
+  unfittedAhead(i1: number, i2: number): number[] {
+    if (!this.refit) return [];
+    const { k, blockSize } = this.q;
+    const groups = new Set<number>();
+    for (let c = 0; c < k; c++) {
+      const p = this.position[c]!;
+      if (p >= i1 && p < i2 && !this.fitted[Math.floor(c / blockSize)]) groups.add(Math.floor(c / blockSize));
+    }
+    const out: number[] = [];
+    for (const gi of groups) for (let c = gi * blockSize; c < Math.min(k, (gi + 1) * blockSize); c++) if (this.position[c]! >= i2) out.push(this.position[c]!);
+    return out;
   }
 
   /**
