@@ -181,9 +181,9 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
     const { lastOfSegment, segment, segments, tensors } = next.value;
     return { lastOfSegment, segment, segments, names: Object.keys(tensors) };
   };
-  const addBatch = async (h: typeof holder): Promise<void> => {
-    const { r, ref } = h.pair!;
-    h.pair = undefined;
+  const addBatch = async (): Promise<void> => {
+    const { r, ref } = holder.pair!;
+    holder.pair = undefined;
     for (const [n, a] of Object.entries(r.tensors)) {
       const kk = k.get(n)!;
       const x = a.data as Float32Array;
@@ -242,7 +242,7 @@ export async function inputGramsBlockwise(model: Model, data: Dataset, tensors: 
           const { lastOfSegment, segment, segments, names } = batch;
           reached = segment;
           const wide = names.some((n) => k.get(n)! > WIDE_INPUT);
-          await addBatch(holder);
+          await addBatch();
           if (wide) collectGarbage();
           if (lastOfSegment) {
             for (const n of names) {
