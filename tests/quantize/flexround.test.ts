@@ -27,6 +27,13 @@ function randn(rng: Random, n: number, scale = 1): Float32Array {
   return out;
 }
 
+/** A layer's weight ([n, k], scale 0.1) and `rows` inputs ([rows, k]) from seed `seed`, and the generator for more. */
+function layerProblem(seed: number, n: number, k: number, rows: number): { rng: Random; n: number; k: number; rows: number; w: Float32Array; x: Float32Array } {
+  const rng = new Random(seed);
+  const w = randn(rng, n * k, 0.1);
+  return { rng, n, k, rows, w, x: randn(rng, rows * k) };
+}
+
 const summaryOf = (r: { report: Report }): QuantizeSummary => r.report.passes[0]!.summary as QuantizeSummary;
 
 describe('FlexRound', () => {
@@ -52,12 +59,7 @@ describe('FlexRound', () => {
   });
 
   it('layer-wise learning lowers the layer output error below round to nearest', async () => {
-    const rng = new Random(2);
-    const n = 16;
-    const k = 64;
-    const rows = 512;
-    const w = randn(rng, n * k, 0.1);
-    const x = randn(rng, rows * k);
+    const { n, k, rows, w, x } = layerProblem(2, 16, 64, 512);
     for (let r = 0; r < rows; r++) x[r * k + 3] *= 8; // an outlier input channel
     const q = await quantizeWeight(w, n, k, { bits: 3, symmetric: true, blockSize: 0, search: 'mse' });
     const r = await flexRoundLayer(w, q, x, { iters: 500, lr: 3e-3, batch: 128 });
@@ -70,12 +72,7 @@ describe('FlexRound', () => {
   });
 
   it('layer-wise, given the float model\'s rows, aims at their float output (AdaRound\'s asymmetric target; loss within 1e-5 relative of a JS sum)', async () => {
-    const rng = new Random(3);
-    const n = 8;
-    const k = 32;
-    const rows = 256;
-    const w = randn(rng, n * k, 0.1);
-    const xf = randn(rng, rows * k);
+    const { rng, n, k, rows, w, x: xf } = layerProblem(3, 8, 32, 256);
     const xq = xf.map((v) => v + 0.05 * rng.normal()); // the inputs a quantized model gives: the float ones, perturbed
     const q = await quantizeWeight(w, n, k, { bits: 3, symmetric: true, blockSize: 0, search: 'mse' });
     const wq = dequantizeWeight(q);
