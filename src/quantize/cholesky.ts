@@ -4,8 +4,12 @@
 // run by onnxruntime in float64. Blocks of at most `base` rows are done in JavaScript, where
 // products are too small to pay for a session run. (As one JavaScript loop, the Cholesky factor
 // of a 3072×3072 matrix took 6.6 s, and onnxruntime's general Inverse of it 5.1 s.)
+import { collectGarbage } from '../runtime/collect-garbage.js';
 import type { Session } from '../runtime/session.js';
 import { f64, float64Session, transposed } from './float64-graph.js';
+
+/** From this many rows on, garbage is collected between the steps of inverseCholeskyFactor. */
+const COLLECT_K = 2048;
 
 /** Blocks up to this many rows are factored and inverted in JavaScript. */
 export const JS_BLOCK = 256;
@@ -139,16 +143,23 @@ export async function inverseCholeskyFactor(input: Handed, k: number, base = JS_
   const a21: { a: Float64Array | undefined } = { a: block(input.a!, k, h, k, 0, h) };
   const a22: { a: Float64Array | undefined } = { a: block(input.a!, k, h, k, h, k) };
   input.a = undefined;
+  // for wide matrices, what was let go is collected before more is made: V8 runs its collector
+  // when external memory grows by its own measure, and the input (72 MiB for k = 3072) and each
+  // level's blocks and products otherwise piled up as garbage until the factor was done
+  const collect = k >= COLLECT_K ? collectGarbage : () => {};
+  collect();
   const topInv = await inverseCholeskyFactor(a11, h, base);
   let schurred: { l21: Float64Array; s: Float64Array } | undefined = await schur(take(a21), topInv, take(a22), m, h);
   let l21: Float64Array | undefined = schurred.l21;
   const complement: Handed = { a: schurred.s };
   schurred = undefined;
+  collect();
   const bottomInv = await inverseCholeskyFactor(complement, m, base);
   // the lower-left block before the result is made: L21 is not alive beside it (a 3072-wide
   // layer's peak here: the result and four 1536-square blocks, 144 MiB, now three)
   const lowerLeft = await offDiagonalInverse(bottomInv, l21, topInv, m, h);
   l21 = undefined;
+  collect();
   const inv = new Float64Array(k * k);
   place(inv, k, topInv, h, 0, 0);
   place(inv, k, lowerLeft, m, h, 0);
